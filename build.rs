@@ -1,0 +1,12 @@
+//! Generates the gRPC client for the Connect API from our own minimal protos.
+//! `protoc-bin-vendored` supplies protoc, so a fresh machine needs none.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_protos(&["proto/psdbconnect.proto"], &["proto"])?;
+    Ok(())
+}

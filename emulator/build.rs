@@ -1,0 +1,10 @@
+//! Generates the gRPC server (and a client for the drain benchmark) from the
+//! same protos the tap uses.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=../proto");
+    tonic_prost_build::configure().compile_protos(&["../proto/psdbconnect.proto"], &["../proto"])?;
+    Ok(())
+}
