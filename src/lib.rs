@@ -1,1 +1,33 @@
+//! tap-planetscale: a Singer tap for PlanetScale and Vitess.
+//!
+//! Data flows config → discovery (MySQL) → catalog → selection → readers
+//! (gRPC) → conversion → Singer writer (stdout) → state. Each step is a
+//! module named after what it owns; `app` wires them together for the CLI.
 
+pub mod about;
+pub mod app;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod discovery;
+pub mod error;
+pub mod mysql;
+pub mod position;
+pub mod singer;
+pub mod state;
+pub mod types;
+
+/// Wire types generated from `proto/` (client side only).
+pub mod pb {
+    pub mod query {
+        tonic::include_proto!("query");
+    }
+    pub mod vtrpc {
+        tonic::include_proto!("vtrpc");
+    }
+    pub mod psdbconnect {
+        pub mod v1alpha1 {
+            tonic::include_proto!("psdbconnect.v1alpha1");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The CLI edge: turns parsed arguments into one plan and runs it.
+//!
+//! Every input is read and validated before anything is written to stdout,
+//! so a bad config, catalog or state never leaves half a Singer stream
+//! behind.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use tracing::{info, warn};
+
+use crate::about;
+use crate::catalog::Catalog;
+use crate::cli::{Cli, Command, CommonArgs};
+use crate::config::{self, Settings, TabletType};
+use crate::discovery::{self, DiscoverOptions};
+use crate::error::TapError;
+use crate::singer::SingerWriter;
+use crate::state::State;
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    About,
+    Discover,
+    Sync,
+    Check,
+}
+
+/// Decides the mode from the subcommand and the Singer flags.
+pub fn mode(cli: &Cli) -> Result<Mode, TapError> {
+    let a = &cli.args;
+    if a.about {
+        return Ok(Mode::About);
+    }
+    match cli.command {
+        Some(Command::Discover) => return Ok(Mode::Discover),
+        Some(Command::Sync) => return Ok(Mode::Sync),
+        Some(Command::Check) => return Ok(Mode::Check),
+        None => {}
+    }
+    if a.discover {
+        Ok(Mode::Discover)
+    } else if a.catalog.is_some() || a.properties.is_some() {
+        Ok(Mode::Sync)
+    } else {
+        Err(TapError::Usage(
+            "nothing to do: pass --discover to print the catalog, or --catalog FILE to sync (see --help)"
+                .into(),
+        ))
+    }
+}
+
+/// Loads config files and the environment, then applies the flag overrides.
+pub fn settings(args: &CommonArgs) -> Result<Settings, TapError> {
+    let (mut settings, unknown) = config::load(&args.config)?;
+    for (key, origin) in unknown {
+        warn!(key = %key, origin = %origin, "ignoring unknown config key");
+    }
+    let replica = args.use_replica.unwrap_or(false);
+    let rdonly = args.use_rdonly.unwrap_or(false);
+    if replica && rdonly {
+        return Err(TapError::Usage(
+            "--use-replica and --use-rdonly were both given; pick at most one".into(),
+        ));
+    }
+    if replica {
+        settings.tablet_type = TabletType::Replica;
+    } else if rdonly {
+        settings.tablet_type = TabletType::Rdonly;
+    }
+    Ok(settings)
+}
+
+/// Runs the command. Logging is already set up.
+pub async fn run(cli: Cli) -> Result<(), TapError> {
+    match mode(&cli)? {
+        Mode::About => {
+            let text = about::render(cli.args.format);
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+            Ok(())
+        }
+        Mode::Discover => {
+            let settings = settings(&cli.args)?;
+            discover(&cli.args, &settings).await
+        }
+        Mode::Sync => {
+            let settings = settings(&cli.args)?;
+            let plan = SyncInputs::load(&cli.args, &settings)?;
+            Err(TapError::Runtime(format!(
+                "sync of {} selected stream(s) is not available in this build yet",
+                plan.catalog.selected()?.len()
+            )))
+        }
+        Mode::Check => {
+            let _settings = settings(&cli.args)?;
+            Err(TapError::Runtime(
+                "check is not available in this build yet".into(),
+            ))
+        }
+    }
+}
+
+async fn discover(args: &CommonArgs, settings: &Settings) -> Result<(), TapError> {
+    let tinyint_as_boolean = args.tinyint_as_boolean.unwrap_or(false)
+        || settings.do_not_treat_tiny_int_as_boolean == Some(false);
+    let opts = DiscoverOptions {
+        auto_select: args.auto_select.unwrap_or(false),
+        excluded: args
+            .excluded_tables
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        incremental: args.incremental.unwrap_or(true),
+        tinyint_as_boolean,
+    };
+    info!(database = %settings.database, endpoint = %settings.mysql, "discovering schema");
+    let (catalog, unknown) = discovery::discover(settings, &opts).await?;
+    for name in unknown {
+        warn!(table = %name, "--excluded-tables names a table that does not exist; check the spelling (names match exactly)");
+    }
+    info!(streams = catalog.streams.len(), "discovered");
+    let mut out = SingerWriter::stdout();
+    out.document(&catalog)?;
+    Ok(())
+}
+
+/// The validated inputs of a sync: catalog and state, read before any output.
+#[derive(Debug)]
+pub struct SyncInputs {
+    pub catalog: Catalog,
+    pub catalog_path: PathBuf,
+    pub state: State,
+    pub state_path: Option<PathBuf>,
+}
+
+impl SyncInputs {
+    pub fn load(args: &CommonArgs, settings: &Settings) -> Result<SyncInputs, TapError> {
+        let catalog_path = args
+            .catalog
+            .clone()
+            .or_else(|| args.properties.clone())
+            .ok_or_else(|| {
+                TapError::Usage(
+                    "sync needs --catalog FILE; create one with `tap-planetscale discover --auto-select`"
+                        .into(),
+                )
+            })?;
+        let catalog = Catalog::from_path(&catalog_path)?;
+        catalog.selected()?;
+        let state = match &args.state {
+            Some(p) => {
+                let s = State::from_path(p)?;
+                s.check_keyspace(&p.display().to_string(), &settings.database)?;
+                s
+            }
+            None => State::default(),
+        };
+        Ok(SyncInputs {
+            catalog,
+            catalog_path,
+            state,
+            state_path: args.state.clone(),
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! Discovery: information_schema → Singer catalog.
+//!
+//! The MySQL side is three batched queries (`mysql::describe_schema`); the
+//! catalog is then built by a pure function, so the output depends only on
+//! what the server said. Tables are ordered by name in byte order and columns
+//! by ordinal position, which makes the catalog byte-identical between runs.
+
+use serde_json::{json, Map, Value};
+
+use crate::catalog::{Catalog, CatalogStream, MetadataEntry};
+use crate::config::Settings;
+use crate::mysql::{self, MySqlError, RawTable};
+use crate::types::{json_schema, TypeOptions};
+
+/// What the discover flags ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoverOptions {
+    pub auto_select: bool,
+    /// Exact table names to leave out.
+    pub excluded: Vec<String>,
+    /// Mark every stream INCREMENTAL (the Go tap's default).
+    pub incremental: bool,
+    pub tinyint_as_boolean: bool,
+}
+
+/// The Singer stream id, `<keyspace>:<table>`, as the Go tap builds it.
+pub fn stream_id(keyspace: &str, table: &str) -> String {
+    format!("{keyspace}:{table}")
+}
+
+/// Vitess creates tables of its own: garbage-collection tables (`_vt_…`,
+/// or `_<8>_<4>_<4>_…` in the newer naming) and online-DDL shadow tables
+/// (`_…_vrepl`). None of them is user data.
+pub fn is_internal_table(name: &str) -> bool {
+    if name.starts_with("_vt_") || (name.starts_with('_') && name.ends_with("_vrepl")) {
+        return true;
+    }
+    let Some(rest) = name.strip_prefix('_') else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('_').collect();
+    parts.len() >= 4
+        && [8, 4, 4]
+            .iter()
+            .zip(&parts)
+            .all(|(len, p)| p.len() == *len && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Runs discovery against the server. Returns the catalog and the excluded
+/// names that matched no table, for a warning.
+pub async fn discover(
+    settings: &Settings,
+    opts: &DiscoverOptions,
+) -> Result<(Catalog, Vec<String>), MySqlError> {
+    let mut conn = mysql::connect(settings).await?;
+    let tables = mysql::describe_schema(&mut conn, &settings.database).await;
+    mysql::close(conn).await;
+    Ok(build_catalog(&settings.database, tables?, opts))
+}
+
+/// Builds the catalog from what information_schema said. Pure.
+pub fn build_catalog(
+    keyspace: &str,
+    tables: Vec<RawTable>,
+    opts: &DiscoverOptions,
+) -> (Catalog, Vec<String>) {
+    let unknown_excluded: Vec<String> = opts
+        .excluded
+        .iter()
+        .filter(|x| !tables.iter().any(|t| &t.name == *x))
+        .cloned()
+        .collect();
+    let type_opts = TypeOptions {
+        tinyint_as_boolean: opts.tinyint_as_boolean,
+    };
+    let mut streams = Vec::new();
+    for table in tables {
+        if is_internal_table(&table.name) || opts.excluded.contains(&table.name) {
+            continue;
+        }
+        streams.push(build_stream(keyspace, table, opts, type_opts));
+    }
+    (
+        Catalog {
+            streams,
+            extra: Map::new(),
+        },
+        unknown_excluded,
+    )
+}
+
+fn build_stream(
+    keyspace: &str,
+    table: RawTable,
+    opts: &DiscoverOptions,
+    type_opts: TypeOptions,
+) -> CatalogStream {
+    let mut properties = Map::new();
+    for col in &table.columns {
+        properties.insert(col.name.clone(), json_schema(&col.column_type, type_opts));
+    }
+    let schema = json!({
+        "type": ["null", "object"],
+        "additionalProperties": false,
+        "properties": properties,
+    });
+
+    let mut top = Map::new();
+    top.insert("table-key-properties".into(), json!(table.primary_key));
+    top.insert("valid-replication-keys".into(), json!(table.primary_key));
+    if opts.incremental {
+        top.insert("replication-method".into(), json!("INCREMENTAL"));
+    }
+    top.insert("database-name".into(), json!(keyspace));
+    top.insert("is-view".into(), json!(table.is_view));
+    if let Some(n) = table.row_count {
+        top.insert("row-count".into(), json!(n));
+    }
+    top.insert("selected-by-default".into(), json!(false));
+    if opts.auto_select {
+        top.insert("selected".into(), json!(true));
+    }
+    let mut metadata = vec![MetadataEntry::new(Vec::new(), top)];
+    for col in &table.columns {
+        let mut m = Map::new();
+        let inclusion = if table.primary_key.contains(&col.name) {
+            "automatic"
+        } else {
+            "available"
+        };
+        m.insert("inclusion".into(), json!(inclusion));
+        m.insert("sql-datatype".into(), json!(col.column_type));
+        if opts.auto_select {
+            m.insert("selected".into(), json!(true));
+        }
+        metadata.push(MetadataEntry::new(
+            vec!["properties".to_string(), col.name.clone()],
+            m,
+        ));
+    }
+
+    CatalogStream {
+        tap_stream_id: stream_id(keyspace, &table.name),
+        stream: table.name.clone(),
+        table_name: Some(table.name.clone()),
+        schema,
+        metadata,
+        key_properties: Some(table.primary_key.clone()),
+        extra: Map::<String, Value>::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mysql::RawColumn;
+
+    #[test]
+    fn internal_tables() {
+        let cases = [
+            ("users", false),
+            ("_users", false),
+            (
+                "_vt_HOLD_6ace8bcef73211ea87e9f875a4d24e90_20200915120410",
+                true,
+            ),
+            (
+                "_vt_hld_6ace8bcef73211ea87e9f875a4d24e90_20200915120410_",
+                true,
+            ),
+            (
+                "_4e5dcf80_354b_11eb_82cd_f875a4d24e90_20201203114014_vrepl",
+                true,
+            ),
+            (
+                "_750a3e1f_e6f9_4b6e_9e1b_2b2b2b2b2b2b_20240101000000_",
+                true,
+            ),
+            ("_orders_20240101_vrepl", true),
+            ("_ab_cd_ef_gh", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(is_internal_table(name), want, "{name}");
+        }
+    }
+
+    fn table(name: &str) -> RawTable {
+        RawTable {
+            name: name.into(),
+            is_view: false,
+            row_count: Some(3),
+            columns: vec![
+                RawColumn {
+                    name: "id".into(),
+                    column_type: "bigint unsigned".into(),
+                },
+                RawColumn {
+                    name: "flag".into(),
+                    column_type: "tinyint(1)".into(),
+                },
+            ],
+            primary_key: vec!["id".into()],
+        }
+    }
+
+    #[test]
+    fn catalog_shape() {
+        let opts = DiscoverOptions {
+            auto_select: true,
+            excluded: vec!["skip".into(), "missing".into()],
+            incremental: true,
+            tinyint_as_boolean: true,
+        };
+        let (c, unknown) = build_catalog(
+            "ks",
+            vec![
+                table("a"),
+                table("skip"),
+                table("_vt_drop_x"),
+                table("skipped"),
+            ],
+            &opts,
+        );
+        assert_eq!(unknown, vec!["missing".to_string()]);
+        let ids: Vec<&str> = c.streams.iter().map(|s| s.tap_stream_id.as_str()).collect();
+        // exact-name exclusion: `skipped` stays although it contains `skip`
+        assert_eq!(ids, vec!["ks:a", "ks:skipped"]);
+        let s = serde_json::to_value(&c.streams[0]).expect("json");
+        assert_eq!(
+            s,
+            json!({
+                "tap_stream_id": "ks:a", "stream": "a", "table_name": "a",
+                "schema": {"type": ["null", "object"], "additionalProperties": false, "properties": {
+                    "id": {"type": ["null", "integer"], "minimum": 0, "maximum": 18446744073709551615u64},
+                    "flag": {"type": ["null", "boolean"]}}},
+                "metadata": [
+                    {"breadcrumb": [], "metadata": {"table-key-properties": ["id"], "valid-replication-keys": ["id"],
+                     "replication-method": "INCREMENTAL", "database-name": "ks", "is-view": false, "row-count": 3,
+                     "selected-by-default": false, "selected": true}},
+                    {"breadcrumb": ["properties", "id"], "metadata": {"inclusion": "automatic", "sql-datatype": "bigint unsigned", "selected": true}},
+                    {"breadcrumb": ["properties", "flag"], "metadata": {"inclusion": "available", "sql-datatype": "tinyint(1)", "selected": true}}
+                ],
+                "key_properties": ["id"]
+            })
+        );
+        // the discovered catalog reads back and selects every column
+        let text = serde_json::to_string(&c).expect("json");
+        let back = Catalog::from_text(&text, "k").expect("reads");
+        let sel = back.selected().expect("resolves");
+        assert_eq!(sel.len(), 2);
+        assert_eq!(sel[0].properties.len(), 2);
+    }
+
+    #[test]
+    fn without_flags_nothing_is_selected_and_no_method() {
+        let (c, _) = build_catalog("ks", vec![table("a")], &DiscoverOptions::default());
+        let md = c.streams[0].stream_metadata().expect("stream metadata");
+        assert!(md.get("selected").is_none());
+        assert!(md.get("replication-method").is_none());
+        assert!(c.selected().expect("resolves").is_empty());
+    }
+}

@@ -1,0 +1,44 @@
+//! The error every command returns, classified by exit code.
+//!
+//! Input errors (config, catalog, state, flags, and a server that refuses
+//! the given host or credentials) exit 2; failures while running exit 1.
+//! Module errors are kept as sources, never flattened into strings.
+
+use crate::catalog::CatalogError;
+use crate::config::ConfigError;
+use crate::mysql::MySqlError;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    MySql(#[from] MySqlError),
+    #[error("{0}")]
+    Runtime(String),
+    #[error("writing to stdout failed: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl TapError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TapError::Usage(_)
+            | TapError::Config(_)
+            | TapError::Catalog(_)
+            | TapError::State(_) => 2,
+            TapError::MySql(e) => match e {
+                MySqlError::Query { .. } | MySqlError::Shape { .. } => 1,
+                _ => 2,
+            },
+            TapError::Runtime(_) | TapError::Output(_) => 1,
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! MySQL access over `mysql_async`: connecting (TLS with a custom CA, the
+//! Vitess target suffix, a connect timeout) and the few queries the tap runs.
+//!
+//! Errors are translated here, once, into messages a person can act on:
+//! which host and port, which user, which database, and what to change.
+//! Every query that takes a value uses bind parameters; identifiers are
+//! quoted with [`quote_ident`].
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
+
+use crate::config::{Endpoint, Settings, TabletType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MySqlError {
+    #[error("cannot reach MySQL at {endpoint}: {reason}; check `host`/`mysql_host` and that the server is up")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("no answer from MySQL at {endpoint} within {secs}s; check `host`/`mysql_host`, firewalls, or raise `connect_timeout_seconds`")]
+    Timeout { endpoint: String, secs: u64 },
+    #[error("access denied for user {user} at {endpoint}; check `username` and `password` (PlanetScale passwords are per branch)")]
+    AccessDenied { user: String, endpoint: String },
+    #[error("unknown database `{database}` at {endpoint}; check `database` in the config")]
+    UnknownDatabase { database: String, endpoint: String },
+    #[error("TLS to MySQL at {endpoint} failed: {reason}; check `tls_ca_file`, or set `tls` to false for a plaintext server")]
+    Tls { endpoint: String, reason: String },
+    #[error("MySQL at {endpoint} rejected the connection: {reason}")]
+    Server { endpoint: String, reason: String },
+    #[error("query `{what}` failed: {source}")]
+    Query {
+        what: &'static str,
+        source: mysql_async::Error,
+    },
+    #[error("query `{what}` returned an unexpected value in column {column}: {problem}")]
+    Shape {
+        what: &'static str,
+        column: usize,
+        problem: String,
+    },
+}
+
+impl MySqlError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            MySqlError::Unreachable { .. } | MySqlError::Timeout { .. } => true,
+            MySqlError::Query { source, .. } => matches!(
+                source,
+                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The database name to send: `<db>@<tablet type>` under TLS (Vitess target
+/// syntax, as the Go tap does), the bare name otherwise.
+pub fn target_database(settings: &Settings) -> String {
+    if settings.tls {
+        format!("{}@{}", settings.database, settings.tablet_type.as_str())
+    } else {
+        settings.database.clone()
+    }
+}
+
+/// Connects with the settings' endpoint, credentials, TLS and timeout.
+pub async fn connect(settings: &Settings) -> Result<Conn, MySqlError> {
+    connect_to(settings, &settings.mysql, settings.tablet_type).await
+}
+
+async fn connect_to(
+    settings: &Settings,
+    endpoint: &Endpoint,
+    tablet_type: TabletType,
+) -> Result<Conn, MySqlError> {
+    let db = if settings.tls {
+        format!("{}@{}", settings.database, tablet_type.as_str())
+    } else {
+        settings.database.clone()
+    };
+    let mut opts = OptsBuilder::default()
+        .ip_or_hostname(endpoint.host.clone())
+        .tcp_port(endpoint.port)
+        .user(Some(settings.username.clone()))
+        .pass(Some(settings.password.expose().to_string()))
+        .db_name(Some(db))
+        .prefer_socket(false)
+        .stmt_cache_size(0);
+    if settings.tls {
+        let mut ssl = SslOpts::default();
+        if let Some(ca) = &settings.tls_ca_file {
+            ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+        }
+        opts = opts.ssl_opts(ssl);
+    }
+    let ep = endpoint.to_string();
+    let secs = settings.connect_timeout.as_secs().max(1);
+    match tokio::time::timeout(settings.connect_timeout, Conn::new(opts)).await {
+        Err(_) => Err(MySqlError::Timeout { endpoint: ep, secs }),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(classify_connect(e, settings, ep)),
+    }
+}
+
+fn classify_connect(e: mysql_async::Error, settings: &Settings, endpoint: String) -> MySqlError {
+    match e {
+        mysql_async::Error::Server(se) => match se.code {
+            1044 | 1045 | 1698 => MySqlError::AccessDenied {
+                user: settings.username.clone(),
+                endpoint,
+            },
+            1049 => MySqlError::UnknownDatabase {
+                database: settings.database.clone(),
+                endpoint,
+            },
+            _ => MySqlError::Server {
+                endpoint,
+                reason: format!("{} (error {})", se.message, se.code),
+            },
+        },
+        mysql_async::Error::Io(io) => {
+            let text = io.to_string();
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
+                MySqlError::Tls {
+                    endpoint,
+                    reason: text,
+                }
+            } else {
+                MySqlError::Unreachable {
+                    endpoint,
+                    reason: text,
+                }
+            }
+        }
+        other => {
+            let text = other.to_string();
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
+                MySqlError::Tls {
+                    endpoint,
+                    reason: text,
+                }
+            } else {
+                MySqlError::Unreachable {
+                    endpoint,
+                    reason: text,
+                }
+            }
+        }
+    }
+}
+
+/// Backtick-quotes an identifier, doubling backticks inside it.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+fn text(row: &Row, i: usize, what: &'static str) -> Result<String, MySqlError> {
+    match row.get_opt::<Option<Vec<u8>>, usize>(i) {
+        Some(Ok(Some(bytes))) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Some(Ok(None)) => Ok(String::new()),
+        Some(Err(e)) => Err(MySqlError::Shape {
+            what,
+            column: i,
+            problem: e.to_string(),
+        }),
+        None => Err(MySqlError::Shape {
+            what,
+            column: i,
+            problem: "missing".to_string(),
+        }),
+    }
+}
+
+fn number(row: &Row, i: usize, what: &'static str) -> Result<Option<u64>, MySqlError> {
+    match row.get_opt::<Option<u64>, usize>(i) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(_)) => {
+            // Text protocol answers carry digits as bytes.
+            let t = text(row, i, what)?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            t.trim().parse().map(Some).map_err(|_| MySqlError::Shape {
+                what,
+                column: i,
+                problem: format!("`{t}` is not a number"),
+            })
+        }
+        None => Err(MySqlError::Shape {
+            what,
+            column: i,
+            problem: "missing".to_string(),
+        }),
+    }
+}
+
+/// One table or view as information_schema describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTable {
+    pub name: String,
+    pub is_view: bool,
+    pub row_count: Option<u64>,
+    pub columns: Vec<RawColumn>,
+    /// Primary key columns in key order.
+    pub primary_key: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawColumn {
+    pub name: String,
+    pub column_type: String,
+}
+
+/// Reads every table, column and primary key of a schema in three queries,
+/// whatever the number of tables.
+pub async fn describe_schema(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, MySqlError> {
+    const TABLES: &str =
+        "SELECT table_name, table_type, table_rows FROM information_schema.tables \
+                          WHERE table_schema = ? ORDER BY table_name";
+    const COLUMNS: &str =
+        "SELECT table_name, column_name, column_type FROM information_schema.columns \
+                           WHERE table_schema = ? ORDER BY table_name, ordinal_position";
+    const KEYS: &str = "SELECT table_name, column_name FROM information_schema.statistics \
+                        WHERE table_schema = ? AND index_name = 'PRIMARY' ORDER BY table_name, seq_in_index";
+
+    let rows: Vec<Row> =
+        conn.exec(TABLES, (schema,))
+            .await
+            .map_err(|source| MySqlError::Query {
+                what: "information_schema.tables",
+                source,
+            })?;
+    let mut tables: Vec<RawTable> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let name = text(row, 0, "information_schema.tables")?;
+        let kind = text(row, 1, "information_schema.tables")?;
+        tables.push(RawTable {
+            name,
+            is_view: kind.eq_ignore_ascii_case("VIEW"),
+            row_count: number(row, 2, "information_schema.tables")?,
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+        });
+    }
+    // Byte order, not the server's collation, so output never depends on it.
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    let index = |tables: &[RawTable], name: &str| {
+        tables.binary_search_by(|t| t.name.as_str().cmp(name)).ok()
+    };
+
+    let rows: Vec<Row> =
+        conn.exec(COLUMNS, (schema,))
+            .await
+            .map_err(|source| MySqlError::Query {
+                what: "information_schema.columns",
+                source,
+            })?;
+    for row in &rows {
+        let table = text(row, 0, "information_schema.columns")?;
+        if let Some(i) = index(&tables, &table) {
+            tables[i].columns.push(RawColumn {
+                name: text(row, 1, "information_schema.columns")?,
+                column_type: text(row, 2, "information_schema.columns")?,
+            });
+        }
+    }
+
+    let rows: Vec<Row> = conn
+        .exec(KEYS, (schema,))
+        .await
+        .map_err(|source| MySqlError::Query {
+            what: "information_schema.statistics",
+            source,
+        })?;
+    for row in &rows {
+        let table = text(row, 0, "information_schema.statistics")?;
+        if let Some(i) = index(&tables, &table) {
+            tables[i]
+                .primary_key
+                .push(text(row, 1, "information_schema.statistics")?);
+        }
+    }
+    Ok(tables)
+}
+
+/// `SHOW VITESS_SHARDS`, filtered to the exact `<keyspace>/` prefix (the Go
+/// tap's LIKE also matched other keyspaces containing the name).
+pub async fn shards(conn: &mut Conn, keyspace: &str) -> Result<Vec<String>, MySqlError> {
+    let rows: Vec<Row> =
+        conn.query("SHOW VITESS_SHARDS")
+            .await
+            .map_err(|source| MySqlError::Query {
+                what: "SHOW VITESS_SHARDS",
+                source,
+            })?;
+    let prefix = format!("{keyspace}/");
+    let mut out = Vec::new();
+    for row in &rows {
+        let full = text(row, 0, "SHOW VITESS_SHARDS")?;
+        if let Some(shard) = full.strip_prefix(&prefix) {
+            out.push(shard.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// One row of `SHOW VITESS_TABLETS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tablet {
+    pub cell: String,
+    pub keyspace: String,
+    pub shard: String,
+    pub tablet_type: String,
+    pub state: String,
+}
+
+pub async fn tablets(conn: &mut Conn) -> Result<Vec<Tablet>, MySqlError> {
+    let rows: Vec<Row> =
+        conn.query("SHOW VITESS_TABLETS")
+            .await
+            .map_err(|source| MySqlError::Query {
+                what: "SHOW VITESS_TABLETS",
+                source,
+            })?;
+    let mut out = Vec::new();
+    for row in &rows {
+        out.push(Tablet {
+            cell: text(row, 0, "SHOW VITESS_TABLETS")?,
+            keyspace: text(row, 1, "SHOW VITESS_TABLETS")?,
+            shard: text(row, 2, "SHOW VITESS_TABLETS")?,
+            tablet_type: text(row, 3, "SHOW VITESS_TABLETS")?,
+            state: text(row, 4, "SHOW VITESS_TABLETS")?,
+        });
+    }
+    Ok(out)
+}
+
+/// Closes a connection politely, ignoring errors: the work is done.
+pub async fn close(conn: Conn) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.disconnect()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        let cases = [
+            ("t", "`t`"),
+            ("a`b", "`a``b`"),
+            ("with space", "`with space`"),
+            ("ü", "`ü`"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(quote_ident(name), want);
+        }
+    }
+}

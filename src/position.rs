@@ -1,0 +1,326 @@
+//! Vitess replication positions (`MySQL56/<uuid>:<intervals>,…`) and the
+//! GTID-set comparisons the stop rule needs.
+//!
+//! The Go singer-tap compares positions as strings, which misses the stop
+//! point whenever the server reports a superset (a failover adds a UUID, or
+//! events are skipped). We follow Vitess's MySQL56 parsing rules instead:
+//! intervals are sorted by start but not merged, `N-M` with `M < N` is
+//! dropped, a repeated UUID appends its intervals, and `Contains` asks that
+//! each interval of the smaller set fits inside one interval of the larger.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PositionError {
+    #[error("position \"{0}\" has no flavor; expected `MySQL56/<uuid>:<n>-<m>`")]
+    NoFlavor(String),
+    #[error("position flavor \"{0}\" is not supported; expected MySQL56")]
+    Flavor(String),
+    #[error("position part \"{0}\" is not `<uuid>:<n>[-<m>]`")]
+    Part(String),
+}
+
+/// A parsed GTID set. The empty position (no `/`, empty string) is the
+/// start of time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position {
+    /// uuid bytes → intervals (start, end), sorted by start, not merged.
+    sets: BTreeMap<[u8; 16], Vec<(u64, u64)>>,
+}
+
+impl Position {
+    /// Parses a position string. `""` is the empty position.
+    pub fn parse(text: &str) -> Result<Position, PositionError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Position::default());
+        }
+        let (flavor, set) = text
+            .split_once('/')
+            .ok_or_else(|| PositionError::NoFlavor(text.to_string()))?;
+        if flavor != "MySQL56" {
+            return Err(PositionError::Flavor(flavor.to_string()));
+        }
+        let mut sets: BTreeMap<[u8; 16], Vec<(u64, u64)>> = BTreeMap::new();
+        for part in set.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || PositionError::Part(part.to_string());
+            let mut pieces = part.split(':');
+            let sid = parse_uuid(pieces.next().ok_or_else(bad)?).ok_or_else(bad)?;
+            let mut any = false;
+            let entry = sets.entry(sid).or_default();
+            for iv in pieces {
+                any = true;
+                let (start, end) = match iv.split_once('-') {
+                    Some((a, b)) => (parse_gno(a).ok_or_else(bad)?, parse_gno(b).ok_or_else(bad)?),
+                    None => {
+                        let n = parse_gno(iv).ok_or_else(bad)?;
+                        (n, n)
+                    }
+                };
+                if end >= start {
+                    entry.push((start, end));
+                }
+            }
+            if !any {
+                return Err(bad());
+            }
+        }
+        for ivs in sets.values_mut() {
+            ivs.sort_by_key(|iv| iv.0);
+        }
+        sets.retain(|_, ivs| !ivs.is_empty());
+        Ok(Position { sets })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// Same UUIDs with identical interval lists.
+    pub fn equal(&self, other: &Position) -> bool {
+        self == other
+    }
+
+    /// Every interval of `other` fits inside one interval of `self`.
+    pub fn contains(&self, other: &Position) -> bool {
+        other
+            .sets
+            .iter()
+            .all(|(sid, ivs)| match self.sets.get(sid) {
+                None => false,
+                Some(mine) => ivs
+                    .iter()
+                    .all(|(s, e)| mine.iter().any(|(ms, me)| ms <= s && e <= me)),
+            })
+    }
+
+    /// `self` has reached `other`: true when `other` is empty, false when
+    /// `self` is, else `contains`.
+    pub fn at_least(&self, other: &Position) -> bool {
+        if other.is_empty() {
+            return true;
+        }
+        if self.is_empty() {
+            return false;
+        }
+        self.contains(other)
+    }
+
+    /// Strictly newer: at least `other` and not equal to it.
+    pub fn after(&self, other: &Position) -> bool {
+        !self.equal(other) && self.at_least(other)
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.sets.is_empty() {
+            return Ok(());
+        }
+        f.write_str("MySQL56/")?;
+        for (i, (sid, ivs)) in self.sets.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write_uuid(f, sid)?;
+            for (s, e) in ivs {
+                if s == e {
+                    write!(f, ":{s}")?;
+                } else {
+                    write!(f, ":{s}-{e}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// String-level helpers with the Go semantics: false when either side is
+/// empty or does not parse.
+pub fn at_least(a: &str, b: &str) -> bool {
+    match (Position::parse(a), Position::parse(b)) {
+        (Ok(a), Ok(b)) if !a.is_empty() && !b.is_empty() => a.at_least(&b),
+        _ => false,
+    }
+}
+
+fn parse_gno(s: &str) -> Option<u64> {
+    let n: u64 = s.trim().parse().ok()?;
+    (1..=i64::MAX as u64).contains(&n).then_some(n)
+}
+
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s.trim().bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 || s.trim().len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+fn write_uuid(f: &mut fmt::Formatter<'_>, b: &[u8; 16]) -> fmt::Result {
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            f.write_str("-")?;
+        }
+        write!(f, "{byte:02x}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "e42292e8-e28f-11ec-9c5b-d680f5d655b3";
+    const B: &str = "e4e20f06-e28f-11ec-8d20-8e7ac09cb64c";
+
+    fn p(s: &str) -> Position {
+        Position::parse(s).expect(s)
+    }
+
+    #[test]
+    fn parse_and_print() {
+        let cases: &[(&str, &str)] = &[
+            ("", ""),
+            ("MySQL56/", ""),
+            (&format!("MySQL56/{A}:1-5"), &format!("MySQL56/{A}:1-5")),
+            (&format!("MySQL56/{A}:3-3"), &format!("MySQL56/{A}:3")),
+            (
+                &format!("MySQL56/ {B}:1-2 , {A}:7:1-3 "),
+                &format!("MySQL56/{A}:1-3:7,{B}:1-2"),
+            ),
+            (&format!("MySQL56/{A}:5-2:1-2"), &format!("MySQL56/{A}:1-2")),
+            (
+                &format!("MySQL56/{A}:1-2,{A}:4-6"),
+                &format!("MySQL56/{A}:1-2:4-6"),
+            ),
+            (
+                &format!("MySQL56/{}:1", A.to_uppercase()),
+                &format!("MySQL56/{A}:1"),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(p(input).to_string(), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn parse_errors() {
+        for bad in [
+            "garbage",
+            "current",
+            "FilePos/x:1",
+            &format!("MySQL56/{A}"),
+            &format!("MySQL56/{A}:x"),
+            &format!("MySQL56/{A}:0-3"),
+            "MySQL56/not-a-uuid:1-2",
+            &format!("MySQL56/{A}:1-99999999999999999999"),
+        ] {
+            assert!(Position::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn comparisons() {
+        // (a, b, equal, contains, at_least, after)
+        let cases: Vec<(String, String, bool, bool, bool, bool)> = vec![
+            (
+                format!("MySQL56/{A}:1-5"),
+                format!("MySQL56/{A}:1-5"),
+                true,
+                true,
+                true,
+                false,
+            ),
+            (
+                format!("MySQL56/{A}:1-6"),
+                format!("MySQL56/{A}:1-5"),
+                false,
+                true,
+                true,
+                true,
+            ),
+            (
+                format!("MySQL56/{A}:1-5"),
+                format!("MySQL56/{A}:1-6"),
+                false,
+                false,
+                false,
+                false,
+            ),
+            (
+                format!("MySQL56/{A}:1-5,{B}:1-2"),
+                format!("MySQL56/{A}:1-5"),
+                false,
+                true,
+                true,
+                true,
+            ),
+            (
+                format!("MySQL56/{A}:1-5"),
+                format!("MySQL56/{A}:1-5,{B}:1"),
+                false,
+                false,
+                false,
+                false,
+            ),
+            // not merged: 1-3 and 4-6 do not hold 2-5 in one interval
+            (
+                format!("MySQL56/{A}:1-3:4-6"),
+                format!("MySQL56/{A}:2-5"),
+                false,
+                false,
+                false,
+                false,
+            ),
+            (
+                format!("MySQL56/{A}:1-3:5-6"),
+                format!("MySQL56/{A}:2-3:5"),
+                false,
+                true,
+                true,
+                true,
+            ),
+            (
+                format!("MySQL56/{A}:1-5"),
+                String::new(),
+                false,
+                true,
+                true,
+                true,
+            ),
+            (
+                String::new(),
+                format!("MySQL56/{A}:1-5"),
+                false,
+                false,
+                false,
+                false,
+            ),
+            (String::new(), String::new(), true, true, true, false),
+        ];
+        for (a, b, eq, con, al, aft) in cases {
+            let (pa, pb) = (p(&a), p(&b));
+            assert_eq!(pa.equal(&pb), eq, "equal {a} {b}");
+            assert_eq!(pa.contains(&pb), con, "contains {a} {b}");
+            assert_eq!(pa.at_least(&pb), al, "at_least {a} {b}");
+            assert_eq!(pa.after(&pb), aft, "after {a} {b}");
+        }
+    }
+
+    #[test]
+    fn string_helper_has_go_semantics() {
+        let a = format!("MySQL56/{A}:1-5");
+        assert!(at_least(&a, &a));
+        assert!(!at_least("", &a));
+        assert!(!at_least(&a, ""));
+        assert!(!at_least(&a, "junk"));
+    }
+}

@@ -1,0 +1,420 @@
+//! Singer state: one cursor per (stream, shard), byte-compatible with the Go
+//! tap in both directions.
+//!
+//! `{"bookmarks": {<stream>: {"shards": {<shard>: {"cursor": <b64>}}}}}`,
+//! where the cursor is standard base64 of a protobuf `TableCursor`. Maps are
+//! `BTreeMap`s so keys come out sorted, as Go's encoder sorts them. Anything
+//! else found in a state (other top-level keys, extra stream keys such as our
+//! FULL_TABLE `version`) is kept as it was, so streams and shards that this run
+//! does not touch pass through every STATE message unchanged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::pb::psdbconnect::v1alpha1::TableCursor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {path}: {source}; pass the last STATE value written by the tap, or leave out --state to start over")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid JSON ({source}); pass the last STATE value written by the tap")]
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("state file {path} has no `bookmarks` object; expected {{\"bookmarks\": {{<stream>: {{\"shards\": ...}}}}}}")]
+    Shape { path: String },
+    #[error("state file {path}: stream `{stream}` shard `{shard}` has a cursor that is {problem}; remove that shard's entry to restart it from a full copy")]
+    Cursor {
+        path: String,
+        stream: String,
+        shard: String,
+        problem: String,
+    },
+    #[error("state file {path}: stream `{stream}` shard `{shard}` belongs to keyspace `{found}`, not `{expected}`; this state is for another database")]
+    Keyspace {
+        path: String,
+        stream: String,
+        shard: String,
+        found: String,
+        expected: String,
+    },
+    #[error("shard `{shard}` is not in keyspace `{keyspace}` (it has {available}); fix the `shards` setting")]
+    UnknownShard {
+        shard: String,
+        keyspace: String,
+        available: String,
+    },
+}
+
+/// One shard's saved cursor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardBookmark {
+    pub cursor: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One stream's bookmarks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamBookmark {
+    #[serde(default)]
+    pub shards: BTreeMap<String, ShardBookmark>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The whole state value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    #[serde(default)]
+    pub bookmarks: BTreeMap<String, StreamBookmark>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl State {
+    /// Reads `--state`. A missing path is an error (the user named it); an
+    /// empty file or `{}` is an empty state.
+    pub fn from_path(path: &Path) -> Result<State, StateError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        State::from_text(&text, &display)
+    }
+
+    /// Accepts the bare value, the Go tap's wrapped `{"value": …}`, and
+    /// Meltano's stored `{"singer_state": …}`.
+    pub fn from_text(text: &str, path: &str) -> Result<State, StateError> {
+        if text.trim().is_empty() {
+            return Ok(State::default());
+        }
+        let value: Value = serde_json::from_str(text).map_err(|source| StateError::Json {
+            path: path.to_string(),
+            source,
+        })?;
+        let shape = || StateError::Shape {
+            path: path.to_string(),
+        };
+        let Value::Object(obj) = value else {
+            return Err(shape());
+        };
+        let inner = if obj.contains_key("bookmarks") {
+            Value::Object(obj)
+        } else if let Some(v @ Value::Object(_)) = obj.get("value") {
+            v.clone()
+        } else if let Some(v @ Value::Object(_)) = obj.get("singer_state") {
+            v.clone()
+        } else if obj.is_empty() {
+            return Ok(State::default());
+        } else {
+            return Err(shape());
+        };
+        if inner
+            .get("bookmarks")
+            .is_some_and(|b| !b.is_object() && !b.is_null())
+        {
+            return Err(shape());
+        }
+        let mut inner = inner;
+        if inner.get("bookmarks").is_some_and(Value::is_null) {
+            if let Some(o) = inner.as_object_mut() {
+                o.remove("bookmarks");
+            }
+        }
+        let state: State = serde_json::from_value(inner).map_err(|source| StateError::Json {
+            path: path.to_string(),
+            source,
+        })?;
+        // Every cursor must decode now, not halfway through a sync.
+        for (stream, sb) in &state.bookmarks {
+            for (shard, b) in &sb.shards {
+                decode_cursor(&b.cursor).map_err(|problem| StateError::Cursor {
+                    path: path.to_string(),
+                    stream: stream.clone(),
+                    shard: shard.clone(),
+                    problem,
+                })?;
+            }
+        }
+        Ok(state)
+    }
+
+    /// Checks that every cursor of the given streams belongs to `keyspace`.
+    pub fn check_keyspace(&self, path: &str, keyspace: &str) -> Result<(), StateError> {
+        for (stream, sb) in &self.bookmarks {
+            for (shard, b) in &sb.shards {
+                if let Ok(tc) = decode_cursor(&b.cursor) {
+                    if !tc.keyspace.is_empty() && tc.keyspace != keyspace {
+                        return Err(StateError::Keyspace {
+                            path: path.to_string(),
+                            stream: stream.clone(),
+                            shard: shard.clone(),
+                            found: tc.keyspace,
+                            expected: keyspace.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The saved cursor of one (stream, shard).
+    pub fn cursor(&self, stream: &str, shard: &str) -> Option<TableCursor> {
+        let b = self.bookmarks.get(stream)?.shards.get(shard)?;
+        decode_cursor(&b.cursor).ok()
+    }
+
+    /// Stores a cursor for one (stream, shard).
+    pub fn set_cursor(&mut self, stream: &str, shard: &str, cursor: &TableCursor) {
+        let entry = self.bookmarks.entry(stream.to_string()).or_default();
+        let encoded = encode_cursor(cursor);
+        match entry.shards.get_mut(shard) {
+            Some(b) => b.cursor = encoded,
+            None => {
+                entry.shards.insert(
+                    shard.to_string(),
+                    ShardBookmark {
+                        cursor: encoded,
+                        extra: Map::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Fills in a starting cursor for every (stream, shard) that has none:
+    /// `starting_gtids` when given, else an empty position (a full copy).
+    pub fn initialize(
+        &mut self,
+        stream: &str,
+        keyspace: &str,
+        shards: &[String],
+        starting: Option<&BTreeMap<String, String>>,
+    ) {
+        for shard in shards {
+            if self.cursor(stream, shard).is_some() {
+                continue;
+            }
+            let position = starting
+                .and_then(|m| m.get(shard))
+                .cloned()
+                .unwrap_or_default();
+            self.set_cursor(
+                stream,
+                shard,
+                &TableCursor {
+                    shard: shard.clone(),
+                    keyspace: keyspace.to_string(),
+                    position,
+                    last_known_pk: None,
+                },
+            );
+        }
+    }
+
+    /// Compact JSON of the state value, as STATE messages carry it.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// base64(protobuf TableCursor), exactly as the Go tap writes it.
+pub fn encode_cursor(cursor: &TableCursor) -> String {
+    B64.encode(cursor.encode_to_vec())
+}
+
+/// Decodes a saved cursor, saying what is wrong with it.
+pub fn decode_cursor(text: &str) -> Result<TableCursor, String> {
+    let bytes = B64
+        .decode(text.trim())
+        .map_err(|e| format!("not base64 ({e})"))?;
+    let tc = TableCursor::decode(bytes.as_slice())
+        .map_err(|e| format!("not a protobuf TableCursor ({e})"))?;
+    if tc.shard.is_empty() && tc.keyspace.is_empty() && !bytes.is_empty() {
+        return Err("a TableCursor with no shard or keyspace".to_string());
+    }
+    if let Err(e) = crate::position::Position::parse(&tc.position) {
+        return Err(format!("holding an unreadable position ({e})"));
+    }
+    Ok(tc)
+}
+
+/// Resolves the shard list: every shard of the keyspace, or the configured
+/// subset, each of which must exist.
+pub fn select_shards(
+    keyspace: &str,
+    available: &[String],
+    subset: Option<&[String]>,
+) -> Result<Vec<String>, StateError> {
+    let Some(subset) = subset else {
+        return Ok(available.to_vec());
+    };
+    for s in subset {
+        if !available.contains(s) {
+            return Err(StateError::UnknownShard {
+                shard: s.clone(),
+                keyspace: keyspace.to_string(),
+                available: available.join(", "),
+            });
+        }
+    }
+    Ok(subset.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POS: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-717,e4e20f06-e28f-11ec-8d20-8e7ac09cb64c:1-44,eba743a8-e28f-11ec-9227-62aa711d33c6:1-32";
+
+    /// wire-protocol.md §6.6 vectors.
+    #[test]
+    fn cursor_vectors() {
+        let tc = TableCursor {
+            shard: "-".into(),
+            keyspace: "import-on-scaler".into(),
+            position: String::new(),
+            last_known_pk: None,
+        };
+        assert_eq!(encode_cursor(&tc), "CgEtEhBpbXBvcnQtb24tc2NhbGVy");
+        let with_pos = TableCursor {
+            position: POS.into(),
+            ..tc.clone()
+        };
+        let enc = encode_cursor(&with_pos);
+        // The full cursor string from the Go singer-tap README.
+        assert_eq!(enc, "CgEtEhBpbXBvcnQtb24tc2NhbGVyGoYBTXlTUUw1Ni9lNDIyOTJlOC1lMjhmLTExZWMtOWM1Yi1kNjgwZjVkNjU1YjM6MS03MTcsZTRlMjBmMDYtZTI4Zi0xMWVjLThkMjAtOGU3YWMwOWNiNjRjOjEtNDQsZWJhNzQzYTgtZTI4Zi0xMWVjLTkyMjctNjJhYTcxMWQzM2M2OjEtMzI=");
+        let bytes = B64.decode(&enc).expect("b64");
+        assert_eq!(&bytes[..21], b"\x0a\x01\x2d\x12\x10import-on-scaler");
+        assert_eq!(&bytes[21..24], b"\x1a\x86\x01");
+        assert_eq!(decode_cursor(&enc).expect("decodes"), with_pos);
+    }
+
+    #[test]
+    fn state_forms() {
+        let bare =
+            r#"{"bookmarks":{"users":{"shards":{"-":{"cursor":"CgEtEhBpbXBvcnQtb24tc2NhbGVy"}}}}}"#;
+        let cases: &[(&str, usize)] = &[
+            ("", 0),
+            ("   \n", 0),
+            ("{}", 0),
+            (bare, 1),
+            (&format!(r#"{{"value":{bare}}}"#), 1),
+            (&format!(r#"{{"singer_state":{bare}}}"#), 1),
+            (r#"{"bookmarks":{}}"#, 0),
+            (r#"{"bookmarks":null}"#, 0),
+        ];
+        for (text, n) in cases {
+            let s = State::from_text(text, "s.json").expect(text);
+            assert_eq!(s.bookmarks.len(), *n, "{text}");
+        }
+        // byte-identical round trip of the Go form
+        let s = State::from_text(bare, "s.json").expect("bare");
+        assert_eq!(serde_json::to_string(&s).expect("json"), bare);
+    }
+
+    #[test]
+    fn unknown_keys_survive() {
+        let text = r#"{"bookmarks":{"a":{"shards":{"-":{"cursor":"CgEtEhBpbXBvcnQtb24tc2NhbGVy","x":1}},"version":17}},"currently_syncing":null}"#;
+        let mut s = State::from_text(text, "s.json").expect("valid");
+        let tc = TableCursor {
+            shard: "-80".into(),
+            keyspace: "import-on-scaler".into(),
+            position: String::new(),
+            last_known_pk: None,
+        };
+        s.set_cursor("b", "-80", &tc);
+        let out = serde_json::to_string(&s).expect("json");
+        assert!(out.contains(r#""x":1"#), "{out}");
+        assert!(out.contains(r#""version":17"#), "{out}");
+        assert!(out.contains(r#""currently_syncing":null"#), "{out}");
+        assert!(out.contains(r#""b":{"shards":{"-80":"#), "{out}");
+    }
+
+    #[test]
+    fn bad_states() {
+        let cases: &[(&str, &str)] = &[
+            ("not json", "not valid JSON"),
+            ("[1,2]", "no `bookmarks` object"),
+            (r#"{"foo":1}"#, "no `bookmarks` object"),
+            (r#"{"bookmarks":[1]}"#, "no `bookmarks` object"),
+            (
+                r#"{"bookmarks":{"t":{"shards":{"-":{"cursor":"!!!"}}}}}"#,
+                "stream `t` shard `-` has a cursor that is not base64",
+            ),
+            (
+                r#"{"bookmarks":{"t":{"shards":{"-":{"cursor":"/////w=="}}}}}"#,
+                "not a protobuf TableCursor",
+            ),
+            (
+                r#"{"bookmarks":{"t":{"shards":{"-":{"cursor":"aGVsbG8gd29ybGQ="}}}}}"#,
+                "cursor that is",
+            ),
+            (
+                r#"{"bookmarks":{"t":{"shards":{"-":{"nocursor":1}}}}}"#,
+                "not valid JSON",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = State::from_text(text, "s.json")
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(want), "{text}: `{err}` lacks `{want}`");
+            assert!(err.contains("s.json"), "{err}");
+        }
+    }
+
+    #[test]
+    fn keyspace_check_and_init() {
+        let mut s = State::default();
+        let gtids: BTreeMap<String, String> = [("80-".to_string(), POS.to_string())].into();
+        s.initialize("t", "ks", &["-80".into(), "80-".into()], Some(&gtids));
+        assert_eq!(
+            s.cursor("t", "-80").map(|c| c.position),
+            Some(String::new())
+        );
+        assert_eq!(
+            s.cursor("t", "80-").map(|c| c.position),
+            Some(POS.to_string())
+        );
+        // existing cursors are not replaced
+        s.initialize("t", "ks", &["80-".into()], None);
+        assert_eq!(
+            s.cursor("t", "80-").map(|c| c.position),
+            Some(POS.to_string())
+        );
+        assert!(s.check_keyspace("s.json", "ks").is_ok());
+        let err = s
+            .check_keyspace("s.json", "other")
+            .expect_err("mismatch")
+            .to_string();
+        assert!(err.contains("keyspace `ks`, not `other`"), "{err}");
+    }
+
+    #[test]
+    fn shard_subset() {
+        let all = vec!["-80".to_string(), "80-".to_string()];
+        assert_eq!(select_shards("ks", &all, None).expect("all"), all);
+        assert_eq!(
+            select_shards("ks", &all, Some(&["80-".to_string()])).expect("subset"),
+            vec!["80-".to_string()]
+        );
+        let err = select_shards("ks", &all, Some(&["-".to_string()])).expect_err("unknown");
+        assert!(err
+            .to_string()
+            .contains("shard `-` is not in keyspace `ks` (it has -80, 80-)"));
+    }
+}
