@@ -1,0 +1,8 @@
+//! Integration tests: the real binary against a private MariaDB server (and,
+//! for sync, the emulator). One test binary, so one shared MariaDB serves
+//! every test; each test works in a fresh database.
+
+mod support;
+
+mod cli;
+mod discover;
