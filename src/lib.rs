@@ -9,6 +9,7 @@ pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod discovery;
 pub mod error;
 pub mod mysql;

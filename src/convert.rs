@@ -1,0 +1,895 @@
+//! Vitess cells → JSON values, written straight into the output buffer.
+//!
+//! The catalog is the contract: each column is written as the JSON type its
+//! catalog property declares ([`Target`]), reading the cell according to the
+//! Vitess field type. So a Go-made catalog that types a decimal as `string`
+//! keeps getting strings, while our own discovery's `number` gets exact
+//! digits. Both text forms the server uses are handled: copy-phase text
+//! (MySQL SELECT output) and change-phase text from older Vitess (a decimal
+//! without its leading zero, `1.5E+00` floats, an ENUM as its index, a SET as
+//! a bitmask).
+//!
+//! A [`RecordPlan`] is built once per field set, so the per-row work is a
+//! walk over lengths and a match per cell, with no allocation beyond the
+//! output buffer (JSON cells holding line breaks and invalid UTF-8 text are
+//! the rare exceptions). Nothing panics on server data: a malformed row or
+//! an unconvertible value is a [`ConvertError`] naming the column, and a zero
+//! date is a null with a counted warning.
+
+use std::io::Write;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::Value;
+
+use crate::pb::query::{Field, Row, Type};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    #[error("row is malformed: {0}")]
+    Malformed(String),
+    #[error("column `{column}`: {problem}")]
+    Value { column: String, problem: String },
+}
+
+/// The JSON type a catalog property asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Integer,
+    Number,
+    Boolean,
+    /// A string, written as the server's text.
+    Text,
+    /// `format: date`.
+    Date,
+    /// `format: date-time`.
+    DateTime,
+    /// `contentEncoding: base64`.
+    Base64,
+    /// Object, array, or a list of several JSON types.
+    Json,
+}
+
+impl Target {
+    /// Reads a property schema. The first non-null type decides, except that
+    /// a list holding object or array means JSON.
+    pub fn of(schema: &Value) -> Target {
+        let types: Vec<&str> = match schema.get("type") {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let non_null: Vec<&str> = types.into_iter().filter(|t| *t != "null").collect();
+        if non_null.iter().any(|t| *t == "object" || *t == "array") || non_null.len() > 1 {
+            return Target::Json;
+        }
+        match non_null.first().copied() {
+            Some("integer") => Target::Integer,
+            Some("number") => Target::Number,
+            Some("boolean") => Target::Boolean,
+            Some("string") | None => {
+                if schema.get("contentEncoding").and_then(Value::as_str) == Some("base64") {
+                    return Target::Base64;
+                }
+                match schema.get("format").and_then(Value::as_str) {
+                    Some("date") => Target::Date,
+                    Some("date-time") => Target::DateTime,
+                    _ => Target::Text,
+                }
+            }
+            Some(_) => Target::Json,
+        }
+    }
+}
+
+/// What happened to a cell besides being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    Ok,
+    /// A zero or invalid date written as null.
+    ZeroDate,
+    /// A value the catalog type could not hold, written as its text.
+    Fallback,
+}
+
+/// Writes `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaper is correct and fast; writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_text(out: &mut Vec<u8>, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => write_json_str(out, s),
+        Err(_) => write_json_str(out, &String::from_utf8_lossy(bytes)),
+    }
+}
+
+fn is_digits(b: &[u8]) -> bool {
+    !b.is_empty() && b.iter().all(u8::is_ascii_digit)
+}
+
+/// Writes an integer literal from decimal text, dropping leading zeros
+/// (`0000` → `0`, as YEAR sends). `None` when the text is not an integer.
+fn write_integer(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
+    let (neg, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    if !is_digits(digits) {
+        return None;
+    }
+    let first = digits.iter().position(|d| *d != b'0').unwrap_or(digits.len() - 1);
+    let digits = &digits[first..];
+    if neg && digits != b"0" {
+        out.push(b'-');
+    }
+    out.extend_from_slice(digits);
+    Some(())
+}
+
+/// Writes a DECIMAL as an exact JSON number: restores a missing leading
+/// zero (`.50`, `-.5`), drops redundant leading zeros and a bare trailing
+/// dot. `None` when the text is not a plain decimal.
+fn write_decimal(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
+    let (neg, rest) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    let (int, frac) = match rest.iter().position(|b| *b == b'.') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &rest[rest.len()..]),
+    };
+    if (int.is_empty() && frac.is_empty())
+        || !int.iter().all(u8::is_ascii_digit)
+        || !frac.iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    let first = int.iter().position(|d| *d != b'0').unwrap_or(int.len());
+    let int = &int[first..];
+    let zero = int.is_empty() && frac.iter().all(|d| *d == b'0');
+    if neg && !zero {
+        out.push(b'-');
+    }
+    if int.is_empty() {
+        out.push(b'0');
+    } else {
+        out.extend_from_slice(int);
+    }
+    if !frac.is_empty() {
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    }
+    Some(())
+}
+
+/// Writes a float in its shortest exact form; NaN and infinities (never
+/// valid JSON) become null.
+fn write_float(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
+    let s = std::str::from_utf8(text).ok()?;
+    let v: f64 = s.trim().parse().ok()?;
+    if v.is_finite() {
+        let _ = serde_json::to_writer(&mut *out, &v);
+    } else {
+        out.extend_from_slice(b"null");
+    }
+    Some(())
+}
+
+/// Big-endian bytes (BIT) → unsigned integer.
+fn bits_value(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() > 8 {
+        return None;
+    }
+    Some(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
+/// Parsed `YYYY-MM-DD[ HH:MM:SS[.f…]]`. Borrowed, no allocation.
+struct DateTimeText<'a> {
+    date: &'a [u8],
+    time: Option<&'a [u8]>,
+}
+
+fn parse_datetime(text: &[u8]) -> Option<DateTimeText<'_>> {
+    if text.len() < 10 || text[4] != b'-' || text[7] != b'-' {
+        return None;
+    }
+    let date = &text[..10];
+    if !date
+        .iter()
+        .enumerate()
+        .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit())
+    {
+        return None;
+    }
+    let time = if text.len() > 10 {
+        if text[10] != b' ' && text[10] != b'T' {
+            return None;
+        }
+        let t = &text[11..];
+        if t.len() < 8
+            || t[2] != b':'
+            || t[5] != b':'
+            || !t[..8]
+                .iter()
+                .enumerate()
+                .all(|(i, b)| i == 2 || i == 5 || b.is_ascii_digit())
+        {
+            return None;
+        }
+        if t.len() > 8 && (t[8] != b'.' || !t[9..].iter().all(u8::is_ascii_digit)) {
+            return None;
+        }
+        Some(t)
+    } else {
+        None
+    };
+    Some(DateTimeText { date, time })
+}
+
+fn num(b: &[u8]) -> u32 {
+    b.iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
+}
+
+/// Whether a date is a real calendar day (zero dates and MySQL's lax
+/// `2024-02-30` are not).
+fn valid_date(date: &[u8]) -> bool {
+    let (y, m, d) = (num(&date[..4]), num(&date[5..7]), num(&date[8..10]));
+    if y == 0 || !(1..=12).contains(&m) || d == 0 {
+        return false;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    d <= days
+}
+
+fn valid_time(t: &[u8]) -> bool {
+    num(&t[..2]) < 24 && num(&t[3..5]) < 60 && num(&t[6..8]) < 60
+}
+
+/// Maps an ENUM index or SET bitmask to member text. Text that already is
+/// a member (or a list of members) is kept; airbyte's rule of mapping any
+/// integer is ambiguous for numeric members, so members win.
+fn enum_set_text(ty: Type, text: &[u8], members: &[String]) -> Option<String> {
+    if members.is_empty() {
+        return None;
+    }
+    let s = std::str::from_utf8(text).ok()?;
+    match ty {
+        Type::Enum => {
+            if members.iter().any(|m| m == s) || !is_digits(text) {
+                return None;
+            }
+            let idx: usize = s.parse().ok()?;
+            match idx {
+                0 => Some(String::new()),
+                i if i <= members.len() => Some(members[i - 1].clone()),
+                _ => None,
+            }
+        }
+        Type::Set => {
+            if s.is_empty() || s.split(',').all(|p| members.iter().any(|m| m == p)) || !is_digits(text) {
+                return None;
+            }
+            let mask: u64 = s.parse().ok()?;
+            if members.len() < 64 && mask >> members.len() != 0 {
+                return None;
+            }
+            let parts: Vec<&str> = members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i < 64 && mask & (1u64 << i) != 0)
+                .map(|(_, m)| m.as_str())
+                .collect();
+            Some(parts.join(","))
+        }
+        _ => None,
+    }
+}
+
+/// Writes one non-NULL cell as `target`. Pure; table-tested.
+pub fn write_cell(
+    out: &mut Vec<u8>,
+    ty: Type,
+    target: Target,
+    members: &[String],
+    text: &[u8],
+) -> Result<Note, String> {
+    let start = out.len();
+    let fail = |out: &mut Vec<u8>, what: &str| {
+        out.truncate(start);
+        Err(format!(
+            "cannot read {:?} value `{}` as {what}",
+            ty,
+            String::from_utf8_lossy(&text[..text.len().min(64)])
+        ))
+    };
+    match target {
+        Target::Integer => {
+            let ok = match ty {
+                Type::Bit => bits_value(text).map(|v| {
+                    let _ = write!(out, "{v}");
+                }),
+                Type::Decimal | Type::Float32 | Type::Float64 => write_decimal(out, text)
+                    .or_else(|| write_float(out, text)),
+                Type::Enum | Type::Set => {
+                    // The index or bitmask is the integer.
+                    write_integer(out, text)
+                }
+                _ => write_integer(out, text),
+            };
+            match ok {
+                Some(()) => Ok(Note::Ok),
+                None => fail(out, "an integer"),
+            }
+        }
+        Target::Number => {
+            let ok = match ty {
+                Type::Bit => bits_value(text).map(|v| {
+                    let _ = write!(out, "{v}");
+                }),
+                Type::Float32 | Type::Float64 => write_float(out, text),
+                _ => write_decimal(out, text).or_else(|| write_float(out, text)),
+            };
+            match ok {
+                Some(()) => Ok(Note::Ok),
+                None => fail(out, "a number"),
+            }
+        }
+        Target::Boolean => {
+            let v = match ty {
+                Type::Bit => bits_value(text).map(|v| v != 0),
+                _ => {
+                    if is_digits(text) || text.first() == Some(&b'-') {
+                        Some(text.iter().any(|b| b.is_ascii_digit() && *b != b'0'))
+                    } else {
+                        match text {
+                            b"true" | b"TRUE" => Some(true),
+                            b"false" | b"FALSE" => Some(false),
+                            _ => None,
+                        }
+                    }
+                }
+            };
+            match v {
+                Some(true) => {
+                    out.extend_from_slice(b"true");
+                    Ok(Note::Ok)
+                }
+                Some(false) => {
+                    out.extend_from_slice(b"false");
+                    Ok(Note::Ok)
+                }
+                None => fail(out, "a boolean"),
+            }
+        }
+        Target::Text => {
+            if let Some(mapped) = enum_set_text(ty, text, members) {
+                write_json_str(out, &mapped);
+            } else if ty == Type::Bit {
+                match bits_value(text) {
+                    Some(v) => {
+                        let _ = write!(out, "\"{v}\"");
+                    }
+                    None => write_text(out, text),
+                }
+            } else if ty == Type::Decimal {
+                // Restore the leading zero even when the catalog says string.
+                let mut tmp = Vec::with_capacity(text.len() + 1);
+                match write_decimal(&mut tmp, text) {
+                    Some(()) => write_text(out, &tmp),
+                    None => write_text(out, text),
+                }
+            } else if matches!(ty, Type::Float32 | Type::Float64) {
+                let mut tmp = Vec::with_capacity(24);
+                match write_float(&mut tmp, text) {
+                    Some(()) if tmp != b"null" => write_text(out, &tmp),
+                    _ => write_text(out, text),
+                }
+            } else {
+                write_text(out, text);
+            }
+            Ok(Note::Ok)
+        }
+        Target::Date | Target::DateTime => {
+            let Some(dt) = parse_datetime(text) else {
+                // TIME or other text under a date format: keep the text.
+                if ty == Type::Time || text.is_empty() {
+                    write_text(out, text);
+                    return Ok(Note::Fallback);
+                }
+                return fail(out, "a date");
+            };
+            if !valid_date(dt.date) || dt.time.is_some_and(|t| !valid_time(t)) {
+                out.extend_from_slice(b"null");
+                return Ok(Note::ZeroDate);
+            }
+            out.push(b'"');
+            out.extend_from_slice(dt.date);
+            if target == Target::DateTime {
+                out.push(b'T');
+                out.extend_from_slice(dt.time.unwrap_or(b"00:00:00"));
+                out.extend_from_slice(b"+00:00");
+            }
+            out.push(b'"');
+            Ok(Note::Ok)
+        }
+        Target::Base64 => {
+            out.push(b'"');
+            let at = out.len();
+            let len = base64::encoded_len(text.len(), true).unwrap_or(0);
+            out.resize(at + len, 0);
+            match B64.encode_slice(text, &mut out[at..]) {
+                Ok(n) => out.truncate(at + n),
+                Err(_) => return fail(out, "base64"),
+            }
+            out.push(b'"');
+            Ok(Note::Ok)
+        }
+        Target::Json => {
+            let valid = serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok();
+            if !valid {
+                write_text(out, text);
+                return Ok(Note::Fallback);
+            }
+            if text.iter().any(|b| *b == b'\n' || *b == b'\r') {
+                // One message per line: re-serialize compactly.
+                match serde_json::from_slice::<Value>(text) {
+                    Ok(v) => {
+                        let _ = serde_json::to_writer(&mut *out, &v);
+                    }
+                    Err(_) => write_text(out, text),
+                }
+            } else {
+                out.extend_from_slice(text);
+            }
+            Ok(Note::Ok)
+        }
+    }
+}
+
+/// Iterates the cells of a row: `None` for NULL.
+pub fn cells<'a>(
+    row: &'a Row,
+    width: usize,
+) -> Result<impl Iterator<Item = Option<&'a [u8]>> + 'a, ConvertError> {
+    if row.lengths.len() != width {
+        return Err(ConvertError::Malformed(format!(
+            "{} lengths for {} fields",
+            row.lengths.len(),
+            width
+        )));
+    }
+    let total = row
+        .lengths
+        .iter()
+        .filter(|l| **l > 0)
+        .try_fold(0u64, |acc, l| acc.checked_add(*l as u64));
+    if total != Some(row.values.len() as u64) {
+        let total = total.map(|t| t.to_string()).unwrap_or_else(|| "overflow".into());
+        return Err(ConvertError::Malformed(format!(
+            "lengths add up to {total} bytes but the row holds {}",
+            row.values.len()
+        )));
+    }
+    let mut offset = 0usize;
+    Ok(row.lengths.iter().map(move |&len| {
+        if len < 0 {
+            None
+        } else {
+            let end = offset + len as usize;
+            let cell = &row.values[offset..end];
+            offset = end;
+            Some(cell)
+        }
+    }))
+}
+
+/// One selected catalog property, as conversion needs it.
+#[derive(Debug, Clone)]
+pub struct PropertySpec {
+    pub name: String,
+    pub target: Target,
+    /// ENUM/SET members, from `sql-datatype` or the server's column type.
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct ColumnPlan {
+    /// `"name":` pre-escaped.
+    key: Vec<u8>,
+    prop: usize,
+    ty: Type,
+}
+
+/// How to turn rows of one field set into record objects.
+#[derive(Debug, Clone)]
+pub struct RecordPlan {
+    fields: Vec<Field>,
+    /// Per field: where it goes, or `None` when not selected.
+    columns: Vec<Option<ColumnPlan>>,
+    /// Selected properties the fields lack (dropped columns): written null.
+    missing: Vec<Vec<u8>>,
+}
+
+/// Counts of notes per property while converting.
+#[derive(Debug, Default, Clone)]
+pub struct Warnings {
+    pub zero_dates: Vec<u64>,
+    pub fallbacks: Vec<u64>,
+}
+
+impl RecordPlan {
+    pub fn new(fields: &[Field], props: &[PropertySpec]) -> RecordPlan {
+        let mut columns = Vec::with_capacity(fields.len());
+        let mut seen = vec![false; props.len()];
+        for f in fields {
+            let idx = props.iter().position(|p| p.name == f.name);
+            columns.push(idx.map(|prop| {
+                seen[prop] = true;
+                let mut key = Vec::with_capacity(f.name.len() + 3);
+                write_json_str(&mut key, &f.name);
+                key.push(b':');
+                ColumnPlan {
+                    key,
+                    prop,
+                    ty: Type::try_from(f.r#type).unwrap_or(Type::Varbinary),
+                }
+            }));
+        }
+        let missing = props
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| !**s)
+            .map(|(p, _)| {
+                let mut key = Vec::new();
+                write_json_str(&mut key, &p.name);
+                key.push(b':');
+                key
+            })
+            .collect();
+        RecordPlan {
+            fields: fields.to_vec(),
+            columns,
+            missing,
+        }
+    }
+
+    /// Whether this plan was built for exactly these fields.
+    pub fn matches(&self, fields: &[Field]) -> bool {
+        self.fields.len() == fields.len()
+            && self
+                .fields
+                .iter()
+                .zip(fields)
+                .all(|(a, b)| a.name == b.name && a.r#type == b.r#type)
+    }
+
+    /// Names of selected properties the server no longer sends.
+    pub fn missing_names(&self) -> Vec<String> {
+        self.missing
+            .iter()
+            .map(|k| {
+                serde_json::from_slice::<String>(&k[..k.len() - 1]).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Writes one record object, `{…}`, then the `extra` members (already
+    /// `"key":value` JSON), into `out`. On error `out` is left as it was.
+    pub fn write_record(
+        &self,
+        out: &mut Vec<u8>,
+        row: &Row,
+        props: &[PropertySpec],
+        extra: &[&[u8]],
+        warnings: &mut Warnings,
+    ) -> Result<(), ConvertError> {
+        let start = out.len();
+        let res = self.write_record_inner(out, row, props, extra, warnings);
+        if res.is_err() {
+            out.truncate(start);
+        }
+        res
+    }
+
+    fn write_record_inner(
+        &self,
+        out: &mut Vec<u8>,
+        row: &Row,
+        props: &[PropertySpec],
+        extra: &[&[u8]],
+        warnings: &mut Warnings,
+    ) -> Result<(), ConvertError> {
+        if warnings.zero_dates.len() < props.len() {
+            warnings.zero_dates.resize(props.len(), 0);
+            warnings.fallbacks.resize(props.len(), 0);
+        }
+        out.push(b'{');
+        let mut first = true;
+        for (cell, plan) in cells(row, self.columns.len())?.zip(&self.columns) {
+            let Some(plan) = plan else { continue };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&plan.key);
+            let prop = &props[plan.prop];
+            match cell {
+                None => out.extend_from_slice(b"null"),
+                Some(text) => {
+                    match write_cell(out, plan.ty, prop.target, &prop.members, text) {
+                        Ok(Note::Ok) => {}
+                        Ok(Note::ZeroDate) => warnings.zero_dates[plan.prop] += 1,
+                        Ok(Note::Fallback) => warnings.fallbacks[plan.prop] += 1,
+                        Err(problem) => {
+                            return Err(ConvertError::Value {
+                                column: prop.name.clone(),
+                                problem,
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        for key in &self.missing {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(key);
+            out.extend_from_slice(b"null");
+        }
+        for member in extra {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(member);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conv(ty: Type, target: Target, members: &[&str], text: &[u8]) -> Result<(String, Note), String> {
+        let members: Vec<String> = members.iter().map(|s| s.to_string()).collect();
+        let mut out = b"[".to_vec();
+        let note = write_cell(&mut out, ty, target, &members, text)?;
+        out.push(b']');
+        let s = String::from_utf8(out).expect("utf8 output");
+        // every output must be valid JSON; the text itself is compared exactly
+        let _: Value = serde_json::from_str(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        Ok((s[1..s.len() - 1].to_string(), note))
+    }
+
+    #[test]
+    fn conversion_table() {
+        use Target::*;
+        use Type as T;
+        let e: &[&str] = &[];
+        let sizes: &[&str] = &["small", "medium", "large"];
+        let colors: &[&str] = &["red", "green", "blue"];
+        let nums: &[&str] = &["10", "20"];
+        // (vitess type, target, members, cell text, expected JSON)
+        let cases: Vec<(Type, Target, &[&str], &[u8], &str)> = vec![
+            (T::Int8, Integer, e, b"-128", "-128"),
+            (T::Uint64, Integer, e, b"18446744073709551615", "18446744073709551615"),
+            (T::Int64, Integer, e, b"-9223372036854775808", "-9223372036854775808"),
+            (T::Year, Integer, e, b"0000", "0"),
+            (T::Year, Integer, e, b"2024", "2024"),
+            (T::Int64, Number, e, b"42", "42"),
+            (T::Int32, Text, e, b"42", "\"42\""),
+            (T::Bit, Integer, e, b"\x0a\xaa", "2730"),
+            (T::Bit, Boolean, e, b"\x01", "true"),
+            (T::Bit, Boolean, e, b"\x00", "false"),
+            (T::Int8, Boolean, e, b"1", "true"),
+            (T::Int8, Boolean, e, b"0", "false"),
+            (T::Int8, Boolean, e, b"-1", "true"),
+            (T::Decimal, Number, e, b"1234567890.12", "1234567890.12"),
+            (T::Decimal, Number, e, b"0.50", "0.50"),
+            (T::Decimal, Number, e, b".50", "0.50"),
+            (T::Decimal, Number, e, b"-.50", "-0.50"),
+            (T::Decimal, Number, e, b"-12.30", "-12.30"),
+            (T::Decimal, Number, e, b"-0.000000000000000000000000000001", "-0.000000000000000000000000000001"),
+            (T::Decimal, Number, e, b"0", "0"),
+            (T::Decimal, Number, e, b"-0.00", "0.00"),
+            (T::Decimal, Text, e, b".50", "\"0.50\""),
+            (T::Float64, Number, e, b"3.141592653589793", "3.141592653589793"),
+            (T::Float64, Number, e, b"1.5E+00", "1.5"),
+            (T::Float64, Number, e, b"-2.5e-10", "-2.5e-10"),
+            (T::Float32, Number, e, b"1.5", "1.5"),
+            (T::Float64, Number, e, b"0", "0.0"),
+            (T::Float64, Number, e, b"NaN", "null"),
+            (T::Float64, Text, e, b"1.5E+00", "\"1.5\""),
+            (T::Date, Date, e, b"2024-02-29", "\"2024-02-29\""),
+            (T::Date, DateTime, e, b"2024-02-29", "\"2024-02-29T00:00:00+00:00\""),
+            (T::Datetime, DateTime, e, b"2024-01-02 03:04:05", "\"2024-01-02T03:04:05+00:00\""),
+            (T::Datetime, DateTime, e, b"2024-01-02 03:04:05.123456", "\"2024-01-02T03:04:05.123456+00:00\""),
+            (T::Timestamp, DateTime, e, b"2024-06-01 12:00:00.250", "\"2024-06-01T12:00:00.250+00:00\""),
+            (T::Datetime, Date, e, b"2024-01-02 03:04:05", "\"2024-01-02\""),
+            (T::Datetime, Text, e, b"2024-01-02 03:04:05", "\"2024-01-02 03:04:05\""),
+            (T::Time, Text, e, b"-838:59:59", "\"-838:59:59\""),
+            (T::Time, Text, e, b"12:34:56.789000", "\"12:34:56.789000\""),
+            (T::Varchar, Text, e, "héllo ✓".as_bytes(), "\"héllo ✓\""),
+            (T::Varchar, Text, e, b"quote\" back\\ nl\n", "\"quote\\\" back\\\\ nl\\n\""),
+            (T::Text, Text, e, b"bad \xff utf8", "\"bad \u{fffd} utf8\""),
+            (T::Enum, Text, sizes, b"medium", "\"medium\""),
+            (T::Enum, Text, sizes, b"2", "\"medium\""),
+            (T::Enum, Text, sizes, b"0", "\"\""),
+            (T::Enum, Text, nums, b"20", "\"20\""),
+            (T::Enum, Text, nums, b"1", "\"10\""),
+            (T::Enum, Text, e, b"2", "\"2\""),
+            (T::Set, Text, colors, b"red,blue", "\"red,blue\""),
+            (T::Set, Text, colors, b"5", "\"red,blue\""),
+            (T::Set, Text, colors, b"0", "\"\""),
+            (T::Set, Text, colors, b"", "\"\""),
+            (T::Binary, Base64, e, b"ab\x00\x00", "\"YWIAAA==\""),
+            (T::Blob, Base64, e, b"\xde\xad\xbe\xef", "\"3q2+7w==\""),
+            (T::Blob, Base64, e, b"", "\"\""),
+            (T::Json, Json, e, b"{\"a\": 1, \"b\": [true, null]}", "{\"a\": 1, \"b\": [true, null]}"),
+            (T::Json, Json, e, b"{\n\"a\": 1}", "{\"a\":1}"),
+            (T::Json, Json, e, b"[]", "[]"),
+            (T::Json, Json, e, b"\"s\"", "\"s\""),
+            (T::Json, Text, e, b"{\"a\": 1}", "\"{\\\"a\\\": 1}\""),
+            (T::Bit, Text, e, b"\x05", "\"5\""),
+        ];
+        for (ty, target, members, text, want) in cases {
+            let got = conv(ty, target, members, text);
+            assert_eq!(
+                got.as_ref().map(|(s, _)| s.as_str()),
+                Ok(want),
+                "{ty:?} {target:?} {:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn decimals_are_exact_text() {
+        // Compare raw bytes: exactness must survive, not just the value.
+        let cases: &[(&[u8], &str)] = &[
+            (b"12345678901234567890.123456789012345678901234567890", "12345678901234567890.123456789012345678901234567890"),
+            (b".5", "0.5"),
+            (b"-.5", "-0.5"),
+            (b"007.10", "7.10"),
+            (b"5.", "5"),
+            (b"+3", "3"),
+        ];
+        for (text, want) in cases {
+            let mut out = Vec::new();
+            write_cell(&mut out, Type::Decimal, Target::Number, &[], text).expect("decimal");
+            assert_eq!(String::from_utf8(out).expect("utf8"), *want);
+        }
+    }
+
+    #[test]
+    fn zero_and_invalid_dates_are_null_with_a_note() {
+        for (ty, text) in [
+            (Type::Date, &b"0000-00-00"[..]),
+            (Type::Datetime, b"0000-00-00 00:00:00"),
+            (Type::Datetime, b"0000-00-00 00:00:00.000000"),
+            (Type::Date, b"2024-00-10"),
+            (Type::Date, b"2023-02-29"),
+            (Type::Timestamp, b"0000-00-00 00:00:00"),
+        ] {
+            for target in [Target::Date, Target::DateTime] {
+                assert_eq!(
+                    conv(ty, target, &[], text),
+                    Ok(("null".to_string(), Note::ZeroDate)),
+                    "{:?}",
+                    String::from_utf8_lossy(text)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_panics() {
+        let cases: Vec<(Type, Target, &[u8])> = vec![
+            (Type::Int32, Target::Integer, b"12a"),
+            (Type::Int32, Target::Integer, b""),
+            (Type::Decimal, Target::Number, b"1.2.3"),
+            (Type::Bit, Target::Integer, b"123456789"),
+            (Type::Varchar, Target::Boolean, b"maybe"),
+            (Type::Datetime, Target::DateTime, b"yesterday"),
+            (Type::Datetime, Target::DateTime, b"2024-01-02 3:04:05"),
+        ];
+        for (ty, target, text) in cases {
+            let mut out = b"prefix".to_vec();
+            let err = write_cell(&mut out, ty, target, &[], text);
+            assert!(err.is_err(), "{ty:?} {target:?} {:?}", String::from_utf8_lossy(text));
+            assert_eq!(out, b"prefix", "output untouched on error");
+        }
+    }
+
+    #[test]
+    fn targets_from_schema() {
+        let cases = [
+            (json!({"type": ["null", "integer"]}), Target::Integer),
+            (json!({"type": "integer"}), Target::Integer),
+            (json!({"type": ["null", "number"]}), Target::Number),
+            (json!({"type": ["null", "boolean"]}), Target::Boolean),
+            (json!({"type": ["null", "string"]}), Target::Text),
+            (json!({"type": ["null", "string"], "format": "date"}), Target::Date),
+            (json!({"type": ["null", "string"], "format": "date-time"}), Target::DateTime),
+            (json!({"type": ["null", "string"], "contentEncoding": "base64"}), Target::Base64),
+            (json!({"type": ["null", "object", "array", "string", "number", "boolean"]}), Target::Json),
+            (json!({"type": ["null", "object"]}), Target::Json),
+            (json!({}), Target::Text),
+        ];
+        for (schema, want) in cases {
+            assert_eq!(Target::of(&schema), want, "{schema}");
+        }
+    }
+
+    fn field(name: &str, ty: Type) -> Field {
+        Field { name: name.into(), r#type: ty as i32, ..Default::default() }
+    }
+
+    fn row(cells: &[Option<&[u8]>]) -> Row {
+        let mut r = Row::default();
+        for c in cells {
+            match c {
+                None => r.lengths.push(-1),
+                Some(b) => {
+                    r.lengths.push(b.len() as i64);
+                    r.values.extend_from_slice(b);
+                }
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn records_follow_the_plan() {
+        let fields = vec![field("id", Type::Int64), field("skip", Type::Varchar), field("d", Type::Date), field("amt", Type::Decimal)];
+        let props = vec![
+            PropertySpec { name: "id".into(), target: Target::Integer, members: vec![] },
+            PropertySpec { name: "d".into(), target: Target::Date, members: vec![] },
+            PropertySpec { name: "amt".into(), target: Target::Number, members: vec![] },
+            PropertySpec { name: "gone".into(), target: Target::Text, members: vec![] },
+        ];
+        let plan = RecordPlan::new(&fields, &props);
+        assert!(plan.matches(&fields));
+        assert_eq!(plan.missing_names(), vec!["gone".to_string()]);
+        let mut out = Vec::new();
+        let mut w = Warnings::default();
+        plan.write_record(&mut out, &row(&[Some(b"7"), Some(b"x"), Some(b"0000-00-00"), None]), &props, &[b"\"_sdc_deleted_at\":null"], &mut w)
+            .expect("record");
+        assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"id":7,"d":null,"amt":null,"gone":null,"_sdc_deleted_at":null}"#);
+        assert_eq!(w.zero_dates[1], 1);
+    }
+
+    #[test]
+    fn malformed_rows_are_errors() {
+        let fields = vec![field("a", Type::Varchar), field("b", Type::Varchar)];
+        let props = vec![PropertySpec { name: "a".into(), target: Target::Text, members: vec![] }];
+        let plan = RecordPlan::new(&fields, &props);
+        let bad = [
+            Row { lengths: vec![1], values: b"x".to_vec() },
+            Row { lengths: vec![5, 1], values: b"abc".to_vec() },
+            Row { lengths: vec![1, 1], values: b"abcdef".to_vec() },
+            Row { lengths: vec![i64::MAX, 1], values: b"ab".to_vec() },
+        ];
+        for r in bad {
+            let mut out = b"keep".to_vec();
+            let err = plan.write_record(&mut out, &r, &props, &[], &mut Warnings::default());
+            assert!(matches!(err, Err(ConvertError::Malformed(_))), "{r:?}: {err:?}");
+            assert_eq!(out, b"keep");
+        }
+    }
+}
