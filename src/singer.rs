@@ -78,8 +78,10 @@ impl<W: Write> SingerWriter<W> {
         })
     }
 
-    /// Writes a STATE after flushing every record before it.
+    /// Writes a STATE only after every record before it has been flushed,
+    /// then flushes the STATE itself.
     pub fn state(&mut self, value: &Value) -> io::Result<()> {
+        self.out.flush()?;
         self.message(&Message::State { value })?;
         self.out.flush()
     }
@@ -151,6 +153,75 @@ impl<W: Write> SingerWriter<W> {
     pub fn into_inner(self) -> io::Result<W> {
         self.out.into_inner().map_err(|e| e.into_error())
     }
+}
+
+/// Appends one RECORD line to `buf`. `body` writes the record object
+/// (`{...}`); `stream_json` is the stream name as a JSON string literal
+/// (quoted and escaped once per stream, not per row). If `body` fails,
+/// `buf` is left as it was.
+pub fn encode_record<F, E>(
+    buf: &mut Vec<u8>,
+    stream_json: &str,
+    version: Option<i64>,
+    time_extracted: &str,
+    body: F,
+) -> Result<(), E>
+where
+    F: FnOnce(&mut Vec<u8>) -> Result<(), E>,
+{
+    let start = buf.len();
+    buf.extend_from_slice(b"{\"type\":\"RECORD\",\"stream\":");
+    buf.extend_from_slice(stream_json.as_bytes());
+    buf.extend_from_slice(b",\"record\":");
+    if let Err(e) = body(buf) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    if let Some(v) = version {
+        buf.extend_from_slice(b",\"version\":");
+        buf.extend_from_slice(itoa(v).as_bytes());
+    }
+    buf.extend_from_slice(b",\"time_extracted\":\"");
+    buf.extend_from_slice(time_extracted.as_bytes());
+    buf.extend_from_slice(b"\"}\n");
+    Ok(())
+}
+
+fn itoa(v: i64) -> String {
+    v.to_string()
+}
+
+/// RFC 3339 in UTC with microseconds (`2024-06-01T00:00:01.000000Z`), the
+/// form singer-python writes for `time_extracted`.
+pub fn rfc3339_utc(t: std::time::SystemTime) -> String {
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, dd) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Whether an error (or anything in its chain) is a closed stdout.
@@ -225,6 +296,20 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let cases = [
+            (0u64, 0u32, "1970-01-01T00:00:00.000000Z"),
+            (951_782_400, 0, "2000-02-29T00:00:00.000000Z"),
+            (1_709_164_800, 123_456_000, "2024-02-29T00:00:00.123456Z"),
+            (4_102_444_799, 999_999_000, "2099-12-31T23:59:59.999999Z"),
+        ];
+        for (secs, nanos, want) in cases {
+            assert_eq!(rfc3339_utc(UNIX_EPOCH + Duration::new(secs, nanos)), want);
         }
     }
 
