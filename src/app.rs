@@ -88,11 +88,8 @@ pub async fn run(cli: Cli) -> Result<(), TapError> {
         }
         Mode::Sync => {
             let settings = settings(&cli.args)?;
-            let plan = SyncInputs::load(&cli.args, &settings)?;
-            Err(TapError::Runtime(format!(
-                "sync of {} selected stream(s) is not available in this build yet",
-                plan.catalog.selected()?.len()
-            )))
+            let inputs = SyncInputs::load(&cli.args, &settings)?;
+            crate::sync::run(&settings, inputs).await
         }
         Mode::Check => {
             let _settings = settings(&cli.args)?;

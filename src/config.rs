@@ -77,6 +77,8 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "How many (table, shard) readers run at once." },
     SettingDoc { name: "connect_timeout_seconds", kind: "integer", required: false, secret: false, default: Some("10"),
         description: "How long to wait for a connection before failing." },
+    SettingDoc { name: "resync_on_purged", kind: "boolean", required: false, secret: false, default: Some("false"),
+        description: "When a saved position has been purged from the server's binary logs, restart that stream from a full copy instead of failing." },
     SettingDoc { name: "state_interval_records", kind: "integer", required: false, secret: false, default: Some("10000"),
         description: "Emit STATE at least every this many records." },
     SettingDoc { name: "state_interval_seconds", kind: "integer", required: false, secret: false, default: Some("5"),
@@ -217,6 +219,7 @@ pub struct Settings {
     pub max_parallel_readers: usize,
     pub state_interval_records: u64,
     pub state_interval: Duration,
+    pub resync_on_purged: bool,
 }
 
 /// One raw value and its origin.
@@ -532,6 +535,7 @@ impl RawConfig {
                 .map_err(|_| self.invalid("max_parallel_readers", "is too large"))?,
             state_interval_records: self.u64("state_interval_records", 10_000, 1)?,
             state_interval: Duration::from_secs(self.u64("state_interval_seconds", 5, 1)?),
+            resync_on_purged: self.bool("resync_on_purged", false)?,
         })
     }
 

@@ -120,7 +120,10 @@ fn write_integer(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
     if !is_digits(digits) {
         return None;
     }
-    let first = digits.iter().position(|d| *d != b'0').unwrap_or(digits.len() - 1);
+    let first = digits
+        .iter()
+        .position(|d| *d != b'0')
+        .unwrap_or(digits.len() - 1);
     let digits = &digits[first..];
     if neg && digits != b"0" {
         out.push(b'-');
@@ -276,7 +279,10 @@ fn enum_set_text(ty: Type, text: &[u8], members: &[String]) -> Option<String> {
             }
         }
         Type::Set => {
-            if s.is_empty() || s.split(',').all(|p| members.iter().any(|m| m == p)) || !is_digits(text) {
+            if s.is_empty()
+                || s.split(',').all(|p| members.iter().any(|m| m == p))
+                || !is_digits(text)
+            {
                 return None;
             }
             let mask: u64 = s.parse().ok()?;
@@ -318,8 +324,9 @@ pub fn write_cell(
                 Type::Bit => bits_value(text).map(|v| {
                     let _ = write!(out, "{v}");
                 }),
-                Type::Decimal | Type::Float32 | Type::Float64 => write_decimal(out, text)
-                    .or_else(|| write_float(out, text)),
+                Type::Decimal | Type::Float32 | Type::Float64 => {
+                    write_decimal(out, text).or_else(|| write_float(out, text))
+                }
                 Type::Enum | Type::Set => {
                     // The index or bitmask is the integer.
                     write_integer(out, text)
@@ -474,7 +481,9 @@ pub fn cells<'a>(
         .filter(|l| **l > 0)
         .try_fold(0u64, |acc, l| acc.checked_add(*l as u64));
     if total != Some(row.values.len() as u64) {
-        let total = total.map(|t| t.to_string()).unwrap_or_else(|| "overflow".into());
+        let total = total
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "overflow".into());
         return Err(ConvertError::Malformed(format!(
             "lengths add up to {total} bytes but the row holds {}",
             row.values.len()
@@ -577,9 +586,7 @@ impl RecordPlan {
     pub fn missing_names(&self) -> Vec<String> {
         self.missing
             .iter()
-            .map(|k| {
-                serde_json::from_slice::<String>(&k[..k.len() - 1]).unwrap_or_default()
-            })
+            .map(|k| serde_json::from_slice::<String>(&k[..k.len() - 1]).unwrap_or_default())
             .collect()
     }
 
@@ -625,19 +632,17 @@ impl RecordPlan {
             let prop = &props[plan.prop];
             match cell {
                 None => out.extend_from_slice(b"null"),
-                Some(text) => {
-                    match write_cell(out, plan.ty, prop.target, &prop.members, text) {
-                        Ok(Note::Ok) => {}
-                        Ok(Note::ZeroDate) => warnings.zero_dates[plan.prop] += 1,
-                        Ok(Note::Fallback) => warnings.fallbacks[plan.prop] += 1,
-                        Err(problem) => {
-                            return Err(ConvertError::Value {
-                                column: prop.name.clone(),
-                                problem,
-                            })
-                        }
+                Some(text) => match write_cell(out, plan.ty, prop.target, &prop.members, text) {
+                    Ok(Note::Ok) => {}
+                    Ok(Note::ZeroDate) => warnings.zero_dates[plan.prop] += 1,
+                    Ok(Note::Fallback) => warnings.fallbacks[plan.prop] += 1,
+                    Err(problem) => {
+                        return Err(ConvertError::Value {
+                            column: prop.name.clone(),
+                            problem,
+                        })
                     }
-                }
+                },
             }
         }
         for key in &self.missing {
@@ -665,7 +670,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn conv(ty: Type, target: Target, members: &[&str], text: &[u8]) -> Result<(String, Note), String> {
+    fn conv(
+        ty: Type,
+        target: Target,
+        members: &[&str],
+        text: &[u8],
+    ) -> Result<(String, Note), String> {
         let members: Vec<String> = members.iter().map(|s| s.to_string()).collect();
         let mut out = b"[".to_vec();
         let note = write_cell(&mut out, ty, target, &members, text)?;
@@ -685,10 +695,23 @@ mod tests {
         let colors: &[&str] = &["red", "green", "blue"];
         let nums: &[&str] = &["10", "20"];
         // (vitess type, target, members, cell text, expected JSON)
-        let cases: Vec<(Type, Target, &[&str], &[u8], &str)> = vec![
+        type Case<'a> = (Type, Target, &'a [&'a str], &'a [u8], &'a str);
+        let cases: Vec<Case> = vec![
             (T::Int8, Integer, e, b"-128", "-128"),
-            (T::Uint64, Integer, e, b"18446744073709551615", "18446744073709551615"),
-            (T::Int64, Integer, e, b"-9223372036854775808", "-9223372036854775808"),
+            (
+                T::Uint64,
+                Integer,
+                e,
+                b"18446744073709551615",
+                "18446744073709551615",
+            ),
+            (
+                T::Int64,
+                Integer,
+                e,
+                b"-9223372036854775808",
+                "-9223372036854775808",
+            ),
             (T::Year, Integer, e, b"0000", "0"),
             (T::Year, Integer, e, b"2024", "2024"),
             (T::Int64, Number, e, b"42", "42"),
@@ -704,11 +727,23 @@ mod tests {
             (T::Decimal, Number, e, b".50", "0.50"),
             (T::Decimal, Number, e, b"-.50", "-0.50"),
             (T::Decimal, Number, e, b"-12.30", "-12.30"),
-            (T::Decimal, Number, e, b"-0.000000000000000000000000000001", "-0.000000000000000000000000000001"),
+            (
+                T::Decimal,
+                Number,
+                e,
+                b"-0.000000000000000000000000000001",
+                "-0.000000000000000000000000000001",
+            ),
             (T::Decimal, Number, e, b"0", "0"),
             (T::Decimal, Number, e, b"-0.00", "0.00"),
             (T::Decimal, Text, e, b".50", "\"0.50\""),
-            (T::Float64, Number, e, b"3.141592653589793", "3.141592653589793"),
+            (
+                T::Float64,
+                Number,
+                e,
+                b"3.141592653589793",
+                "3.141592653589793",
+            ),
             (T::Float64, Number, e, b"1.5E+00", "1.5"),
             (T::Float64, Number, e, b"-2.5e-10", "-2.5e-10"),
             (T::Float32, Number, e, b"1.5", "1.5"),
@@ -716,16 +751,58 @@ mod tests {
             (T::Float64, Number, e, b"NaN", "null"),
             (T::Float64, Text, e, b"1.5E+00", "\"1.5\""),
             (T::Date, Date, e, b"2024-02-29", "\"2024-02-29\""),
-            (T::Date, DateTime, e, b"2024-02-29", "\"2024-02-29T00:00:00+00:00\""),
-            (T::Datetime, DateTime, e, b"2024-01-02 03:04:05", "\"2024-01-02T03:04:05+00:00\""),
-            (T::Datetime, DateTime, e, b"2024-01-02 03:04:05.123456", "\"2024-01-02T03:04:05.123456+00:00\""),
-            (T::Timestamp, DateTime, e, b"2024-06-01 12:00:00.250", "\"2024-06-01T12:00:00.250+00:00\""),
-            (T::Datetime, Date, e, b"2024-01-02 03:04:05", "\"2024-01-02\""),
-            (T::Datetime, Text, e, b"2024-01-02 03:04:05", "\"2024-01-02 03:04:05\""),
+            (
+                T::Date,
+                DateTime,
+                e,
+                b"2024-02-29",
+                "\"2024-02-29T00:00:00+00:00\"",
+            ),
+            (
+                T::Datetime,
+                DateTime,
+                e,
+                b"2024-01-02 03:04:05",
+                "\"2024-01-02T03:04:05+00:00\"",
+            ),
+            (
+                T::Datetime,
+                DateTime,
+                e,
+                b"2024-01-02 03:04:05.123456",
+                "\"2024-01-02T03:04:05.123456+00:00\"",
+            ),
+            (
+                T::Timestamp,
+                DateTime,
+                e,
+                b"2024-06-01 12:00:00.250",
+                "\"2024-06-01T12:00:00.250+00:00\"",
+            ),
+            (
+                T::Datetime,
+                Date,
+                e,
+                b"2024-01-02 03:04:05",
+                "\"2024-01-02\"",
+            ),
+            (
+                T::Datetime,
+                Text,
+                e,
+                b"2024-01-02 03:04:05",
+                "\"2024-01-02 03:04:05\"",
+            ),
             (T::Time, Text, e, b"-838:59:59", "\"-838:59:59\""),
             (T::Time, Text, e, b"12:34:56.789000", "\"12:34:56.789000\""),
             (T::Varchar, Text, e, "héllo ✓".as_bytes(), "\"héllo ✓\""),
-            (T::Varchar, Text, e, b"quote\" back\\ nl\n", "\"quote\\\" back\\\\ nl\\n\""),
+            (
+                T::Varchar,
+                Text,
+                e,
+                b"quote\" back\\ nl\n",
+                "\"quote\\\" back\\\\ nl\\n\"",
+            ),
             (T::Text, Text, e, b"bad \xff utf8", "\"bad \u{fffd} utf8\""),
             (T::Enum, Text, sizes, b"medium", "\"medium\""),
             (T::Enum, Text, sizes, b"2", "\"medium\""),
@@ -740,7 +817,13 @@ mod tests {
             (T::Binary, Base64, e, b"ab\x00\x00", "\"YWIAAA==\""),
             (T::Blob, Base64, e, b"\xde\xad\xbe\xef", "\"3q2+7w==\""),
             (T::Blob, Base64, e, b"", "\"\""),
-            (T::Json, Json, e, b"{\"a\": 1, \"b\": [true, null]}", "{\"a\": 1, \"b\": [true, null]}"),
+            (
+                T::Json,
+                Json,
+                e,
+                b"{\"a\": 1, \"b\": [true, null]}",
+                "{\"a\": 1, \"b\": [true, null]}",
+            ),
             (T::Json, Json, e, b"{\n\"a\": 1}", "{\"a\":1}"),
             (T::Json, Json, e, b"[]", "[]"),
             (T::Json, Json, e, b"\"s\"", "\"s\""),
@@ -762,7 +845,10 @@ mod tests {
     fn decimals_are_exact_text() {
         // Compare raw bytes: exactness must survive, not just the value.
         let cases: &[(&[u8], &str)] = &[
-            (b"12345678901234567890.123456789012345678901234567890", "12345678901234567890.123456789012345678901234567890"),
+            (
+                b"12345678901234567890.123456789012345678901234567890",
+                "12345678901234567890.123456789012345678901234567890",
+            ),
             (b".5", "0.5"),
             (b"-.5", "-0.5"),
             (b"007.10", "7.10"),
@@ -811,7 +897,11 @@ mod tests {
         for (ty, target, text) in cases {
             let mut out = b"prefix".to_vec();
             let err = write_cell(&mut out, ty, target, &[], text);
-            assert!(err.is_err(), "{ty:?} {target:?} {:?}", String::from_utf8_lossy(text));
+            assert!(
+                err.is_err(),
+                "{ty:?} {target:?} {:?}",
+                String::from_utf8_lossy(text)
+            );
             assert_eq!(out, b"prefix", "output untouched on error");
         }
     }
@@ -824,10 +914,22 @@ mod tests {
             (json!({"type": ["null", "number"]}), Target::Number),
             (json!({"type": ["null", "boolean"]}), Target::Boolean),
             (json!({"type": ["null", "string"]}), Target::Text),
-            (json!({"type": ["null", "string"], "format": "date"}), Target::Date),
-            (json!({"type": ["null", "string"], "format": "date-time"}), Target::DateTime),
-            (json!({"type": ["null", "string"], "contentEncoding": "base64"}), Target::Base64),
-            (json!({"type": ["null", "object", "array", "string", "number", "boolean"]}), Target::Json),
+            (
+                json!({"type": ["null", "string"], "format": "date"}),
+                Target::Date,
+            ),
+            (
+                json!({"type": ["null", "string"], "format": "date-time"}),
+                Target::DateTime,
+            ),
+            (
+                json!({"type": ["null", "string"], "contentEncoding": "base64"}),
+                Target::Base64,
+            ),
+            (
+                json!({"type": ["null", "object", "array", "string", "number", "boolean"]}),
+                Target::Json,
+            ),
             (json!({"type": ["null", "object"]}), Target::Json),
             (json!({}), Target::Text),
         ];
@@ -837,7 +939,11 @@ mod tests {
     }
 
     fn field(name: &str, ty: Type) -> Field {
-        Field { name: name.into(), r#type: ty as i32, ..Default::default() }
+        Field {
+            name: name.into(),
+            r#type: ty as i32,
+            ..Default::default()
+        }
     }
 
     fn row(cells: &[Option<&[u8]>]) -> Row {
@@ -856,39 +962,88 @@ mod tests {
 
     #[test]
     fn records_follow_the_plan() {
-        let fields = vec![field("id", Type::Int64), field("skip", Type::Varchar), field("d", Type::Date), field("amt", Type::Decimal)];
+        let fields = vec![
+            field("id", Type::Int64),
+            field("skip", Type::Varchar),
+            field("d", Type::Date),
+            field("amt", Type::Decimal),
+        ];
         let props = vec![
-            PropertySpec { name: "id".into(), target: Target::Integer, members: vec![] },
-            PropertySpec { name: "d".into(), target: Target::Date, members: vec![] },
-            PropertySpec { name: "amt".into(), target: Target::Number, members: vec![] },
-            PropertySpec { name: "gone".into(), target: Target::Text, members: vec![] },
+            PropertySpec {
+                name: "id".into(),
+                target: Target::Integer,
+                members: vec![],
+            },
+            PropertySpec {
+                name: "d".into(),
+                target: Target::Date,
+                members: vec![],
+            },
+            PropertySpec {
+                name: "amt".into(),
+                target: Target::Number,
+                members: vec![],
+            },
+            PropertySpec {
+                name: "gone".into(),
+                target: Target::Text,
+                members: vec![],
+            },
         ];
         let plan = RecordPlan::new(&fields, &props);
         assert!(plan.matches(&fields));
         assert_eq!(plan.missing_names(), vec!["gone".to_string()]);
         let mut out = Vec::new();
         let mut w = Warnings::default();
-        plan.write_record(&mut out, &row(&[Some(b"7"), Some(b"x"), Some(b"0000-00-00"), None]), &props, &[b"\"_sdc_deleted_at\":null"], &mut w)
-            .expect("record");
-        assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"id":7,"d":null,"amt":null,"gone":null,"_sdc_deleted_at":null}"#);
+        plan.write_record(
+            &mut out,
+            &row(&[Some(b"7"), Some(b"x"), Some(b"0000-00-00"), None]),
+            &props,
+            &[b"\"_sdc_deleted_at\":null"],
+            &mut w,
+        )
+        .expect("record");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            r#"{"id":7,"d":null,"amt":null,"gone":null,"_sdc_deleted_at":null}"#
+        );
         assert_eq!(w.zero_dates[1], 1);
     }
 
     #[test]
     fn malformed_rows_are_errors() {
         let fields = vec![field("a", Type::Varchar), field("b", Type::Varchar)];
-        let props = vec![PropertySpec { name: "a".into(), target: Target::Text, members: vec![] }];
+        let props = vec![PropertySpec {
+            name: "a".into(),
+            target: Target::Text,
+            members: vec![],
+        }];
         let plan = RecordPlan::new(&fields, &props);
         let bad = [
-            Row { lengths: vec![1], values: b"x".to_vec() },
-            Row { lengths: vec![5, 1], values: b"abc".to_vec() },
-            Row { lengths: vec![1, 1], values: b"abcdef".to_vec() },
-            Row { lengths: vec![i64::MAX, 1], values: b"ab".to_vec() },
+            Row {
+                lengths: vec![1],
+                values: b"x".to_vec(),
+            },
+            Row {
+                lengths: vec![5, 1],
+                values: b"abc".to_vec(),
+            },
+            Row {
+                lengths: vec![1, 1],
+                values: b"abcdef".to_vec(),
+            },
+            Row {
+                lengths: vec![i64::MAX, 1],
+                values: b"ab".to_vec(),
+            },
         ];
         for r in bad {
             let mut out = b"keep".to_vec();
             let err = plan.write_record(&mut out, &r, &props, &[], &mut Warnings::default());
-            assert!(matches!(err, Err(ConvertError::Malformed(_))), "{r:?}: {err:?}");
+            assert!(
+                matches!(err, Err(ConvertError::Malformed(_))),
+                "{r:?}: {err:?}"
+            );
             assert_eq!(out, b"keep");
         }
     }

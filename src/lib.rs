@@ -14,8 +14,10 @@ pub mod discovery;
 pub mod error;
 pub mod mysql;
 pub mod position;
+pub mod psdb;
 pub mod singer;
 pub mod state;
+pub mod sync;
 pub mod types;
 
 /// Wire types generated from `proto/` (client side only).

@@ -90,34 +90,10 @@ impl<W: Write> SingerWriter<W> {
         self.message(&Message::ActivateVersion { stream, version })
     }
 
-    /// Writes one RECORD. `body` writes the record object (`{...}`) into the
-    /// buffer it is given; `stream` must already be a JSON string literal
-    /// (quoted and escaped), so hot loops escape it once per stream.
-    pub fn record_with<F>(
-        &mut self,
-        stream_json: &str,
-        version: Option<i64>,
-        time_extracted: &str,
-        body: F,
-    ) -> io::Result<()>
-    where
-        F: FnOnce(&mut Vec<u8>) -> io::Result<()>,
-    {
-        self.line.clear();
-        self.line
-            .extend_from_slice(b"{\"type\":\"RECORD\",\"stream\":");
-        self.line.extend_from_slice(stream_json.as_bytes());
-        self.line.extend_from_slice(b",\"record\":");
-        body(&mut self.line)?;
-        if let Some(v) = version {
-            self.line.extend_from_slice(b",\"version\":");
-            self.line.extend_from_slice(v.to_string().as_bytes());
-        }
-        self.line.extend_from_slice(b",\"time_extracted\":\"");
-        self.line.extend_from_slice(time_extracted.as_bytes());
-        self.line.extend_from_slice(b"\"}\n");
-        self.records += 1;
-        self.out.write_all(&self.line)
+    /// Writes RECORD lines that readers encoded with [`encode_record`].
+    pub fn records_raw(&mut self, lines: &[u8], count: u64) -> io::Result<()> {
+        self.records += count;
+        self.out.write_all(lines)
     }
 
     /// Writes one RECORD from a ready JSON value (for slow paths and tests).
@@ -129,9 +105,17 @@ impl<W: Write> SingerWriter<W> {
         time_extracted: &str,
     ) -> io::Result<()> {
         let stream_json = serde_json::to_string(stream).map_err(io::Error::other)?;
-        self.record_with(&stream_json, version, time_extracted, |buf| {
-            serde_json::to_writer(buf, record).map_err(io::Error::other)
-        })
+        self.line.clear();
+        encode_record(
+            &mut self.line,
+            &stream_json,
+            version,
+            time_extracted,
+            |buf| serde_json::to_writer(buf, record).map_err(|e| e.to_string()),
+        )
+        .map_err(io::Error::other)?;
+        self.records += 1;
+        self.out.write_all(&self.line)
     }
 
     /// Writes a whole document (the discovered catalog) and flushes.
@@ -194,9 +178,7 @@ fn itoa(v: i64) -> String {
 /// RFC 3339 in UTC with microseconds (`2024-06-01T00:00:01.000000Z`), the
 /// form singer-python writes for `time_extracted`.
 pub fn rfc3339_utc(t: std::time::SystemTime) -> String {
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, dd) = civil_from_days(days);

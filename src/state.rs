@@ -231,6 +231,27 @@ impl State {
     }
 }
 
+/// Whether `new` may replace `old` for one (stream, shard). A cursor never
+/// moves backward: once a shard is past its copy, a copy cursor or an older
+/// position is refused. During a copy the primary key advances and the
+/// server is trusted; an empty old cursor accepts anything.
+pub fn advances(old: &TableCursor, new: &TableCursor) -> bool {
+    use crate::position::Position;
+    if old.last_known_pk.is_some() || old.position.is_empty() {
+        return true;
+    }
+    if new.last_known_pk.is_some() {
+        return false;
+    }
+    match (
+        Position::parse(&old.position),
+        Position::parse(&new.position),
+    ) {
+        (Ok(o), Ok(n)) => n.at_least(&o),
+        _ => false,
+    }
+}
+
 /// base64(protobuf TableCursor), exactly as the Go tap writes it.
 pub fn encode_cursor(cursor: &TableCursor) -> String {
     B64.encode(cursor.encode_to_vec())
@@ -402,6 +423,35 @@ mod tests {
             .expect_err("mismatch")
             .to_string();
         assert!(err.contains("keyspace `ks`, not `other`"), "{err}");
+    }
+
+    #[test]
+    fn cursors_never_move_backward() {
+        use crate::pb::query::QueryResult;
+        let a = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
+        let b = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-9";
+        let c = |pos: &str, copying: bool| TableCursor {
+            shard: "-".into(),
+            keyspace: "ks".into(),
+            position: pos.into(),
+            last_known_pk: copying.then(QueryResult::default),
+        };
+        // (old, new, accepted)
+        let cases = [
+            (c("", false), c("", true), true),
+            (c("", false), c(a, false), true),
+            (c(a, true), c(a, true), true),
+            (c(a, true), c(b, false), true),
+            (c(a, false), c(b, false), true),
+            (c(a, false), c(a, false), true),
+            (c(b, false), c(a, false), false),
+            (c(a, false), c(b, true), false),
+            (c(a, false), c("", false), false),
+            (c(a, false), c("garbage", false), false),
+        ];
+        for (i, (old, new, want)) in cases.iter().enumerate() {
+            assert_eq!(advances(old, new), *want, "case {i}");
+        }
     }
 
     #[test]

@@ -1,0 +1,474 @@
+//! Sync: plan the (stream, shard) slots, run their readers in parallel, and
+//! write everything through the one writer.
+//!
+//! The wiring is: MySQL once at the start (shards, tablets → cells, table
+//! columns), then one gRPC channel shared by up to `max_parallel_readers`
+//! readers. Readers send finished RECORD lines with the cursor that covers
+//! them; this module's writer loop is the only place that touches stdout and
+//! the state. It writes a batch's lines, then adopts its cursor (refusing
+//! any that would move backward), and emits STATE every N records or T
+//! seconds, at the end of each slot, and once at the very end, always after
+//! flushing the records it covers. On a permanent error it stops the other
+//! readers, writes what it already received, emits the last good STATE and
+//! fails.
+
+pub mod reader;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, OnceCell, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::app::SyncInputs;
+use crate::catalog::{ReplicationMethod, SelectedStream};
+use crate::config::Settings;
+use crate::convert::{PropertySpec, Target};
+use crate::error::TapError;
+use crate::mysql::{self, RawTable};
+use crate::pb::psdbconnect::v1alpha1::TableCursor;
+use crate::psdb::PsdbClient;
+use crate::singer::SingerWriter;
+use crate::state;
+use crate::types::ColumnType;
+use reader::{Counts, Event, ReaderContext, Slot, StreamSpec};
+
+/// The `_sdc_deleted_at` property CDC streams declare.
+fn deleted_at_schema() -> Value {
+    json!({"type": ["null", "string"], "format": "date-time"})
+}
+
+/// Bookmark key of a FULL_TABLE copy's version.
+const VERSION_KEY: &str = "version";
+/// Bookmark key set once a FULL_TABLE copy has completed (ppw's name).
+const COMPLETE_KEY: &str = "initial_full_table_complete";
+
+/// The SCHEMA message's schema: the selected properties, plus what the tap
+/// adds to records.
+fn stream_schema(s: &SelectedStream, include_metadata: bool) -> Value {
+    let mut props = Map::new();
+    for p in &s.properties {
+        props.insert(p.name.clone(), p.schema.clone());
+    }
+    if s.method.is_cdc() {
+        props.insert("_sdc_deleted_at".into(), deleted_at_schema());
+    }
+    if include_metadata {
+        props.insert("_sdc_shard".into(), json!({"type": ["null", "string"]}));
+        props.insert("_sdc_position".into(), json!({"type": ["null", "string"]}));
+        props.insert("_sdc_sequence".into(), json!({"type": ["null", "integer"]}));
+    }
+    json!({"type": ["null", "object"], "additionalProperties": false, "properties": props})
+}
+
+/// Cells of the tablets of the chosen type in this keyspace.
+fn cells_for(settings: &Settings, tablets: &[mysql::Tablet]) -> Vec<String> {
+    let want = settings.tablet_type.as_str();
+    let mut cells: Vec<String> = tablets
+        .iter()
+        .filter(|t| {
+            t.tablet_type.eq_ignore_ascii_case(want)
+                && (t.keyspace.is_empty() || t.keyspace == settings.database)
+        })
+        .map(|t| t.cell.clone())
+        .collect();
+    cells.sort();
+    cells.dedup();
+    cells
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Per-slot progress, for checkpoints and the summary.
+struct SlotState {
+    stream: usize,
+    shard: String,
+    counts: Counts,
+    copying: bool,
+    done: bool,
+    started: Instant,
+    finished: Option<Duration>,
+    warnings: Vec<(String, String, u64)>,
+}
+
+/// Runs a sync to completion.
+pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError> {
+    let SyncInputs {
+        catalog,
+        state,
+        state_path,
+        ..
+    } = inputs;
+    let mut state = state;
+    let selected = catalog.selected()?;
+    let keyspace = settings.database.clone();
+
+    // MySQL: shards, cells and the tables' real columns.
+    let mut conn = mysql::connect(settings).await?;
+    let shards_res = mysql::shards(&mut conn, &keyspace).await;
+    let tablets_res = mysql::tablets(&mut conn).await;
+    let tables_res = mysql::describe_schema(&mut conn, &keyspace).await;
+    mysql::close(conn).await;
+    let available = shards_res?;
+    if available.is_empty() {
+        return Err(TapError::Runtime(format!(
+            "keyspace `{keyspace}` has no shards (SHOW VITESS_SHARDS lists none for it); check `database`"
+        )));
+    }
+    let shards = state::select_shards(&keyspace, &available, settings.shards.as_deref())?;
+    let cells = cells_for(settings, &tablets_res?);
+    if cells.is_empty() {
+        return Err(TapError::Usage(format!(
+            "keyspace `{keyspace}` has no {} tablets (SHOW VITESS_TABLETS); choose another tablet type (use_replica / use_rdonly)",
+            settings.tablet_type.as_str().to_uppercase()
+        )));
+    }
+    let tables: BTreeMap<String, RawTable> = tables_res?
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect();
+    if let Some(p) = &state_path {
+        // Shards in the state that no longer exist are kept, but say so.
+        for (stream, sb) in &state.bookmarks {
+            for shard in sb.shards.keys() {
+                if !available.contains(shard) {
+                    warn!(state = %p.display(), stream = %stream, shard = %shard, "state names a shard the keyspace no longer has; keeping its bookmark untouched");
+                }
+            }
+        }
+    }
+
+    // Plan the streams.
+    let mut specs: Vec<Arc<StreamSpec>> = Vec::new();
+    let mut schemas: Vec<(String, Value, Vec<String>)> = Vec::new();
+    let mut activate_first: Vec<(String, i64)> = Vec::new();
+    for s in &selected {
+        let Some(table) = tables.get(&s.table) else {
+            return Err(TapError::Usage(format!(
+                "catalog stream `{}` selects table `{}`, which is not in keyspace `{keyspace}`; deselect it or rediscover",
+                s.tap_stream_id, s.table
+            )));
+        };
+        if table.is_view || s.is_view {
+            warn!(stream = %s.name, "skipping a view: the Connect API streams tables only; select its base tables instead");
+            continue;
+        }
+        let mut props = Vec::new();
+        let mut columns = Vec::new();
+        for p in &s.properties {
+            let column_type = table
+                .columns
+                .iter()
+                .find(|c| c.name == p.name)
+                .map(|c| c.column_type.clone());
+            let sql = p.sql_datatype.clone().or_else(|| column_type.clone());
+            let members = sql
+                .as_deref()
+                .map(ColumnType::parse)
+                .filter(|ct| ct.base == "enum" || ct.base == "set")
+                .map(|ct| ct.members())
+                .unwrap_or_default();
+            if column_type.is_some() {
+                columns.push(p.name.clone());
+            } else {
+                warn!(stream = %s.name, column = %p.name, "selected column is not in the table (dropped?); it will be null");
+            }
+            props.push(PropertySpec {
+                name: p.name.clone(),
+                target: Target::of(&p.schema),
+                members,
+            });
+        }
+        let version = if s.method == ReplicationMethod::FullTable {
+            let bm = state.bookmarks.entry(s.name.clone()).or_default();
+            let in_progress = bm.extra.get(COMPLETE_KEY).and_then(Value::as_bool) == Some(false);
+            let old = bm.extra.get(VERSION_KEY).and_then(Value::as_i64);
+            match (in_progress, old) {
+                (true, Some(v)) => v,
+                _ => {
+                    let v = now_ms();
+                    // First-ever copy: activate now so rows appear at once.
+                    if old.is_none() {
+                        activate_first.push((s.name.clone(), v));
+                    }
+                    bm.shards.clear();
+                    bm.extra.insert(VERSION_KEY.into(), json!(v));
+                    bm.extra.insert(COMPLETE_KEY.into(), json!(false));
+                    v
+                }
+            }
+            .into()
+        } else {
+            if let Some(bm) = state.bookmarks.get_mut(&s.name) {
+                bm.extra.remove(VERSION_KEY);
+                bm.extra.remove(COMPLETE_KEY);
+            }
+            None
+        };
+        let starting = settings.starting_gtids.get(&keyspace);
+        state.initialize(
+            &s.name,
+            &keyspace,
+            &shards,
+            if s.method.is_cdc() { starting } else { None },
+        );
+        schemas.push((
+            s.name.clone(),
+            stream_schema(s, settings.include_metadata),
+            s.key_properties.clone(),
+        ));
+        specs.push(Arc::new(StreamSpec {
+            name: s.name.clone(),
+            name_json: serde_json::to_string(&s.name).unwrap_or_else(|_| "\"\"".into()),
+            table: s.table.clone(),
+            props,
+            columns,
+            key_properties: s.key_properties.clone(),
+            method: s.method,
+            version,
+        }));
+    }
+
+    let client = PsdbClient::connect(settings)
+        .await
+        .map_err(|e| TapError::Runtime(e.to_string()))?;
+
+    let mut out = SingerWriter::stdout();
+    for (name, schema, keys) in &schemas {
+        out.schema(name, schema, keys, None)?;
+    }
+    for (name, v) in &activate_first {
+        out.activate_version(name, *v)?;
+    }
+
+    // Slots: every (stream, shard).
+    let mut slots = Vec::new();
+    let mut slot_states = Vec::new();
+    for (si, spec) in specs.iter().enumerate() {
+        for shard in &shards {
+            let start = state.cursor(&spec.name, shard).unwrap_or(TableCursor {
+                shard: shard.clone(),
+                keyspace: keyspace.clone(),
+                position: String::new(),
+                last_known_pk: None,
+            });
+            slot_states.push(SlotState {
+                stream: si,
+                shard: shard.clone(),
+                counts: Counts::default(),
+                copying: start.last_known_pk.is_some() || start.position.is_empty(),
+                done: false,
+                started: Instant::now(),
+                finished: None,
+                warnings: Vec::new(),
+            });
+            slots.push(Slot {
+                index: slots.len(),
+                stream: spec.clone(),
+                shard: shard.clone(),
+                start,
+            });
+        }
+    }
+
+    let ctx = Arc::new(ReaderContext {
+        client,
+        keyspace: keyspace.clone(),
+        tablet_type: settings.tablet_type,
+        cells,
+        timeout: settings.timeout,
+        max_retries: settings.max_retries,
+        include_metadata: settings.include_metadata,
+        resync_on_purged: settings.resync_on_purged,
+        sequence: AtomicU64::new(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        ),
+        stops: shards
+            .iter()
+            .map(|s| (s.clone(), OnceCell::new()))
+            .collect(),
+    });
+    info!(
+        streams = specs.len(),
+        shards = shards.len(),
+        readers = settings.max_parallel_readers,
+        "sync starting"
+    );
+
+    let (tx, mut rx) = mpsc::channel::<Event>(settings.max_parallel_readers * 2 + 2);
+    let permits = Arc::new(Semaphore::new(settings.max_parallel_readers));
+    let mut tasks = JoinSet::new();
+    for slot in slots {
+        let ctx = ctx.clone();
+        let tx = tx.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            reader::run(ctx, slot, tx).await;
+        });
+    }
+    drop(tx);
+
+    // The writer loop.
+    let run_started = Instant::now();
+    let mut since_state: u64 = 0;
+    let mut last_state = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut failure: Option<TapError> = None;
+    let mut ticker = tokio::time::interval(settings.state_interval.min(Duration::from_secs(5)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = false;
+    loop {
+        let event = tokio::select! {
+            ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+            _ = ticker.tick() => {
+                if dirty && last_state.elapsed() >= settings.state_interval {
+                    out.state(&state.to_json())?;
+                    since_state = 0;
+                    last_state = Instant::now();
+                    dirty = false;
+                }
+                if last_progress.elapsed() >= Duration::from_secs(5) {
+                    progress(&slot_states, &specs, run_started);
+                    last_progress = Instant::now();
+                }
+                continue;
+            }
+        };
+        match event {
+            Event::Batch(b) => {
+                let ss = &mut slot_states[b.slot];
+                let spec = &specs[ss.stream];
+                if b.records > 0 {
+                    out.records_raw(&b.lines, b.records)?;
+                    since_state += b.records;
+                    dirty = true;
+                }
+                ss.counts.copied += b.counts.copied;
+                ss.counts.inserted += b.counts.inserted;
+                ss.counts.updated += b.counts.updated;
+                ss.counts.deleted += b.counts.deleted;
+                ss.copying = b.copying;
+                if let Some(c) = &b.cursor {
+                    match state.cursor(&spec.name, &ss.shard) {
+                        Some(old) if !state::advances(&old, c) => {
+                            warn!(stream = %spec.name, shard = %ss.shard, old = %old.position, new = %c.position, "server sent an older cursor; keeping the newer one");
+                        }
+                        _ => {
+                            state.set_cursor(&spec.name, &ss.shard, c);
+                            dirty = true;
+                        }
+                    }
+                }
+                if since_state >= settings.state_interval_records
+                    || last_state.elapsed() >= settings.state_interval
+                {
+                    out.state(&state.to_json())?;
+                    since_state = 0;
+                    last_state = Instant::now();
+                    dirty = false;
+                }
+            }
+            Event::Reset { slot, cursor } => {
+                let ss = &slot_states[slot];
+                state.set_cursor(&specs[ss.stream].name, &ss.shard, &cursor);
+                out.state(&state.to_json())?;
+                last_state = Instant::now();
+                since_state = 0;
+            }
+            Event::Done { slot, warnings } => {
+                let ss = &mut slot_states[slot];
+                ss.done = true;
+                ss.finished = Some(ss.started.elapsed());
+                ss.warnings = warnings;
+                let si = ss.stream;
+                let spec = specs[si].clone();
+                if spec.method == ReplicationMethod::FullTable
+                    && slot_states
+                        .iter()
+                        .filter(|s| s.stream == si)
+                        .all(|s| s.done)
+                {
+                    // The whole copy is in: activate it so older rows go.
+                    if let Some(v) = spec.version {
+                        out.activate_version(&spec.name, v)?;
+                    }
+                    if let Some(bm) = state.bookmarks.get_mut(&spec.name) {
+                        bm.shards.clear();
+                        bm.extra.insert(COMPLETE_KEY.into(), json!(true));
+                    }
+                }
+                out.state(&state.to_json())?;
+                since_state = 0;
+                last_state = Instant::now();
+                dirty = false;
+            }
+            Event::Failed { slot, error } => {
+                let ss = &slot_states[slot];
+                warn!(stream = %specs[ss.stream].name, shard = %ss.shard, error = %error, "reader failed; stopping the others");
+                if failure.is_none() {
+                    failure = Some(TapError::Runtime(error.to_string()));
+                }
+                tasks.abort_all();
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    out.state(&state.to_json())?;
+    summary(&slot_states, &specs, run_started);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn progress(slots: &[SlotState], specs: &[Arc<StreamSpec>], started: Instant) {
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    for s in slots.iter().filter(|s| !s.done) {
+        let rows = s.counts.total();
+        info!(
+            stream = %specs[s.stream].name,
+            shard = %s.shard,
+            phase = if s.copying { "copy" } else { "changes" },
+            rows,
+            rows_per_sec = (rows as f64 / secs) as u64,
+            "progress"
+        );
+    }
+}
+
+fn summary(slots: &[SlotState], specs: &[Arc<StreamSpec>], started: Instant) {
+    for s in slots {
+        let warnings: u64 = s.warnings.iter().map(|w| w.2).sum();
+        info!(
+            stream = %specs[s.stream].name,
+            shard = %s.shard,
+            copied = s.counts.copied,
+            inserted = s.counts.inserted,
+            updated = s.counts.updated,
+            deleted = s.counts.deleted,
+            warnings,
+            secs = s.finished.unwrap_or_else(|| s.started.elapsed()).as_secs_f64(),
+            complete = s.done,
+            "summary"
+        );
+        for (column, what, n) in &s.warnings {
+            warn!(stream = %specs[s.stream].name, shard = %s.shard, column = %column, count = n, "{what}");
+        }
+    }
+    info!(secs = started.elapsed().as_secs_f64(), "sync finished");
+}

@@ -1,0 +1,749 @@
+//! One reader per (stream, shard): the read loop of design.md §7.
+//!
+//! The reader owns its Sync sessions and its copy of the cursor. For every
+//! response it converts the rows into finished RECORD lines and hands them,
+//! together with the response's cursor, to the writer in one [`Batch`]: the
+//! writer writes the lines first and only then adopts the cursor, so a STATE
+//! can never run ahead of its records.
+//!
+//! Stop rule: peek at `current` once per shard (shared by every stream of
+//! that shard), then read until the cursor is past its copy and its position
+//! contains the stop position (GTID-set `AtLeast`, not string equality). A
+//! session that ends (deadline or end of stream) before that peeks again and
+//! continues; a transient error retries from the last cursor with backoff.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, OnceCell};
+use tracing::{debug, info, warn};
+
+use crate::catalog::ReplicationMethod;
+use crate::config::TabletType;
+use crate::convert::{cells, write_json_str, PropertySpec, RecordPlan, Warnings};
+use crate::pb::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
+use crate::pb::query::{Field, QueryResult, Row};
+use crate::position::Position;
+use crate::psdb::{classify, tablet_type_number, PsdbClient, StatusClass};
+use crate::singer::{encode_record, rfc3339_utc};
+
+/// Everything about one selected stream that readers need.
+#[derive(Debug)]
+pub struct StreamSpec {
+    pub name: String,
+    /// The name as a JSON string literal, escaped once.
+    pub name_json: String,
+    pub table: String,
+    pub props: Vec<PropertySpec>,
+    /// Columns to request (selected and present in the table).
+    pub columns: Vec<String>,
+    pub key_properties: Vec<String>,
+    pub method: ReplicationMethod,
+    /// FULL_TABLE version, on every record.
+    pub version: Option<i64>,
+}
+
+/// Settings shared by every reader.
+pub struct ReaderContext {
+    pub client: PsdbClient,
+    pub keyspace: String,
+    pub tablet_type: TabletType,
+    pub cells: Vec<String>,
+    pub timeout: Duration,
+    pub max_retries: u32,
+    pub include_metadata: bool,
+    pub resync_on_purged: bool,
+    /// `_sdc_sequence`: rises across the run (and across runs, being seeded
+    /// from the clock).
+    pub sequence: AtomicU64,
+    /// The stop position of each shard, peeked once per run.
+    pub stops: Vec<(String, OnceCell<String>)>,
+}
+
+/// One (stream, shard) to read.
+pub struct Slot {
+    pub index: usize,
+    pub stream: Arc<StreamSpec>,
+    pub shard: String,
+    pub start: TableCursor,
+}
+
+/// Row counts of one (stream, shard).
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub copied: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.copied + self.inserted + self.updated + self.deleted
+    }
+}
+
+/// Records of one response and the cursor that covers them.
+pub struct Batch {
+    pub slot: usize,
+    pub lines: Vec<u8>,
+    pub records: u64,
+    pub counts: Counts,
+    pub cursor: Option<TableCursor>,
+    /// Whether the slot is in its copy phase after this batch.
+    pub copying: bool,
+}
+
+/// What a reader tells the writer.
+pub enum Event {
+    Batch(Batch),
+    /// The cursor must go back to this one (a purged position restarted as
+    /// a full copy, by the user's choice).
+    Reset {
+        slot: usize,
+        cursor: TableCursor,
+    },
+    Done {
+        slot: usize,
+        warnings: Vec<(String, String, u64)>,
+    },
+    Failed {
+        slot: usize,
+        error: ReadError,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("stream `{stream}` shard `{shard}`: the saved position is no longer on the server (its binary logs were purged): {message}. Rerun this stream from a fresh state (remove its bookmark from the state file), or set `resync_on_purged` to true to restart it from a full copy automatically")]
+    Purged {
+        stream: String,
+        shard: String,
+        message: String,
+    },
+    #[error("stream `{stream}` shard `{shard}`: the server refused the credentials ({code:?}: {message}); check `username`/`password` and that the password may use PlanetScale Connect")]
+    Auth {
+        stream: String,
+        shard: String,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("stream `{stream}` shard `{shard}`: the server failed the sync ({code:?}: {message})")]
+    Server {
+        stream: String,
+        shard: String,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("stream `{stream}` shard `{shard}`: gave up after {attempts} attempts; last error {code:?}: {message}")]
+    Exhausted {
+        stream: String,
+        shard: String,
+        attempts: u32,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("stream `{stream}` shard `{shard}`: bad data from the server: {problem}")]
+    Data {
+        stream: String,
+        shard: String,
+        problem: String,
+    },
+}
+
+impl ReadError {
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// Keeps the last_known_pk to the key columns, in key order (the server may
+/// send every field; values are matched by position).
+pub fn trim_last_known_pk(qr: &QueryResult, keys: &[String]) -> QueryResult {
+    let Some(row) = qr.rows.first() else {
+        return qr.clone();
+    };
+    let idx: Vec<usize> = keys
+        .iter()
+        .filter_map(|k| qr.fields.iter().position(|f| &f.name == k))
+        .collect();
+    if idx.len() != keys.len()
+        || idx.len() == qr.fields.len() && idx.iter().enumerate().all(|(i, j)| i == *j)
+    {
+        return qr.clone();
+    }
+    let Ok(cell_iter) = cells(row, qr.fields.len()) else {
+        return qr.clone();
+    };
+    let all: Vec<Option<&[u8]>> = cell_iter.collect();
+    let mut out = Row::default();
+    for &i in &idx {
+        match all[i] {
+            None => out.lengths.push(-1),
+            Some(b) => {
+                out.lengths.push(b.len() as i64);
+                out.values.extend_from_slice(b);
+            }
+        }
+    }
+    QueryResult {
+        fields: idx.iter().map(|&i| qr.fields[i].clone()).collect(),
+        rows: vec![out],
+        ..Default::default()
+    }
+}
+
+/// The request that resumes from `cursor`: a copy resumes by primary key
+/// with an empty position, as every Go client does.
+fn request(ctx: &ReaderContext, slot: &Slot, cursor: &TableCursor) -> SyncRequest {
+    let mut c = cursor.clone();
+    if let Some(pk) = &cursor.last_known_pk {
+        c.position = String::new();
+        c.last_known_pk = Some(trim_last_known_pk(pk, &slot.stream.key_properties));
+    }
+    c.shard = slot.shard.clone();
+    c.keyspace = ctx.keyspace.clone();
+    SyncRequest {
+        table_name: slot.stream.table.clone(),
+        cursor: Some(c),
+        tablet_type: tablet_type_number(ctx.tablet_type),
+        include_inserts: true,
+        include_updates: true,
+        include_deletes: true,
+        columns: slot.stream.columns.clone(),
+        cells: ctx.cells.clone(),
+    }
+}
+
+/// Whether the cursor has reached the stop position with its copy done.
+fn reached(cursor: &TableCursor, stop: &Position) -> bool {
+    if cursor.last_known_pk.is_some() || cursor.position.is_empty() {
+        return false;
+    }
+    match Position::parse(&cursor.position) {
+        Ok(p) => p.at_least(stop),
+        Err(_) => false,
+    }
+}
+
+/// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … capped at 30 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = 500u64.saturating_mul(1u64 << attempt.min(6)).min(30_000);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64;
+    Duration::from_millis(base / 2 + nanos % (base / 2 + 1))
+}
+
+/// Converts responses into batches, caching a plan per field set.
+struct Converter {
+    plans: Vec<RecordPlan>,
+    delete_plans: Vec<RecordPlan>,
+    warnings: Warnings,
+    buf: Vec<u8>,
+    extra: Vec<u8>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Row,
+    Update,
+    Delete,
+}
+
+impl Converter {
+    fn new() -> Converter {
+        Converter {
+            plans: Vec::new(),
+            delete_plans: Vec::new(),
+            warnings: Warnings::default(),
+            buf: Vec::with_capacity(64 * 1024),
+            extra: Vec::with_capacity(256),
+        }
+    }
+
+    fn plan(&mut self, fields: &[Field], stream: &StreamSpec, delete: bool) -> usize {
+        let plans = if delete {
+            &mut self.delete_plans
+        } else {
+            &mut self.plans
+        };
+        if let Some(i) = plans.iter().position(|p| p.matches(fields)) {
+            return i;
+        }
+        let plan = if delete {
+            // Deletes carry only keys: the plan covers the fields it gets and
+            // does not null-fill the rest.
+            let props: Vec<PropertySpec> = stream
+                .props
+                .iter()
+                .filter(|p| fields.iter().any(|f| f.name == p.name))
+                .cloned()
+                .collect();
+            RecordPlan::new(fields, &props)
+        } else {
+            let plan = RecordPlan::new(fields, &stream.props);
+            let missing = plan.missing_names();
+            if !missing.is_empty() {
+                warn!(stream = %stream.name, columns = ?missing, "selected columns are not in the server's rows (dropped?); writing null");
+            }
+            plan
+        };
+        if plans.len() >= 8 {
+            plans.remove(0);
+        }
+        plans.push(plan);
+        plans.len() - 1
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rows(
+        &mut self,
+        ctx: &ReaderContext,
+        slot: &Slot,
+        qr: &QueryResult,
+        kind: Kind,
+        rows: &mut dyn Iterator<Item = &Row>,
+        time_extracted: &str,
+        position: &str,
+        deleted_at: &str,
+    ) -> Result<u64, String> {
+        let stream = &slot.stream;
+        let delete = kind == Kind::Delete;
+        let pi = self.plan(&qr.fields, stream, delete);
+        let props_for_delete: Vec<PropertySpec>;
+        let props: &[PropertySpec] = if delete {
+            props_for_delete = stream
+                .props
+                .iter()
+                .filter(|p| qr.fields.iter().any(|f| f.name == p.name))
+                .cloned()
+                .collect();
+            &props_for_delete
+        } else {
+            &stream.props
+        };
+        let plan = if delete {
+            &self.delete_plans[pi]
+        } else {
+            &self.plans[pi]
+        };
+        let cdc = stream.method.is_cdc();
+        let mut n = 0;
+        for row in rows {
+            self.extra.clear();
+            let mut members: [&[u8]; 1] = [&[]];
+            if cdc || ctx.include_metadata {
+                if cdc {
+                    self.extra.extend_from_slice(b"\"_sdc_deleted_at\":");
+                    if delete {
+                        write_json_str(&mut self.extra, deleted_at);
+                    } else {
+                        self.extra.extend_from_slice(b"null");
+                    }
+                }
+                if ctx.include_metadata {
+                    if !self.extra.is_empty() {
+                        self.extra.push(b',');
+                    }
+                    self.extra.extend_from_slice(b"\"_sdc_shard\":");
+                    write_json_str(&mut self.extra, &slot.shard);
+                    self.extra.extend_from_slice(b",\"_sdc_position\":");
+                    write_json_str(&mut self.extra, position);
+                    let seq = ctx.sequence.fetch_add(1, Ordering::Relaxed);
+                    self.extra.extend_from_slice(b",\"_sdc_sequence\":");
+                    self.extra.extend_from_slice(seq.to_string().as_bytes());
+                }
+                members[0] = &self.extra;
+            }
+            let extra: &[&[u8]] = if self.extra.is_empty() { &[] } else { &members };
+            let warnings = &mut self.warnings;
+            encode_record(
+                &mut self.buf,
+                &stream.name_json,
+                stream.version,
+                time_extracted,
+                |out| {
+                    plan.write_record(out, row, props, extra, warnings)
+                        .map_err(|e| e.to_string())
+                },
+            )?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Turns one response into a batch.
+    fn batch(
+        &mut self,
+        ctx: &ReaderContext,
+        slot: &Slot,
+        resp: &SyncResponse,
+        copying_before: bool,
+    ) -> Result<Batch, String> {
+        let now = SystemTime::now();
+        let ts = rfc3339_utc(now);
+        let cursor = resp.cursor.clone();
+        let copying = cursor
+            .as_ref()
+            .map(|c| c.last_known_pk.is_some())
+            .unwrap_or(copying_before);
+        let position = cursor.as_ref().map(|c| c.position.as_str()).unwrap_or("");
+        let deleted_at = ts.replace('Z', "+00:00");
+        let mut counts = Counts::default();
+        self.buf.clear();
+        // Order within a response: inserted rows, then updates, then
+        // deletes, which is the order of a transaction that creates,
+        // changes and removes rows. The server splits transactions whose
+        // events do not follow that order into several responses.
+        for qr in &resp.result {
+            let n = self.rows(
+                ctx,
+                slot,
+                qr,
+                Kind::Row,
+                &mut qr.rows.iter(),
+                &ts,
+                position,
+                &deleted_at,
+            )?;
+            if copying || copying_before {
+                counts.copied += n;
+            } else {
+                counts.inserted += n;
+            }
+        }
+        for up in &resp.updates {
+            if let Some(after) = &up.after {
+                counts.updated += self.rows(
+                    ctx,
+                    slot,
+                    after,
+                    Kind::Update,
+                    &mut after.rows.iter(),
+                    &ts,
+                    position,
+                    &deleted_at,
+                )?;
+            }
+        }
+        for del in &resp.deletes {
+            if let Some(r) = &del.result {
+                counts.deleted += self.rows(
+                    ctx,
+                    slot,
+                    r,
+                    Kind::Delete,
+                    &mut r.rows.iter(),
+                    &ts,
+                    position,
+                    &deleted_at,
+                )?;
+            }
+        }
+        Ok(Batch {
+            slot: slot.index,
+            lines: std::mem::replace(&mut self.buf, Vec::with_capacity(64 * 1024)),
+            records: counts.total(),
+            counts,
+            cursor,
+            copying,
+        })
+    }
+
+    fn warnings(&self, stream: &StreamSpec) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for (i, p) in stream.props.iter().enumerate() {
+            if let Some(n) = self.warnings.zero_dates.get(i).filter(|n| **n > 0) {
+                out.push((
+                    p.name.clone(),
+                    "zero or invalid dates written as null".into(),
+                    *n,
+                ));
+            }
+            if let Some(n) = self.warnings.fallbacks.get(i).filter(|n| **n > 0) {
+                out.push((
+                    p.name.clone(),
+                    "values written as text (not the catalog type)".into(),
+                    *n,
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Runs one slot to completion and reports to the writer.
+pub async fn run(ctx: Arc<ReaderContext>, slot: Slot, tx: mpsc::Sender<Event>) {
+    let index = slot.index;
+    let mut conv = Converter::new();
+    let result = read(&ctx, &slot, &tx, &mut conv).await;
+    let event = match result {
+        Ok(()) => Event::Done {
+            slot: index,
+            warnings: conv.warnings(&slot.stream),
+        },
+        Err(error) => Event::Failed { slot: index, error },
+    };
+    let _ = tx.send(event).await;
+}
+
+fn stop_cell<'a>(ctx: &'a ReaderContext, shard: &str) -> Option<&'a OnceCell<String>> {
+    ctx.stops.iter().find(|(s, _)| s == shard).map(|(_, c)| c)
+}
+
+async fn peek(ctx: &ReaderContext, slot: &Slot) -> Result<String, tonic::Status> {
+    ctx.client
+        .current_position(
+            &slot.stream.table,
+            &ctx.keyspace,
+            &slot.shard,
+            ctx.tablet_type,
+            &ctx.cells,
+            ctx.timeout.min(Duration::from_secs(45)),
+        )
+        .await
+}
+
+async fn read(
+    ctx: &ReaderContext,
+    slot: &Slot,
+    tx: &mpsc::Sender<Event>,
+    conv: &mut Converter,
+) -> Result<(), ReadError> {
+    let stream_name = slot.stream.name.clone();
+    let shard = slot.shard.clone();
+    let fail = |status: &tonic::Status, attempts: u32| -> ReadError {
+        let (code, message) = (status.code(), status.message().to_string());
+        match classify(status) {
+            StatusClass::Purged => ReadError::Purged {
+                stream: stream_name.clone(),
+                shard: shard.clone(),
+                message,
+            },
+            StatusClass::Auth => ReadError::Auth {
+                stream: stream_name.clone(),
+                shard: shard.clone(),
+                code,
+                message,
+            },
+            StatusClass::Retryable | StatusClass::SessionEnd => ReadError::Exhausted {
+                stream: stream_name.clone(),
+                shard: shard.clone(),
+                attempts,
+                code,
+                message,
+            },
+            StatusClass::Permanent => ReadError::Server {
+                stream: stream_name.clone(),
+                shard: shard.clone(),
+                code,
+                message,
+            },
+        }
+    };
+
+    let mut cursor = slot.start.clone();
+    let mut attempts: u32 = 0;
+    let mut first_stop = true;
+    let mut copying = cursor.last_known_pk.is_some() || cursor.position.is_empty();
+    let started = Instant::now();
+    loop {
+        // The stop position: peeked once per shard for the whole run, and
+        // again for this slot after a session ends early.
+        let stop_text = if first_stop {
+            let cell = stop_cell(ctx, &slot.shard);
+            let res = match cell {
+                Some(cell) => cell.get_or_try_init(|| peek(ctx, slot)).await.cloned(),
+                None => peek(ctx, slot).await,
+            };
+            res
+        } else {
+            peek(ctx, slot).await
+        };
+        let stop_text = match stop_text {
+            Ok(s) => s,
+            Err(status) => match classify(&status) {
+                StatusClass::Retryable | StatusClass::SessionEnd if attempts < ctx.max_retries => {
+                    attempts += 1;
+                    let wait = backoff(attempts);
+                    warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "peek failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                _ => return Err(fail(&status, attempts)),
+            },
+        };
+        first_stop = false;
+        let stop = Position::parse(&stop_text).map_err(|e| ReadError::Data {
+            stream: slot.stream.name.clone(),
+            shard: slot.shard.clone(),
+            problem: format!("the current position is unreadable: {e}"),
+        })?;
+        if reached(&cursor, &stop) {
+            debug!(stream = %slot.stream.name, shard = %slot.shard, "nothing new");
+            return Ok(());
+        }
+
+        let req = request(ctx, slot, &cursor);
+        let deadline = tokio::time::Instant::now() + ctx.timeout;
+        let mut sync = match ctx.client.sync(req, ctx.timeout).await {
+            Ok(s) => s,
+            Err(status) => match classify(&status) {
+                StatusClass::SessionEnd => continue,
+                StatusClass::Retryable if attempts < ctx.max_retries => {
+                    attempts += 1;
+                    let wait = backoff(attempts);
+                    warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = attempts, code = ?status.code(), error = %status.message(), "sync failed to open; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                StatusClass::Purged if ctx.resync_on_purged => {
+                    cursor = restart(ctx, slot, tx).await;
+                    copying = true;
+                    continue;
+                }
+                _ => return Err(fail(&status, attempts)),
+            },
+        };
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, sync.message()).await {
+                Err(_) => break, // our deadline: a normal end of session
+                Ok(m) => m,
+            };
+            match msg {
+                Ok(None) => break,
+                Ok(Some(resp)) => {
+                    let batch = conv.batch(ctx, slot, &resp, copying).map_err(|problem| {
+                        ReadError::Data {
+                            stream: slot.stream.name.clone(),
+                            shard: slot.shard.clone(),
+                            problem,
+                        }
+                    })?;
+                    copying = batch.copying;
+                    let had_cursor = batch.cursor.is_some();
+                    if let Some(c) = &batch.cursor {
+                        cursor = c.clone();
+                    }
+                    if (batch.records > 0 || had_cursor)
+                        && tx.send(Event::Batch(batch)).await.is_err()
+                    {
+                        return Ok(()); // the writer is gone: shutting down
+                    }
+                    if had_cursor {
+                        attempts = 0;
+                        if reached(&cursor, &stop) {
+                            info!(stream = %slot.stream.name, shard = %slot.shard, secs = started.elapsed().as_secs_f64(), "caught up");
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(status) => match classify(&status) {
+                    StatusClass::SessionEnd => break,
+                    StatusClass::Retryable if attempts < ctx.max_retries => {
+                        attempts += 1;
+                        let wait = backoff(attempts);
+                        warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "stream failed; resuming from the last cursor");
+                        tokio::time::sleep(wait).await;
+                        break;
+                    }
+                    StatusClass::Purged if ctx.resync_on_purged => {
+                        cursor = restart(ctx, slot, tx).await;
+                        copying = true;
+                        break;
+                    }
+                    _ => return Err(fail(&status, attempts)),
+                },
+            }
+        }
+    }
+}
+
+/// Restarts a slot from a full copy after a purged position, telling the
+/// writer to reset its cursor.
+async fn restart(ctx: &ReaderContext, slot: &Slot, tx: &mpsc::Sender<Event>) -> TableCursor {
+    warn!(stream = %slot.stream.name, shard = %slot.shard, "saved position was purged; restarting this stream from a full copy (resync_on_purged)");
+    let cursor = TableCursor {
+        shard: slot.shard.clone(),
+        keyspace: ctx.keyspace.clone(),
+        position: String::new(),
+        last_known_pk: None,
+    };
+    let _ = tx
+        .send(Event::Reset {
+            slot: slot.index,
+            cursor: cursor.clone(),
+        })
+        .await;
+    cursor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::query::Type;
+
+    fn f(name: &str) -> Field {
+        Field {
+            name: name.into(),
+            r#type: Type::Int64 as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn last_known_pk_is_trimmed_to_keys_in_key_order() {
+        let qr = QueryResult {
+            fields: vec![f("a"), f("id"), f("b"), f("tenant")],
+            rows: vec![Row {
+                lengths: vec![1, 2, -1, 1],
+                values: b"x42y".to_vec(),
+            }],
+            ..Default::default()
+        };
+        let t = trim_last_known_pk(&qr, &["tenant".to_string(), "id".to_string()]);
+        assert_eq!(
+            t.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            vec!["tenant", "id"]
+        );
+        assert_eq!(t.rows[0].lengths, vec![1, 2]);
+        assert_eq!(t.rows[0].values, b"y42");
+        // already trimmed, or keys unknown: unchanged
+        let same = trim_last_known_pk(&t, &["tenant".to_string(), "id".to_string()]);
+        assert_eq!(same, t);
+        assert_eq!(trim_last_known_pk(&qr, &["zzz".to_string()]), qr);
+    }
+
+    #[test]
+    fn stop_rule() {
+        let p5 = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
+        let p9 = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-9";
+        let stop = Position::parse(p5).expect("pos");
+        let c = |pos: &str, copy: bool| TableCursor {
+            position: pos.into(),
+            last_known_pk: copy.then(QueryResult::default),
+            ..Default::default()
+        };
+        assert!(reached(&c(p5, false), &stop));
+        assert!(reached(&c(p9, false), &stop));
+        assert!(!reached(&c(p9, true), &stop), "copy not done");
+        assert!(!reached(&c("", false), &stop));
+        assert!(!reached(
+            &c("MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-4", false),
+            &stop
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        for attempt in 0..20 {
+            let d = backoff(attempt);
+            assert!(d <= Duration::from_secs(30), "{attempt}: {d:?}");
+            assert!(d >= Duration::from_millis(250), "{attempt}: {d:?}");
+        }
+        assert!(backoff(6) >= Duration::from_secs(15));
+    }
+}
