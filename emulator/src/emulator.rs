@@ -1,0 +1,439 @@
+//! The emulator as a library: configuration, start-up, addresses, tap config,
+//! stop on drop.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use mysql_async::prelude::Queryable;
+use tokio::sync::watch;
+
+use crate::capture::{self, ShardCapture};
+use crate::faults::FaultHandle;
+use crate::grpc::{ShardBackend, SyncService, SyncState};
+use crate::mariadb::MariaDb;
+use crate::tls::Certificates;
+use crate::values::{quote_ident, ChangeText};
+use crate::wire::psdbconnect::v1alpha1::connect_server::ConnectServer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("backing MariaDB: {0}")]
+    Mysql(#[from] mysql_async::Error),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Where the shards' data lives.
+#[derive(Debug, Clone)]
+pub struct BackingSpec {
+    /// `mysql://user:pw@host:port` of the backing MariaDB.
+    pub url: String,
+    /// Backing database per shard. Shards not listed get a database: a fresh
+    /// uniquely named one when `fresh_databases` is set (tests), else
+    /// `<keyspace>_<sanitized shard>`, created if missing.
+    pub shard_databases: BTreeMap<String, String>,
+    pub fresh_databases: bool,
+}
+
+/// Everything [`Emulator::start`] needs.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    pub keyspace: String,
+    /// e.g. `["-"]` or `["-80", "80-"]`.
+    pub shards: Vec<String>,
+    pub username: String,
+    pub password: String,
+    pub tls: bool,
+    pub backing: BackingSpec,
+    pub cdc_text: ChangeText,
+    pub grpc_listen: SocketAddr,
+    pub mysql_listen: SocketAddr,
+    /// Where the CA file goes (a temp dir owned by the emulator if `None`).
+    pub cert_dir: Option<PathBuf>,
+    /// Cell name of the tablets.
+    pub cell: String,
+}
+
+impl EmulatorConfig {
+    /// Defaults for tests: keyspace as given, one shard `-`, user `emu` /
+    /// password `emu-secret`, no TLS, fresh databases, copy forms, port 0.
+    pub fn new(mariadb: &MariaDb, keyspace: &str) -> EmulatorConfig {
+        Self::with_url(&mariadb.url(), keyspace)
+    }
+
+    pub fn with_url(url: &str, keyspace: &str) -> EmulatorConfig {
+        let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        EmulatorConfig {
+            keyspace: keyspace.to_string(),
+            shards: vec!["-".to_string()],
+            username: "emu".to_string(),
+            password: "emu-secret".to_string(),
+            tls: false,
+            backing: BackingSpec {
+                url: url.to_string(),
+                shard_databases: BTreeMap::new(),
+                fresh_databases: true,
+            },
+            cdc_text: ChangeText::CopyForms,
+            grpc_listen: any,
+            mysql_listen: any,
+            cert_dir: None,
+            cell: "zone1".to_string(),
+        }
+    }
+
+    pub fn shards(mut self, shards: &[&str]) -> Self {
+        self.shards = shards.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    pub fn change_text(mut self, t: ChangeText) -> Self {
+        self.cdc_text = t;
+        self
+    }
+
+    pub fn shard_database(mut self, shard: &str, database: &str) -> Self {
+        self.backing
+            .shard_databases
+            .insert(shard.to_string(), database.to_string());
+        self
+    }
+}
+
+/// A running emulator. Stops (tasks aborted, listeners closed) on drop.
+pub struct Emulator {
+    cfg: EmulatorConfig,
+    grpc_addr: SocketAddr,
+    mysql_addr: SocketAddr,
+    ca_file: Option<PathBuf>,
+    shard_dbs: BTreeMap<String, String>,
+    captures: Vec<ShardCapture>,
+    faults: FaultHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _cert_dir: Option<tempfile::TempDir>,
+}
+
+impl Emulator {
+    /// Starts both fronts and change capture; returns once they serve.
+    pub async fn start(cfg: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        if cfg.shards.is_empty() {
+            return Err(EmulatorError::Config(
+                "at least one shard is required".into(),
+            ));
+        }
+        if cfg.keyspace.is_empty() {
+            return Err(EmulatorError::Config("keyspace must not be empty".into()));
+        }
+        let base_opts = mysql_async::Opts::from_url(&cfg.backing.url)
+            .map_err(|e| EmulatorError::Config(format!("bad MariaDB url: {e}")))?;
+        let mut admin = mysql_async::Conn::new(base_opts.clone()).await?;
+        let mut shard_dbs = BTreeMap::new();
+        for shard in &cfg.shards {
+            let db = match cfg.backing.shard_databases.get(shard) {
+                Some(db) => db.clone(),
+                None => {
+                    let clean: String = shard
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    let ks: String = cfg
+                        .keyspace
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '_' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    let clean = if clean.trim_matches('_').is_empty() {
+                        "0".to_string()
+                    } else {
+                        clean
+                    };
+                    if cfg.backing.fresh_databases {
+                        let suffix = uuid::Uuid::new_v4().simple().to_string();
+                        format!("{ks}_{clean}_{}", &suffix[..10])
+                    } else {
+                        format!("{ks}_{clean}")
+                    }
+                }
+            };
+            admin
+                .query_drop(format!(
+                    "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4",
+                    quote_ident(&db)
+                ))
+                .await?;
+            shard_dbs.insert(shard.clone(), db);
+        }
+        let _ = admin.disconnect().await;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut backends = BTreeMap::new();
+        let mut captures = Vec::new();
+        for (shard, db) in &shard_dbs {
+            let opts: mysql_async::Opts =
+                mysql_async::OptsBuilder::from_opts(base_opts.clone())
+                    .db_name(Some(db.clone()))
+                    .init(vec!["SET time_zone = '+00:00'".to_string()])
+                    .pool_opts(mysql_async::PoolOpts::default().with_constraints(
+                        mysql_async::PoolConstraints::new(0, 64).unwrap_or_default(),
+                    ))
+                    .into();
+            let pool = mysql_async::Pool::new(opts);
+            let (capture, task) =
+                capture::start(pool.clone(), db.clone(), shutdown_rx.clone()).await?;
+            tasks.push(task);
+            captures.push(capture.clone());
+            backends.insert(
+                shard.clone(),
+                ShardBackend {
+                    name: shard.clone(),
+                    database: db.clone(),
+                    pool,
+                    capture,
+                },
+            );
+        }
+
+        let (cert_dir_guard, cert_dir) = match &cfg.cert_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("psdb-emulator-")
+                    .tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let certs = if cfg.tls {
+            std::fs::create_dir_all(&cert_dir)?;
+            Some(Certificates::generate(&cert_dir)?)
+        } else {
+            None
+        };
+
+        let faults = FaultHandle::default();
+        let state = Arc::new(SyncState {
+            keyspace: cfg.keyspace.clone(),
+            shards: backends,
+            username: cfg.username.clone(),
+            password: cfg.password.clone(),
+            change_text: cfg.cdc_text,
+            faults: faults.clone(),
+            conns: Mutex::new(HashMap::new()),
+            shutdown: shutdown_rx.clone(),
+        });
+
+        // gRPC front.
+        let listener = tokio::net::TcpListener::bind(cfg.grpc_listen)
+            .await
+            .map_err(|source| EmulatorError::Bind {
+                addr: cfg.grpc_listen,
+                source,
+            })?;
+        let grpc_addr = listener.local_addr()?;
+        let conn_state = state.clone();
+        let incoming = futures::stream::unfold(listener, move |l| {
+            let conn_state = conn_state.clone();
+            async move {
+                let r = l.accept().await.map(|(s, peer)| {
+                    let _ = s.set_nodelay(true);
+                    if let Ok(mut m) = conn_state.conns.lock() {
+                        m.insert(peer, s.as_raw_fd());
+                    }
+                    s
+                });
+                Some((r, l))
+            }
+        });
+        let mut builder = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .http2_keepalive_interval(None);
+        if let Some(c) = &certs {
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&c.cert_pem, &c.key_pem),
+            ))?;
+        }
+        let svc = ConnectServer::new(SyncService {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(usize::MAX);
+        let mut grpc_shutdown = shutdown_rx.clone();
+        let router = builder.add_service(svc);
+        tasks.push(tokio::spawn(async move {
+            let r = router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = grpc_shutdown.changed().await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }));
+
+        // MySQL front.
+        let mysql_tls = match &certs {
+            Some(c) => Some(c.mysql_server_config()?),
+            None => None,
+        };
+        let front = crate::mysql_front::MysqlFront::new(crate::mysql_front::FrontConfig {
+            keyspace: cfg.keyspace.clone(),
+            shards: shard_dbs.clone(),
+            username: cfg.username.clone(),
+            password: cfg.password.clone(),
+            backing: base_opts,
+            cell: cfg.cell.clone(),
+            grpc_addr,
+        });
+        let (mysql_addr, mysql_task) = front
+            .serve(cfg.mysql_listen, mysql_tls, shutdown_rx.clone())
+            .await
+            .map_err(|source| EmulatorError::Bind {
+                addr: cfg.mysql_listen,
+                source,
+            })?;
+        tasks.push(mysql_task);
+
+        tracing::info!(%grpc_addr, %mysql_addr, keyspace = %cfg.keyspace, "psdb-emulator serving");
+        Ok(Emulator {
+            ca_file: certs.map(|c| c.ca_file),
+            cfg,
+            grpc_addr,
+            mysql_addr,
+            shard_dbs,
+            captures,
+            faults,
+            shutdown: shutdown_tx,
+            tasks,
+            _cert_dir: cert_dir_guard,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn mysql_addr(&self) -> SocketAddr {
+        self.mysql_addr
+    }
+
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
+    }
+
+    pub fn keyspace(&self) -> &str {
+        &self.cfg.keyspace
+    }
+
+    pub fn shards(&self) -> Vec<String> {
+        self.cfg.shards.clone()
+    }
+
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.cfg
+    }
+
+    /// Backing MariaDB database of a shard ("" for an unknown shard).
+    pub fn shard_database(&self, shard: &str) -> &str {
+        self.shard_dbs.get(shard).map(String::as_str).unwrap_or("")
+    }
+
+    /// Backing database per shard.
+    pub fn shard_databases(&self) -> &BTreeMap<String, String> {
+        &self.shard_dbs
+    }
+
+    /// Current position of a shard (`MySQL56/<uuid>:1-N`).
+    pub fn position(&self, shard: &str) -> Option<String> {
+        let i = self.cfg.shards.iter().position(|s| s == shard)?;
+        let db = self.shard_dbs.get(shard)?;
+        let c = self
+            .captures
+            .iter()
+            .find(|c| &c.database == db)
+            .or(self.captures.get(i))?;
+        Some(c.position(c.head()))
+    }
+
+    /// A complete tap config object for this emulator.
+    pub fn tap_config(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "host": format!("127.0.0.1:{}", self.grpc_addr.port()),
+            "database": self.cfg.keyspace,
+            "username": self.cfg.username,
+            "password": self.cfg.password,
+            "mysql_host": format!("127.0.0.1:{}", self.mysql_addr.port()),
+            "grpc_host": format!("127.0.0.1:{}", self.grpc_addr.port()),
+            "tls": self.cfg.tls,
+        });
+        if let (Some(ca), Some(obj)) = (&self.ca_file, v.as_object_mut()) {
+            obj.insert(
+                "tls_ca_file".into(),
+                serde_json::Value::String(ca.display().to_string()),
+            );
+        }
+        v
+    }
+
+    pub fn faults(&self) -> FaultHandle {
+        self.faults.clone()
+    }
+
+    /// Re-scans tables/columns of every shard and (re)installs change capture.
+    pub async fn refresh_capture(&self) -> Result<(), EmulatorError> {
+        for c in &self.captures {
+            c.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every shard's change capture has numbered all transactions
+    /// committed before this call (handy in tests before reading positions).
+    pub async fn settle(&self) -> Result<(), EmulatorError> {
+        // Two poll cycles are enough: the refresh runs a scan and a poll.
+        for c in &self.captures {
+            c.refresh().await?;
+            c.refresh().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,911 @@
+//! The gRPC front: `/psdbconnect.v1alpha1.Connect/Sync`.
+//!
+//! One task per stream produces responses into a small channel (so reading
+//! MariaDB and encoding/sending overlap), counting responses for the fault
+//! injector. Copy phase: one streaming text-protocol SELECT in primary-key
+//! order, cut into large batches, each carrying `last_known_pk`. Change
+//! phase: change log ranges read from the capture tables (see
+//! [`crate::capture`]), cut at transaction boundaries; the stream waits on the
+//! capture's `watch` channel when idle, until the client's deadline
+//! (`grpc-timeout`), then ends with DEADLINE_EXCEEDED.
+//!
+//! `include_*` flags: when at least one is set they are honoured exactly.
+//! When none is set (what singer-tap and old airbyte send) inserts and the
+//! after-images of updates come in `result` and deletes are not sent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use mysql_async::prelude::Queryable;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::capture::{shadow_name, ShardCapture, CHANGELOG, GTIDS};
+use crate::faults::{Fault, FaultHandle, FaultKind, PURGED_MESSAGE};
+use crate::values::{push_change_form, quote_ident, quote_literal_for, ChangeText, TableMeta};
+use crate::wire::psdbconnect::v1alpha1::connect_server::Connect;
+use crate::wire::psdbconnect::v1alpha1::{
+    DeletedRow, SyncRequest, SyncResponse, TableCursor, UpdatedRow,
+};
+use crate::wire::query::{Field, QueryResult, Row};
+
+/// Rows per copy-phase response (also bounded by [`BATCH_BYTES`]).
+const BATCH_ROWS: usize = 4000;
+/// Cell bytes per response before it is cut.
+const BATCH_BYTES: usize = 1 << 20;
+/// GTIDs read per change-log query.
+const GTID_CHUNK: u64 = 2000;
+
+/// One shard as the gRPC front sees it.
+pub struct ShardBackend {
+    pub name: String,
+    pub database: String,
+    pub pool: mysql_async::Pool,
+    pub capture: ShardCapture,
+}
+
+/// State shared by all streams.
+pub struct SyncState {
+    pub keyspace: String,
+    pub shards: BTreeMap<String, ShardBackend>,
+    pub username: String,
+    pub password: String,
+    pub change_text: ChangeText,
+    pub faults: FaultHandle,
+    /// Raw fds of live gRPC connections by peer address, for the
+    /// drop-connection fault.
+    pub conns: Mutex<HashMap<SocketAddr, RawFd>>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Clone)]
+pub struct SyncService {
+    pub state: Arc<SyncState>,
+}
+
+type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Connect for SyncService {
+    type SyncStream = SyncStream;
+
+    async fn sync(
+        &self,
+        request: Request<SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let st = self.state.clone();
+        check_auth(&st, request.metadata())?;
+        let deadline = parse_timeout(request.metadata()).map(|d| Instant::now() + d);
+        let peer = request.remote_addr();
+        let req = request.into_inner();
+        let cursor = req
+            .cursor
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("SyncRequest.cursor is required"))?;
+        if cursor.keyspace != st.keyspace {
+            return Err(Status::not_found(format!(
+                "keyspace {:?} not found (this emulator serves {:?})",
+                cursor.keyspace, st.keyspace
+            )));
+        }
+        let shard = st.shards.get(&cursor.shard).ok_or_else(|| {
+            Status::not_found(format!(
+                "shard {:?} not found in keyspace {:?}",
+                cursor.shard, st.keyspace
+            ))
+        })?;
+        let mut conn = shard.pool.get_conn().await.map_err(internal)?;
+        let meta =
+            crate::values::load_table(&mut conn, &shard.database, &st.keyspace, &req.table_name)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "table {:?} not found in keyspace {:?}",
+                        req.table_name, st.keyspace
+                    ))
+                })?;
+        drop(conn);
+        let sel = Selection::new(&meta, &req.columns)?;
+        let is_peek = cursor.position == "current";
+        let start_gtid = if is_peek || cursor.position.is_empty() {
+            None
+        } else {
+            let n = parse_position(&cursor.position, &shard.capture.uuid).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "invalid position {:?} for shard {:?}",
+                    cursor.position, cursor.shard
+                ))
+            })?;
+            if st.faults.is_purged(&cursor.shard, n) {
+                return Err(Status::unknown(PURGED_MESSAGE));
+            }
+            Some(n)
+        };
+        let fault = st.faults.take_for_stream(is_peek);
+        let (tx, rx) = mpsc::channel(4);
+        let shard_name = cursor.shard.clone();
+        let task_state = st.clone();
+        tokio::spawn(async move {
+            let st = task_state;
+            let Some(shard) = st.shards.get(&shard_name) else {
+                return;
+            };
+            let mut out = Out {
+                tx,
+                sent: 0,
+                fault,
+                deadline,
+                peer,
+                state: st.clone(),
+                shutdown: st.shutdown.clone(),
+            };
+            let stream = StreamCtx {
+                st: &st,
+                shard,
+                meta: &meta,
+                sel: &sel,
+                req: &req,
+            };
+            let _ = stream.run(&mut out, is_peek, start_gtid, cursor).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn internal<E: std::fmt::Display>(e: E) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn check_auth(st: &SyncState, md: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", st.username, st.password));
+    let ok = md
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .is_some_and(|v| v.trim() == expected);
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated("invalid username or password"))
+    }
+}
+
+/// Parses the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+fn parse_timeout(md: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The GTID number of our UUID in a `MySQL56/...` position.
+pub fn parse_position(pos: &str, uuid: &str) -> Option<u64> {
+    let (flavor, set) = pos.split_once('/')?;
+    if flavor != "MySQL56" {
+        return None;
+    }
+    let mut best = None;
+    for part in set.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut pieces = part.split(':');
+        let sid = pieces.next()?;
+        let mine = sid.eq_ignore_ascii_case(uuid);
+        for iv in pieces {
+            let (a, b) = match iv.split_once('-') {
+                Some((a, b)) => (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?),
+                None => {
+                    let a = iv.parse::<u64>().ok()?;
+                    (a, a)
+                }
+            };
+            if mine && b >= a {
+                best = Some(best.map_or(b, |x: u64| x.max(b)));
+            }
+        }
+    }
+    best
+}
+
+/// Which columns a stream reads and returns.
+struct Selection {
+    /// Table column indexes returned to the client, in table order.
+    out: Vec<usize>,
+    /// Table column indexes SELECTed: `out` then missing PK columns.
+    select: Vec<usize>,
+    /// Positions in `select` of the PK columns, in key order.
+    pk_pos: Vec<usize>,
+}
+
+impl Selection {
+    fn new(meta: &TableMeta, columns: &[String]) -> Result<Selection, Status> {
+        let out: Vec<usize> = if columns.is_empty() {
+            (0..meta.columns.len()).collect()
+        } else {
+            let mut idx = Vec::new();
+            for c in columns {
+                let i = meta.column_index(c).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown column {c:?} in table {:?}",
+                        meta.name
+                    ))
+                })?;
+                if !idx.contains(&i) {
+                    idx.push(i);
+                }
+            }
+            idx.sort_unstable();
+            idx
+        };
+        let mut select = out.clone();
+        for &p in &meta.pk {
+            if !select.contains(&p) {
+                select.push(p);
+            }
+        }
+        let pk_pos = meta
+            .pk
+            .iter()
+            .filter_map(|p| select.iter().position(|s| s == p))
+            .collect();
+        Ok(Selection {
+            out,
+            select,
+            pk_pos,
+        })
+    }
+
+    fn fields(&self, meta: &TableMeta, idx: &[usize]) -> Vec<Field> {
+        idx.iter().map(|&i| meta.columns[i].field.clone()).collect()
+    }
+}
+
+/// Why a stream stopped early (client gone, fault, deadline, error sent).
+struct Stop;
+
+/// The sending side of a stream: counts responses and applies faults and the
+/// deadline.
+struct Out {
+    tx: mpsc::Sender<Result<SyncResponse, Status>>,
+    sent: u32,
+    fault: Option<Fault>,
+    deadline: Option<Instant>,
+    peer: Option<SocketAddr>,
+    state: Arc<SyncState>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Out {
+    async fn send(&mut self, mut resp: SyncResponse) -> Result<(), Stop> {
+        if let Some(d) = self.deadline {
+            if Instant::now() >= d {
+                return self
+                    .fail(Status::deadline_exceeded("context deadline exceeded"))
+                    .await;
+            }
+        }
+        if let Some(f) = self
+            .fault
+            .as_ref()
+            .filter(|f| self.sent >= f.after)
+            .cloned()
+        {
+            self.fault = None;
+            match f.kind {
+                FaultKind::Status { code, message } => {
+                    return self
+                        .fail(Status::new(tonic::Code::from_i32(code), message))
+                        .await;
+                }
+                FaultKind::Stall => {
+                    tracing::info!("fault: stalling stream");
+                    let mut shutdown = self.shutdown.clone();
+                    tokio::select! {
+                        _ = self.tx.closed() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    return Err(Stop);
+                }
+                FaultKind::DropConnection => {
+                    self.drop_connection();
+                    return Err(Stop);
+                }
+                FaultKind::MalformedRow => {
+                    tracing::info!("fault: sending a malformed row");
+                    let bad = Row {
+                        lengths: vec![5, 7],
+                        values: b"abc".to_vec(),
+                    };
+                    match resp.result.first_mut() {
+                        Some(r) => r.rows.push(bad),
+                        None => resp.result.push(QueryResult {
+                            rows: vec![bad],
+                            ..Default::default()
+                        }),
+                    }
+                }
+            }
+        }
+        if self.tx.send(Ok(resp)).await.is_err() {
+            return Err(Stop);
+        }
+        self.sent += 1;
+        Ok(())
+    }
+
+    async fn fail(&mut self, status: Status) -> Result<(), Stop> {
+        let _ = self.tx.send(Err(status)).await;
+        Err(Stop)
+    }
+
+    /// Aborts the TCP connection under this stream with an RST.
+    fn drop_connection(&self) {
+        let fd = self.peer.and_then(|p| {
+            self.state
+                .conns
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&p).copied())
+        });
+        tracing::info!(peer = ?self.peer, fd = ?fd, "fault: dropping connection");
+        if let Some(fd) = fd {
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: fd belongs to the live connection carrying this stream
+            // (registered at accept, keyed by the peer address of this request).
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+
+    /// Waits for `rx` to change, the deadline, or shutdown.
+    async fn wait_change(&mut self, rx: &mut watch::Receiver<u64>) -> Result<(), Stop> {
+        let mut shutdown = self.shutdown.clone();
+        let changed = async {
+            tokio::select! {
+                r = rx.changed() => r.is_ok(),
+                _ = shutdown.changed() => false,
+                _ = self.tx.closed() => false,
+            }
+        };
+        match self.deadline {
+            Some(d) => match tokio::time::timeout_at(d, changed).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Stop),
+                Err(_) => {
+                    self.fail(Status::deadline_exceeded("context deadline exceeded"))
+                        .await
+                }
+            },
+            None => {
+                if changed.await {
+                    Ok(())
+                } else {
+                    Err(Stop)
+                }
+            }
+        }
+    }
+}
+
+struct StreamCtx<'a> {
+    st: &'a SyncState,
+    shard: &'a ShardBackend,
+    meta: &'a TableMeta,
+    sel: &'a Selection,
+    req: &'a SyncRequest,
+}
+
+impl StreamCtx<'_> {
+    fn cursor(&self, position: String, last_known_pk: Option<QueryResult>) -> TableCursor {
+        TableCursor {
+            shard: self.shard.name.clone(),
+            keyspace: self.st.keyspace.clone(),
+            position,
+            last_known_pk,
+        }
+    }
+
+    async fn run(
+        &self,
+        out: &mut Out,
+        is_peek: bool,
+        start_gtid: Option<u64>,
+        cursor: TableCursor,
+    ) -> Result<(), Stop> {
+        let capture = &self.shard.capture;
+        if is_peek {
+            let pos = capture.position(capture.head());
+            return out
+                .send(SyncResponse {
+                    cursor: Some(self.cursor(pos, None)),
+                    ..Default::default()
+                })
+                .await;
+        }
+        let from = match start_gtid {
+            Some(n) => n,
+            None => {
+                let snapshot = capture.head();
+                self.copy(out, snapshot, cursor.last_known_pk.as_ref())
+                    .await?;
+                snapshot
+            }
+        };
+        self.changes(out, from).await
+    }
+
+    async fn copy(
+        &self,
+        out: &mut Out,
+        snapshot: u64,
+        last_pk: Option<&QueryResult>,
+    ) -> Result<(), Stop> {
+        let position = self.shard.capture.position(snapshot);
+        let meta = self.meta;
+        let sel = self.sel;
+        let cols: Vec<String> = sel
+            .select
+            .iter()
+            .map(|&i| quote_ident(&meta.columns[i].name))
+            .collect();
+        let order: Vec<String> = meta
+            .pk
+            .iter()
+            .map(|&i| quote_ident(&meta.columns[i].name))
+            .collect();
+        let mut sql = format!(
+            "SELECT {} FROM {}.{}",
+            cols.join(", "),
+            quote_ident(&self.shard.database),
+            quote_ident(&meta.name)
+        );
+        if let Some(lp) = last_pk.and_then(|q| q.rows.first().map(|r| (q, r))) {
+            match self.after_pk_clause(lp.0, lp.1) {
+                Ok(Some(clause)) => {
+                    sql.push_str(" WHERE ");
+                    sql.push_str(&clause);
+                }
+                Ok(None) => {}
+                Err(status) => return out.fail(status).await,
+            }
+        }
+        sql.push_str(" ORDER BY ");
+        sql.push_str(&order.join(", "));
+
+        let out_fields = sel.fields(meta, &sel.out);
+        let pk_fields = sel.fields(meta, &meta.pk);
+        let n_out = sel.out.len();
+        let mut conn = match self.shard.pool.get_conn().await {
+            Ok(c) => c,
+            Err(e) => return out.fail(internal(e)).await,
+        };
+        let mut result = match conn.query_iter(sql).await {
+            Ok(r) => r,
+            Err(e) => return out.fail(internal(e)).await,
+        };
+        let mut rows: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
+        let mut bytes = 0usize;
+        let mut last_pk_row: Option<Row> = None;
+        loop {
+            let next = match result.next().await {
+                Ok(r) => r,
+                Err(e) => return out.fail(internal(e)).await,
+            };
+            let done = next.is_none();
+            if let Some(row) = next {
+                let cells = row.unwrap_raw();
+                let mut lengths = Vec::with_capacity(n_out);
+                let mut values = Vec::with_capacity(64 * n_out);
+                for cell in cells.iter().take(n_out) {
+                    push_cell(cell.as_ref(), &mut lengths, &mut values);
+                }
+                let mut pk_row = Row::default();
+                for &p in &sel.pk_pos {
+                    push_cell(
+                        cells.get(p).and_then(|c| c.as_ref()),
+                        &mut pk_row.lengths,
+                        &mut pk_row.values,
+                    );
+                }
+                last_pk_row = Some(pk_row);
+                bytes += values.len();
+                rows.push(Row { lengths, values });
+            }
+            if !rows.is_empty() && (done || rows.len() >= BATCH_ROWS || bytes >= BATCH_BYTES) {
+                let lkp = QueryResult {
+                    fields: pk_fields.clone(),
+                    rows: last_pk_row.take().into_iter().collect(),
+                    ..Default::default()
+                };
+                let resp = SyncResponse {
+                    result: vec![QueryResult {
+                        fields: out_fields.clone(),
+                        rows: std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS)),
+                        ..Default::default()
+                    }],
+                    cursor: Some(self.cursor(position.clone(), Some(lkp))),
+                    ..Default::default()
+                };
+                bytes = 0;
+                out.send(resp).await?;
+            }
+            if done {
+                break;
+            }
+        }
+        drop(result);
+        drop(conn);
+        out.send(SyncResponse {
+            cursor: Some(self.cursor(position, None)),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// `WHERE` clause selecting rows strictly after a `last_known_pk` row.
+    fn after_pk_clause(&self, q: &QueryResult, row: &Row) -> Result<Option<String>, Status> {
+        let meta = self.meta;
+        let values = split_row(row).ok_or_else(|| {
+            Status::invalid_argument("last_known_pk row lengths do not match its values")
+        })?;
+        // Values are matched by position to the PK columns; field names, when
+        // present, must agree.
+        let n = meta.pk.len().min(values.len());
+        if n == 0 {
+            return Ok(None);
+        }
+        for (i, f) in q.fields.iter().enumerate().take(n) {
+            let col = &meta.columns[meta.pk[i]];
+            if !f.name.is_empty() && !f.name.eq_ignore_ascii_case(&col.name) {
+                return Err(Status::invalid_argument(format!(
+                    "last_known_pk field {:?} is not primary key column {:?} of {:?}",
+                    f.name, col.name, meta.name
+                )));
+            }
+        }
+        let mut ors = Vec::new();
+        for k in 0..n {
+            let mut ands = Vec::new();
+            for (j, v) in values.iter().enumerate().take(k + 1) {
+                let col = &meta.columns[meta.pk[j]];
+                let ident = quote_ident(&col.name);
+                let op = if j == k { ">" } else { "=" };
+                match v {
+                    Some(bytes) => {
+                        ands.push(format!("{ident} {op} {}", quote_literal_for(col, bytes)))
+                    }
+                    None if j == k => ands.push(format!("{ident} IS NOT NULL")),
+                    None => ands.push(format!("{ident} IS NULL")),
+                }
+            }
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        Ok(Some(ors.join(" OR ")))
+    }
+
+    async fn changes(&self, out: &mut Out, from: u64) -> Result<(), Stop> {
+        let mut rx = self.shard.capture.subscribe();
+        let mut pos = from;
+        loop {
+            let head = *rx.borrow_and_update();
+            while head > pos {
+                let upto = head.min(pos + GTID_CHUNK);
+                self.change_range(out, pos, upto).await?;
+                pos = upto;
+            }
+            out.wait_change(&mut rx).await?;
+        }
+    }
+
+    /// Streams the changes to this table in GTIDs (from, upto], ending with a
+    /// cursor at `upto`.
+    async fn change_range(&self, out: &mut Out, from: u64, upto: u64) -> Result<(), Stop> {
+        let meta = self.meta;
+        let sel = self.sel;
+        let db = quote_ident(&self.shard.database);
+        let cols: Vec<String> = sel
+            .select
+            .iter()
+            .map(|&i| format!("s.{}", quote_ident(&meta.columns[i].name)))
+            .collect();
+        let sql = format!(
+            "SELECT g.gtid, c.op, s._psdb_img, {} FROM {db}.`{GTIDS}` g \
+             JOIN {db}.`{CHANGELOG}` c ON c.trx_start = g.trx \
+             JOIN {db}.{} s ON s._psdb_seq = c.seq \
+             WHERE c.tbl = {} AND g.gtid > {from} AND g.gtid <= {upto} \
+             ORDER BY g.gtid, c.seq, s._psdb_img DESC",
+            cols.join(", "),
+            quote_ident(&shadow_name(&meta.name)),
+            crate::values::quote_literal(meta.name.as_bytes()),
+        );
+        let rows: Vec<mysql_async::Row> = match self.shard.pool.get_conn().await {
+            Ok(mut c) => match c.query(sql).await {
+                Ok(r) => r,
+                Err(e) => return out.fail(internal(e)).await,
+            },
+            Err(e) => return out.fail(internal(e)).await,
+        };
+        let legacy =
+            !(self.req.include_inserts || self.req.include_updates || self.req.include_deletes);
+        let out_fields = sel.fields(meta, &sel.out);
+        let pk_fields = sel.fields(meta, &meta.pk);
+        let mut batch = Batch::default();
+        let mut done_pos = from;
+        let mut cur_gtid = 0u64;
+        let mut before: Option<Vec<Option<Vec<u8>>>> = None;
+        for row in rows {
+            let cells = row.unwrap_raw();
+            let gtid = cells
+                .first()
+                .and_then(|c| c.as_ref())
+                .and_then(as_u64)
+                .unwrap_or(0);
+            let op = cells
+                .get(1)
+                .and_then(|c| c.as_ref())
+                .and_then(as_bytes)
+                .unwrap_or_default();
+            let img = cells
+                .get(2)
+                .and_then(|c| c.as_ref())
+                .and_then(as_bytes)
+                .unwrap_or_default();
+            if gtid != cur_gtid {
+                if cur_gtid != 0 {
+                    done_pos = cur_gtid;
+                    if batch.rows() >= BATCH_ROWS {
+                        out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
+                            .await?;
+                    }
+                }
+                cur_gtid = gtid;
+            }
+            let values: Vec<Option<Vec<u8>>> = cells
+                .into_iter()
+                .skip(3)
+                .map(|c| match c {
+                    Some(mysql_async::Value::Bytes(b)) => Some(b),
+                    Some(mysql_async::Value::NULL) | None => None,
+                    Some(other) => Some(other.as_sql(true).into_bytes()),
+                })
+                .collect();
+            let kind = match (op.as_slice(), img.as_slice()) {
+                (b"I", _) => Kind::Insert,
+                (b"U", b"B") => {
+                    before = Some(values);
+                    continue;
+                }
+                (b"U", _) => Kind::Update,
+                (b"D", _) => Kind::Delete,
+                _ => continue,
+            };
+            let wanted = match kind {
+                Kind::Insert => legacy || self.req.include_inserts,
+                Kind::Update => legacy || self.req.include_updates,
+                Kind::Delete => !legacy && self.req.include_deletes,
+            };
+            if !wanted {
+                before = None;
+                continue;
+            }
+            // Kinds land in separate response fields; cut the response when
+            // the kind changes so the order of changes is kept.
+            let kind_for_batch = if legacy && kind == Kind::Update {
+                Kind::Insert
+            } else {
+                kind
+            };
+            if batch.kind.is_some_and(|k| k != kind_for_batch) {
+                out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
+                    .await?;
+            }
+            batch.kind = Some(kind_for_batch);
+            match kind_for_batch {
+                Kind::Insert => batch
+                    .inserts
+                    .push(self.encode(&values, &sel.out_positions())),
+                Kind::Update => {
+                    let b = before.take().unwrap_or_default();
+                    batch.updates.push((
+                        self.encode(&b, &sel.out_positions()),
+                        self.encode(&values, &sel.out_positions()),
+                    ));
+                }
+                Kind::Delete => batch.deletes.push(self.encode(&values, &sel.pk_pos)),
+            }
+        }
+        let _ = cur_gtid;
+        out.send(batch.take(self, &out_fields, &pk_fields, upto))
+            .await
+    }
+
+    /// Encodes selected cells of a change image as a Vitess row.
+    fn encode(&self, values: &[Option<Vec<u8>>], positions: &[usize]) -> Row {
+        let mut row = Row::default();
+        for &p in positions {
+            let v = values.get(p).and_then(|v| v.as_deref());
+            match v {
+                None => row.lengths.push(-1),
+                Some(b) => {
+                    let start = row.values.len();
+                    if self.st.change_text == ChangeText::ChangeForms {
+                        let col = &self.meta.columns[self.sel.select[p]];
+                        push_change_form(col, b, &mut row.values);
+                    } else {
+                        row.values.extend_from_slice(b);
+                    }
+                    row.lengths.push((row.values.len() - start) as i64);
+                }
+            }
+        }
+        row
+    }
+}
+
+impl Selection {
+    /// Positions in `select` of the returned columns (always the prefix).
+    fn out_positions(&self) -> Vec<usize> {
+        (0..self.out.len()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Insert,
+    Update,
+    Delete,
+}
+
+#[derive(Default)]
+struct Batch {
+    kind: Option<Kind>,
+    inserts: Vec<Row>,
+    updates: Vec<(Row, Row)>,
+    deletes: Vec<Row>,
+}
+
+impl Batch {
+    fn rows(&self) -> usize {
+        self.inserts.len() + self.updates.len() + self.deletes.len()
+    }
+
+    fn take(
+        &mut self,
+        ctx: &StreamCtx<'_>,
+        fields: &[Field],
+        pk_fields: &[Field],
+        pos: u64,
+    ) -> SyncResponse {
+        let b = std::mem::take(self);
+        let mut resp = SyncResponse {
+            cursor: Some(ctx.cursor(ctx.shard.capture.position(pos), None)),
+            ..Default::default()
+        };
+        if !b.inserts.is_empty() {
+            resp.result.push(QueryResult {
+                fields: fields.to_vec(),
+                rows: b.inserts,
+                ..Default::default()
+            });
+        }
+        for (before, after) in b.updates {
+            resp.updates.push(UpdatedRow {
+                before: Some(QueryResult {
+                    fields: fields.to_vec(),
+                    rows: vec![before],
+                    ..Default::default()
+                }),
+                after: Some(QueryResult {
+                    fields: fields.to_vec(),
+                    rows: vec![after],
+                    ..Default::default()
+                }),
+            });
+        }
+        for key in b.deletes {
+            resp.deletes.push(DeletedRow {
+                result: Some(QueryResult {
+                    fields: pk_fields.to_vec(),
+                    rows: vec![key],
+                    ..Default::default()
+                }),
+            });
+        }
+        resp
+    }
+}
+
+fn as_u64(v: &mysql_async::Value) -> Option<u64> {
+    match v {
+        mysql_async::Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        mysql_async::Value::Int(i) => u64::try_from(*i).ok(),
+        mysql_async::Value::UInt(u) => Some(*u),
+        _ => None,
+    }
+}
+
+fn as_bytes(v: &mysql_async::Value) -> Option<Vec<u8>> {
+    match v {
+        mysql_async::Value::Bytes(b) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+/// Appends one text-protocol cell to a Vitess row.
+fn push_cell(cell: Option<&mysql_async::Value>, lengths: &mut Vec<i64>, values: &mut Vec<u8>) {
+    match cell {
+        Some(mysql_async::Value::Bytes(b)) => {
+            lengths.push(b.len() as i64);
+            values.extend_from_slice(b);
+        }
+        Some(mysql_async::Value::NULL) | None => lengths.push(-1),
+        Some(other) => {
+            let s = other.as_sql(true);
+            let s = s.trim_matches('\'');
+            lengths.push(s.len() as i64);
+            values.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+/// Splits a Vitess row into cells; `None` if lengths and values disagree.
+pub fn split_row(row: &Row) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut out = Vec::with_capacity(row.lengths.len());
+    let mut off = 0usize;
+    for &l in &row.lengths {
+        if l < 0 {
+            out.push(None);
+        } else {
+            let l = usize::try_from(l).ok()?;
+            let end = off.checked_add(l)?;
+            out.push(Some(row.values.get(off..end)?.to_vec()));
+            off = end;
+        }
+    }
+    (off == row.values.len()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions() {
+        let u = "0b4e3a9c-0000-4000-8000-000000000001";
+        assert_eq!(parse_position(&format!("MySQL56/{u}:1-17"), u), Some(17));
+        assert_eq!(
+            parse_position(&format!("MySQL56/{u}:1-3:5-9,x:1-99"), u),
+            Some(9)
+        );
+        assert_eq!(parse_position("MySQL56/other:1-3", u), None);
+        assert_eq!(parse_position("garbage", u), None);
+    }
+}

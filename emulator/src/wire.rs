@@ -1,0 +1,18 @@
+//! Generated protobuf/gRPC types (from `proto/`), laid out so that the
+//! generated `super::super::query` paths resolve.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod query {
+    tonic::include_proto!("query");
+}
+
+pub mod vtrpc {
+    tonic::include_proto!("vtrpc");
+}
+
+pub mod psdbconnect {
+    pub mod v1alpha1 {
+        tonic::include_proto!("psdbconnect.v1alpha1");
+    }
+}
