@@ -145,3 +145,135 @@ pub fn replace_strings(v: &Value, from: &str, to: &str) -> Value {
         other => other.clone(),
     }
 }
+
+/// A running emulator over fresh backing databases, with a fixture loaded
+/// into every shard, and the tap config to reach it.
+pub struct Emu {
+    pub emu: psdb_emulator::Emulator,
+    pub scratch: Scratch,
+    pub config: PathBuf,
+}
+
+impl Emu {
+    /// Starts an emulator with the given shards; `fixtures` maps each shard
+    /// to the SQL loaded into its backing database (empty: nothing).
+    pub async fn start(keyspace: &str, shards: &[&str], tls: bool, fixtures: &[(&str, String)]) -> Emu {
+        let cfg = psdb_emulator::EmulatorConfig::new(mariadb(), keyspace).shards(shards).tls(tls);
+        Self::start_with(cfg, fixtures).await
+    }
+
+    pub async fn start_with(cfg: psdb_emulator::EmulatorConfig, fixtures: &[(&str, String)]) -> Emu {
+        let emu = psdb_emulator::Emulator::start(cfg).await.expect("start emulator");
+        for (shard, sql) in fixtures {
+            if !sql.is_empty() {
+                mariadb()
+                    .execute(emu.shard_database(shard), sql)
+                    .await
+                    .expect("load fixture");
+            }
+        }
+        emu.refresh_capture().await.expect("refresh capture");
+        let scratch = Scratch::new();
+        let config = scratch.write_json("config.json", &emu.tap_config());
+        Emu { emu, scratch, config }
+    }
+
+    pub fn config(&self) -> &str {
+        self.config.to_str().expect("utf8 path")
+    }
+
+    /// Runs SQL on one shard's backing database, then waits until the
+    /// change capture has numbered it.
+    pub async fn sql(&self, shard: &str, sql: &str) {
+        mariadb()
+            .execute(self.emu.shard_database(shard), sql)
+            .await
+            .expect("execute");
+        self.emu.settle().await.expect("settle");
+    }
+
+    /// Discovers with --auto-select and returns the catalog path.
+    pub async fn catalog(&self, extra: &[&str]) -> PathBuf {
+        let mut args = vec!["discover", "--config", self.config(), "--auto-select"];
+        args.extend_from_slice(extra);
+        let run = tap(&args, &[]).await;
+        assert_eq!(run.code, 0, "discover failed: {}", run.stderr);
+        self.scratch.write("catalog.json", &run.stdout)
+    }
+
+    /// Writes a catalog with only the named streams selected.
+    pub fn select_only(&self, catalog: &Path, streams: &[&str]) -> PathBuf {
+        let text = std::fs::read_to_string(catalog).expect("read catalog");
+        let mut c: Value = serde_json::from_str(&text).expect("catalog json");
+        for s in c["streams"].as_array_mut().expect("streams") {
+            let keep = streams.contains(&s["stream"].as_str().unwrap_or(""));
+            for m in s["metadata"].as_array_mut().expect("metadata") {
+                if m["breadcrumb"] == json!([]) {
+                    m["metadata"]["selected"] = json!(keep);
+                }
+            }
+        }
+        self.scratch.write_json("catalog-selected.json", &c)
+    }
+
+    /// `sync` with a catalog and optional state (written to a file).
+    pub async fn sync(&self, catalog: &Path, state: Option<&Value>) -> Singer {
+        let mut args = vec!["sync".to_string(), "--config".into(), self.config().into(), "--catalog".into(), catalog.to_str().expect("p").into()];
+        if let Some(st) = state {
+            let p = self.scratch.write_json("state-in.json", st);
+            args.push("--state".into());
+            args.push(p.to_str().expect("p").into());
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        Singer::parse(tap(&argv, &[]).await)
+    }
+}
+
+/// A sync run's output, parsed.
+pub struct Singer {
+    pub run: Run,
+    pub messages: Vec<Value>,
+}
+
+impl Singer {
+    pub fn parse(run: Run) -> Singer {
+        let messages = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}\nstderr: {}", run.stderr)))
+            .collect();
+        Singer { run, messages }
+    }
+
+    pub fn ok(self) -> Singer {
+        assert_eq!(self.run.code, 0, "sync failed:\n{}", self.run.stderr);
+        self
+    }
+
+    pub fn records(&self, stream: &str) -> Vec<&Value> {
+        self.messages
+            .iter()
+            .filter(|m| m["type"] == "RECORD" && m["stream"] == stream)
+            .map(|m| &m["record"])
+            .collect()
+    }
+
+    pub fn last_state(&self) -> Value {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m["type"] == "STATE")
+            .map(|m| m["value"].clone())
+            .expect("a STATE message")
+    }
+
+    pub fn count(&self, kind: &str) -> usize {
+        self.messages.iter().filter(|m| m["type"] == kind).count()
+    }
+}
+
+/// A tool installed by scripts/setup into the project's venv.
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    p.exists().then_some(p)
+}

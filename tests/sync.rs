@@ -1,0 +1,437 @@
+//! `sync` against the emulator on a real MariaDB: copy, changes, resume,
+//! shards, FULL_TABLE, and what a Singer target sees.
+
+use std::collections::BTreeMap;
+
+use mysql_async::prelude::Queryable;
+use serde_json::{json, Value};
+
+use crate::support::{fixture_path, mariadb, Emu};
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture_path(name)).expect("fixture")
+}
+
+/// MariaDB's own answer for every column of `every_type`, turned into the
+/// JSON the type mapping documents (README "Type mapping").
+async fn expected_every_type(database: &str) -> BTreeMap<u64, BTreeMap<String, Value>> {
+    let mut conn = mariadb().connect(Some(database)).await.expect("connect");
+    conn.query_drop("SET time_zone = '+00:00'").await.expect("tz");
+    let cols: Vec<(String, String)> = conn
+        .exec(
+            "SELECT column_name, column_type FROM information_schema.columns WHERE table_schema = ? AND table_name = 'every_type' ORDER BY ordinal_position",
+            (database,),
+        )
+        .await
+        .expect("columns");
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|(name, ty)| {
+            let c = format!("`{name}`");
+            if ty.starts_with("bit") {
+                format!("CAST({c} AS UNSIGNED)")
+            } else if ty.starts_with("binary") || ty.starts_with("varbinary") || ty.contains("blob") || ty == "geometry" || ty == "point" {
+                format!("REPLACE(TO_BASE64({c}), '\\n', '')")
+            } else {
+                format!("CAST({c} AS CHAR)")
+            }
+        })
+        .collect();
+    let sql = format!("SELECT {} FROM every_type ORDER BY id", exprs.join(", "));
+    let rows: Vec<mysql_async::Row> = conn.query(sql).await.expect("select");
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let mut rec = BTreeMap::new();
+        for (i, (name, ty)) in cols.iter().enumerate() {
+            let text: Option<String> = row.get_opt::<Option<String>, usize>(i).and_then(|r| r.ok()).flatten();
+            let v = match text {
+                None => Value::Null,
+                Some(t) => expected_value(ty, &t),
+            };
+            rec.insert(name.clone(), v);
+        }
+        let id = rec["id"].as_u64().expect("id");
+        out.insert(id, rec);
+    }
+    out
+}
+
+fn expected_value(ty: &str, t: &str) -> Value {
+    let zero = |t: &str| t.starts_with("0000-00-00");
+    if ty == "tinyint(1)" || ty.starts_with("tinyint") || ty.contains("int") || ty.starts_with("year") || (ty.starts_with("bit") && ty != "bit(1)") {
+        serde_json::from_str(t).expect("integer")
+    } else if ty == "bit(1)" {
+        json!(t != "0")
+    } else if ty.starts_with("decimal") || ty == "float" || ty == "double" {
+        serde_json::from_str(t).expect("number")
+    } else if ty == "date" {
+        if zero(t) { Value::Null } else { json!(t) }
+    } else if ty.starts_with("datetime") || ty.starts_with("timestamp") {
+        if zero(t) { Value::Null } else { json!(format!("{}+00:00", t.replace(' ', "T"))) }
+    } else if ty == "longtext" || ty == "json" {
+        // the JSON column (MariaDB stores JSON as longtext)
+        serde_json::from_str(t).unwrap_or_else(|_| json!(t))
+    } else {
+        json!(t)
+    }
+}
+
+fn numbers_close(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y || ((x - y).abs() / x.abs().max(y.abs())) < 1e-6,
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn full_copy_of_every_type_matches_mariadb() {
+    // GIVEN the every-type schema behind the emulator
+    let emu = Emu::start("copy", &["-"], false, &[("-", fixture("every_type.sql"))]).await;
+    let catalog = emu.catalog(&[]).await;
+    let catalog = emu.select_only(&catalog, &["every_type", "composite_key", "odd name `quoted`"]);
+
+    // WHEN syncing from no state
+    let out = emu.sync(&catalog, None).await.ok();
+
+    // THEN every value equals MariaDB's own answer for that row
+    let want = expected_every_type(emu.emu.shard_database("-")).await;
+    let got = out.records("every_type");
+    assert_eq!(got.len(), want.len(), "row count");
+    for rec in got {
+        let id = rec["id"].as_u64().expect("id");
+        let expected = &want[&id];
+        for (col, w) in expected {
+            let g = &rec[col];
+            let ok = g == w || (w.is_number() && numbers_close(g, w));
+            assert!(ok, "row {id} column {col}: got {g}, MariaDB says {w}");
+        }
+        assert_eq!(rec["_sdc_deleted_at"], Value::Null, "CDC streams carry _sdc_deleted_at");
+    }
+    // exact decimal digits survive on the wire
+    assert!(out.run.stdout.contains("\"t_decimal\":1234567890.12,"), "exact decimal");
+    assert!(out.run.stdout.contains("\"t_decimal\":0.50,"), "decimal keeps its scale");
+    assert!(out.run.stdout.contains("\"t_decimal_wide\":-0.000000000000000000000000000001,"));
+    assert_eq!(out.records("composite_key").len(), 3);
+    assert_eq!(out.records("odd name `quoted`").len(), 1);
+    assert_eq!(out.records("odd name `quoted`")[0]["ünïcödé"], json!("ü"));
+
+    // SCHEMA precedes RECORDs and declares _sdc_deleted_at; STATE comes last
+    let first_schema = out.messages.iter().position(|m| m["type"] == "SCHEMA" && m["stream"] == "every_type").expect("schema");
+    let first_record = out.messages.iter().position(|m| m["type"] == "RECORD" && m["stream"] == "every_type").expect("record");
+    assert!(first_schema < first_record);
+    assert_eq!(out.messages[first_schema]["schema"]["properties"]["_sdc_deleted_at"]["format"], json!("date-time"));
+    assert_eq!(out.messages.last().expect("messages")["type"], json!("STATE"));
+    // zero dates were counted as warnings in the summary
+    assert!(out.run.stderr.contains("zero or invalid dates"), "{}", out.run.stderr);
+}
+
+/// A table of `n` rows, for copy/resume tests.
+fn numbers_sql(table: &str, from: u64, to: u64) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS `{table}` (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32), amount DECIMAL(10,2));\n\
+         INSERT INTO `{table}` SELECT seq, CONCAT('row-', seq), seq / 100 FROM seq_{from}_to_{to};\n"
+    )
+}
+
+fn ids(records: &[&Value]) -> Vec<u64> {
+    records.iter().map(|r| r["id"].as_u64().expect("id")).collect()
+}
+
+#[tokio::test]
+async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
+    // GIVEN a copied table
+    let emu = Emu::start("chg", &["-"], false, &[("-", numbers_sql("items", 1, 50))]).await;
+    let catalog = emu.catalog(&[]).await;
+    let first = emu.sync(&catalog, None).await.ok();
+    assert_eq!(first.records("items").len(), 50);
+    let state = first.last_state();
+
+    // WHEN single- and multi-statement transactions change it, including a
+    // delete followed by a re-insert of the same key
+    emu.sql("-", "INSERT INTO items VALUES (51, 'new', 1.50)").await;
+    emu.sql("-", "UPDATE items SET v = 'changed' WHERE id = 2").await;
+    emu.sql("-", "DELETE FROM items WHERE id = 3").await;
+    emu.sql("-", "START TRANSACTION; INSERT INTO items VALUES (52, 'tx', 2.00); UPDATE items SET v = 'tx-upd' WHERE id = 52; UPDATE items SET amount = .25 WHERE id = 4; DELETE FROM items WHERE id = 5; COMMIT;").await;
+    emu.sql("-", "DELETE FROM items WHERE id = 6").await;
+    emu.sql("-", "INSERT INTO items VALUES (6, 'reborn', 6.00)").await;
+    let second = emu.sync(&catalog, Some(&state)).await.ok();
+
+    // THEN exactly those changes come, in commit order
+    let recs = second.records("items");
+    let summary: Vec<(u64, Option<String>, bool)> = recs
+        .iter()
+        .map(|r| (r["id"].as_u64().expect("id"), r["v"].as_str().map(String::from), !r["_sdc_deleted_at"].is_null()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (51, Some("new".into()), false),
+            (2, Some("changed".into()), false),
+            (3, None, true),
+            (52, Some("tx".into()), false),
+            (52, Some("tx-upd".into()), false),
+            (4, Some("row-4".into()), false),
+            (5, None, true),
+            (6, None, true),
+            (6, Some("reborn".into()), false),
+        ]
+    );
+    // updates carry the whole after-image; deletes carry keys and a time
+    let upd = recs.iter().find(|r| r["id"] == 4).expect("update of 4");
+    assert!(second.run.stdout.contains("\"amount\":0.25"), "decimal after-image");
+    assert_eq!(upd["v"], json!("row-4"));
+    let del = recs.iter().find(|r| r["id"] == 3).expect("delete of 3");
+    let ts = del["_sdc_deleted_at"].as_str().expect("deleted_at");
+    assert!(ts.ends_with("+00:00") && ts.contains('T'), "{ts}");
+    assert!(second.run.stderr.contains("inserted=3"), "{}", second.run.stderr);
+    assert!(second.run.stderr.contains("deleted=3"), "{}", second.run.stderr);
+
+    // AND an idle run right after emits no records, but a STATE
+    let started = std::time::Instant::now();
+    let third = emu.sync(&catalog, Some(&second.last_state())).await.ok();
+    assert_eq!(third.count("RECORD"), 0);
+    assert!(third.count("STATE") >= 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "idle run took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn change_phase_text_forms_convert_like_copy_forms() {
+    // GIVEN an emulator that sends older Vitess's change-phase text
+    let cfg = psdb_emulator::EmulatorConfig::new(mariadb(), "forms").change_text(psdb_emulator::ChangeText::ChangeForms);
+    let emu = Emu::start_with(cfg, &[("-", fixture("every_type.sql"))]).await;
+    let catalog = emu.catalog(&[]).await;
+    let catalog = emu.select_only(&catalog, &["every_type"]);
+    let first = emu.sync(&catalog, None).await.ok();
+
+    // WHEN the same rows arrive again as changes (ids + 100)
+    emu.sql("-", "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'; INSERT INTO every_type SELECT id + 100, t_tinyint, t_tinyint_u, t_bool, t_smallint, t_smallint_u, t_mediumint, t_mediumint_u, t_int, t_int_u, t_bigint, t_bigint_u, t_year, t_bit1, t_bit12, t_decimal, t_decimal_wide, t_float, t_double, t_date, t_datetime, t_datetime6, t_timestamp, t_timestamp3, t_time, t_time6, t_char, t_varchar, t_text, t_longtext, t_enum, t_set, t_binary, t_varbinary, t_blob, t_json, t_geometry, t_point FROM every_type WHERE id < 100").await;
+    let second = emu.sync(&catalog, Some(&first.last_state())).await.ok();
+
+    // THEN every value equals the copy-phase value of the same row
+    let copied: BTreeMap<u64, &Value> = first.records("every_type").into_iter().map(|r| (r["id"].as_u64().expect("id"), r)).collect();
+    let changed = second.records("every_type");
+    assert_eq!(changed.len(), copied.len());
+    for rec in changed {
+        let id = rec["id"].as_u64().expect("id") - 100;
+        let orig = copied[&id];
+        for (k, v) in rec.as_object().expect("object") {
+            if k == "id" {
+                continue;
+            }
+            assert_eq!(v, &orig[k], "row {id} column {k}: change-phase {v} vs copy-phase {}", orig[k]);
+        }
+    }
+    assert!(second.run.stdout.contains("\"t_decimal\":0.50,"), "leading zero restored");
+}
+
+#[tokio::test]
+async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
+    // GIVEN a keyspace with two shards holding different rows
+    let emu = Emu::start(
+        "sharded",
+        &["-80", "80-"],
+        false,
+        &[("-80", numbers_sql("items", 1, 30)), ("80-", numbers_sql("items", 31, 70))],
+    )
+    .await;
+    let catalog = emu.catalog(&[]).await;
+
+    // WHEN syncing everything, then changing one shard
+    let first = emu.sync(&catalog, None).await.ok();
+    let mut got = ids(&first.records("items"));
+    got.sort();
+    assert_eq!(got, (1..=70).collect::<Vec<_>>());
+    let state = first.last_state();
+    let shards = state["bookmarks"]["items"]["shards"].as_object().expect("shards");
+    assert_eq!(shards.keys().collect::<Vec<_>>(), vec!["-80", "80-"]);
+    assert_ne!(shards["-80"]["cursor"], shards["80-"]["cursor"]);
+    emu.sql("80-", "INSERT INTO items VALUES (100, 'x', 1)").await;
+    emu.sql("-80", "INSERT INTO items VALUES (101, 'y', 1)").await;
+
+    // THEN a run limited to shard 80- sees only its change, and keeps the
+    // other shard's cursor untouched
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
+    cfg["shards"] = json!("80-");
+    let sub = emu.scratch.write_json("config-80.json", &cfg);
+    let st = emu.scratch.write_json("state-sub.json", &state);
+    let run = crate::support::tap(&["sync", "--config", sub.to_str().expect("p"), "--catalog", catalog.to_str().expect("p"), "--state", st.to_str().expect("p")], &[]).await;
+    let out = crate::support::Singer::parse(run).ok();
+    assert_eq!(ids(&out.records("items")), vec![100]);
+    let after = out.last_state();
+    assert_eq!(after["bookmarks"]["items"]["shards"]["-80"], state["bookmarks"]["items"]["shards"]["-80"]);
+    assert_ne!(after["bookmarks"]["items"]["shards"]["80-"], state["bookmarks"]["items"]["shards"]["80-"]);
+
+    // an unknown shard in the subset is an input error
+    cfg["shards"] = json!("-80,c0-");
+    let bad = emu.scratch.write_json("config-bad.json", &cfg);
+    let run = crate::support::tap(&["sync", "--config", bad.to_str().expect("p"), "--catalog", catalog.to_str().expect("p")], &[]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("shard `c0-` is not in keyspace `sharded`"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn interrupted_copy_resumes_from_the_last_state() {
+    // GIVEN a 20,000-row table and a server that fails the stream after two
+    // responses (of 4,000 rows each)
+    let emu = Emu::start("resume", &["-"], false, &[("-", numbers_sql("items", 1, 20_000))]).await;
+    let catalog = emu.catalog(&[]).await;
+    emu.emu.faults().set(psdb_emulator::Fault::new(
+        psdb_emulator::FaultKind::Status { code: tonic::Code::PermissionDenied as i32, message: "injected".into() },
+        2,
+    ));
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
+    cfg["state_interval_records"] = json!(1000);
+    let config = emu.scratch.write_json("config-small.json", &cfg);
+    let run = crate::support::tap(&["sync", "--config", config.to_str().expect("p"), "--catalog", catalog.to_str().expect("p")], &[]).await;
+    let first = crate::support::Singer::parse(run);
+
+    // WHEN the run fails part-way
+    assert_eq!(first.run.code, 1, "{}", first.run.stderr);
+    assert!(first.run.stderr.contains("injected"), "{}", first.run.stderr);
+    let partial = ids(&first.records("items"));
+    assert!(!partial.is_empty() && partial.len() < 20_000, "{}", partial.len());
+    let state = first.last_state();
+
+    // THEN a rerun from its last STATE delivers every row, with at most one
+    // checkpoint interval of duplicates
+    let st = emu.scratch.write_json("state-resume.json", &state);
+    let run = crate::support::tap(&["sync", "--config", config.to_str().expect("p"), "--catalog", catalog.to_str().expect("p"), "--state", st.to_str().expect("p")], &[]).await;
+    let second = crate::support::Singer::parse(run).ok();
+    let rest = ids(&second.records("items"));
+    let mut all: Vec<u64> = partial.iter().chain(rest.iter()).copied().collect();
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all, (1..=20_000).collect::<Vec<_>>(), "every row arrives");
+    let duplicates = total - all.len();
+    assert!(duplicates <= 4000, "duplicates {duplicates} exceed one response/checkpoint");
+}
+
+#[tokio::test]
+async fn go_format_state_resumes() {
+    // GIVEN a state written in the Go tap's wrapped form
+    let emu = Emu::start("gostate", &["-"], false, &[("-", numbers_sql("items", 1, 10))]).await;
+    let catalog = emu.catalog(&[]).await;
+    let first = emu.sync(&catalog, None).await.ok();
+    let bare = first.last_state();
+    let cursor = bare["bookmarks"]["items"]["shards"]["-"]["cursor"].as_str().expect("cursor").to_string();
+    let go_state = json!({"value": {"bookmarks": {"items": {"shards": {"-": {"cursor": cursor}}}}}});
+    emu.sql("-", "INSERT INTO items VALUES (11, 'after', 1)").await;
+
+    // WHEN resuming from it
+    let out = emu.sync(&catalog, Some(&go_state)).await.ok();
+
+    // THEN only the change arrives, and the new state is in the bare form
+    assert_eq!(ids(&out.records("items")), vec![11]);
+    let st = out.last_state();
+    assert!(st["bookmarks"]["items"]["shards"]["-"]["cursor"].is_string());
+    assert!(st.get("value").is_none());
+}
+
+#[tokio::test]
+async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() {
+    let emu = Emu::start("full", &["-"], false, &[("-", numbers_sql("items", 1, 12_000))]).await;
+    let discovered = emu.catalog(&["--incremental=false"]).await;
+    // no method at all means FULL_TABLE
+    let first = emu.sync(&discovered, None).await.ok();
+    let av: Vec<&Value> = first.messages.iter().filter(|m| m["type"] == "ACTIVATE_VERSION").collect();
+    assert_eq!(av.len(), 2, "before the first-ever copy and after it");
+    let version = av[0]["version"].as_i64().expect("version");
+    assert_eq!(av[1]["version"], json!(version));
+    let recs: Vec<&Value> = first.messages.iter().filter(|m| m["type"] == "RECORD").collect();
+    assert_eq!(recs.len(), 12_000);
+    assert!(recs.iter().all(|r| r["version"] == json!(version)));
+    assert!(recs.iter().all(|r| r["record"].get("_sdc_deleted_at").is_none()));
+    let done_state = first.last_state();
+    assert_eq!(done_state["bookmarks"]["items"]["initial_full_table_complete"], json!(true));
+
+    // a second run copies afresh with a new version, activated only at the end
+    let second = emu.sync(&discovered, Some(&done_state)).await.ok();
+    let av2: Vec<i64> = second.messages.iter().filter(|m| m["type"] == "ACTIVATE_VERSION").map(|m| m["version"].as_i64().expect("v")).collect();
+    assert_eq!(av2.len(), 1);
+    assert!(av2[0] > version);
+    assert_eq!(second.count("RECORD"), 12_000);
+
+    // interrupted: the resumed copy keeps the interrupted run's version
+    emu.emu.faults().set(psdb_emulator::Fault::new(
+        psdb_emulator::FaultKind::Status { code: tonic::Code::PermissionDenied as i32, message: "injected".into() },
+        1,
+    ));
+    let broken = emu.sync(&discovered, Some(&second.last_state())).await;
+    assert_eq!(broken.run.code, 1);
+    let mid = broken.last_state();
+    let v3 = mid["bookmarks"]["items"]["version"].as_i64().expect("version in state");
+    assert_eq!(mid["bookmarks"]["items"]["initial_full_table_complete"], json!(false));
+    let resumed = emu.sync(&discovered, Some(&mid)).await.ok();
+    let recs: Vec<&Value> = resumed.messages.iter().filter(|m| m["type"] == "RECORD").collect();
+    assert!(!recs.is_empty() && recs.len() < 12_000, "resumed, not restarted: {}", recs.len());
+    assert!(recs.iter().all(|r| r["version"] == json!(v3)));
+    let av3: Vec<i64> = resumed.messages.iter().filter(|m| m["type"] == "ACTIVATE_VERSION").map(|m| m["version"].as_i64().expect("v")).collect();
+    assert_eq!(av3, vec![v3]);
+}
+
+#[tokio::test]
+async fn column_subset_is_honoured() {
+    let emu = Emu::start("cols", &["-"], false, &[("-", numbers_sql("items", 1, 5))]).await;
+    let catalog = emu.catalog(&[]).await;
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&catalog).expect("c")).expect("json");
+    for m in c["streams"][0]["metadata"].as_array_mut().expect("md") {
+        if m["breadcrumb"] == json!(["properties", "v"]) {
+            m["metadata"]["selected"] = json!(false);
+        }
+        // keys stay even when deselected
+        if m["breadcrumb"] == json!(["properties", "id"]) {
+            m["metadata"]["selected"] = json!(false);
+        }
+    }
+    let k = emu.scratch.write_json("catalog-cols.json", &c);
+    let out = emu.sync(&k, None).await.ok();
+    for r in out.records("items") {
+        let keys: Vec<&str> = r.as_object().expect("obj").keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["id", "amount", "_sdc_deleted_at"]);
+    }
+    let schema = out.messages.iter().find(|m| m["type"] == "SCHEMA").expect("schema");
+    assert!(schema["schema"]["properties"].get("v").is_none());
+}
+
+#[tokio::test]
+async fn target_jsonl_accepts_the_output() {
+    let Some(target) = crate::support::venv_tool("target-jsonl") else {
+        panic!("target-jsonl is not installed: run scripts/setup");
+    };
+    let emu = Emu::start("jsonl", &["-"], false, &[("-", numbers_sql("items", 1, 300) + &fixture("every_type.sql"))]).await;
+    let catalog = emu.catalog(&[]).await;
+    let catalog = emu.select_only(&catalog, &["items", "every_type", "composite_key"]);
+    let out = emu.sync(&catalog, None).await.ok();
+    let dest = emu.scratch.dir.path().join("jsonl-out");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    let tcfg = emu.scratch.write_json("target.json", &json!({"destination_path": dest.to_str().expect("p"), "do_timestamp_file": false}));
+    let mut child = std::process::Command::new(&target)
+        .arg("--config")
+        .arg(&tcfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start target-jsonl");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(out.run.stdout.as_bytes()).expect("feed target");
+    }
+    let res = child.wait_with_output().expect("target-jsonl");
+    assert!(res.status.success(), "target-jsonl rejected the stream: {}", String::from_utf8_lossy(&res.stderr));
+    let lines = |name: &str| {
+        std::fs::read_to_string(dest.join(format!("{name}.jsonl")))
+            .unwrap_or_else(|e| panic!("{name}.jsonl: {e}"))
+            .lines()
+            .count()
+    };
+    assert_eq!(lines("items"), 300);
+    assert_eq!(lines("every_type"), 3);
+    assert_eq!(lines("composite_key"), 3);
+    // the target echoes the final STATE
+    let echoed = String::from_utf8_lossy(&res.stdout);
+    assert!(echoed.contains("bookmarks"), "target echoed: {echoed}");
+}
