@@ -324,6 +324,16 @@ impl Out {
                     return Err(Stop);
                 }
                 FaultKind::DropConnection => {
+                    // Let the responses already queued reach the client first,
+                    // so the drop is really mid-stream.
+                    let max = self.tx.max_capacity();
+                    for _ in 0..100 {
+                        if self.tx.capacity() == max {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     self.drop_connection();
                     return Err(Stop);
                 }

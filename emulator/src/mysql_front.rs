@@ -311,14 +311,26 @@ impl Shim {
     async fn run_text(&mut self, query: &str) -> Result<Vec<ResultSet>, mysql_async::Error> {
         let sql = self.rewrite(query);
         let hide = is_show_tables(query);
+        let db_name = self.database();
+        let keyspace = self.cfg.keyspace.clone();
         let conn = self.backend().await?;
         let mut result = conn.query_iter(sql).await?;
         let mut sets = Vec::new();
         loop {
-            let columns: Vec<Column> = result
+            let mut columns: Vec<Column> = result
                 .columns()
                 .map(|c| c.iter().map(to_front_column).collect())
                 .unwrap_or_default();
+            if hide {
+                // `Tables_in_<backing db>` reads `Tables_in_<keyspace>`.
+                for c in &mut columns {
+                    if let Some(rest) = c.column.strip_prefix("Tables_in_") {
+                        if rest == db_name {
+                            c.column = format!("Tables_in_{keyspace}");
+                        }
+                    }
+                }
+            }
             let mut rows: Vec<Vec<mysql_async::Value>> = Vec::new();
             while let Some(row) = result.next().await? {
                 let vals: Vec<mysql_async::Value> = row
@@ -548,8 +560,11 @@ async fn create_views(cfg: &FrontConfig) -> Result<(), mysql_async::Error> {
                 let upper = c.to_ascii_uppercase();
                 if upper.ends_with("_SCHEMA") {
                     format!("CASE WHEN x.{q} = {db_lit} THEN {ks_lit} ELSE x.{q} END AS {q}")
-                } else if table == "columns" && (upper == "DATA_TYPE" || upper == "COLUMN_TYPE") {
+                } else if table == "columns" && upper == "DATA_TYPE" {
                     format!("CASE WHEN {json} THEN 'json' ELSE x.{q} END AS {q}")
+                } else if table == "columns" && upper == "COLUMN_TYPE" {
+                    let fixed = crate::values::mysql8_column_type_sql(&format!("x.{q}"));
+                    format!("CASE WHEN {json} THEN 'json' ELSE {fixed} END AS {q}")
                 } else {
                     format!("x.{q}")
                 }
@@ -590,6 +605,18 @@ fn server_error(e: &mysql_async::Error) -> (ErrorKind, String) {
     match e {
         mysql_async::Error::Server(se) => (ErrorKind::from(se.code), se.message.clone()),
         other => (ErrorKind::ER_UNKNOWN_ERROR, other.to_string()),
+    }
+}
+
+impl Shim {
+    /// Backend error with the backing database name shown as the keyspace.
+    fn error_text(&self, e: &mysql_async::Error) -> (ErrorKind, String) {
+        let (kind, msg) = server_error(e);
+        let db = self.database();
+        if db.is_empty() {
+            return (kind, msg);
+        }
+        (kind, msg.replace(&db, &self.cfg.keyspace))
     }
 }
 
@@ -694,7 +721,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
                     .await
             }
             Err(e) => {
-                let (kind, msg) = server_error(&e);
+                let (kind, msg) = self.error_text(&e);
                 info.error(kind, msg.as_bytes()).await
             }
         }
@@ -748,7 +775,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
                 write_sets(scratch, results, true).await
             }
             Err(e) => {
-                let (kind, msg) = server_error(&e);
+                let (kind, msg) = self.error_text(&e);
                 results.error(kind, msg.as_bytes()).await
             }
         }
@@ -781,7 +808,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
                 write_sets(scratch, results, false).await
             }
             Err(e) => {
-                let (kind, msg) = server_error(&e);
+                let (kind, msg) = self.error_text(&e);
                 results.error(kind, msg.as_bytes()).await
             }
         }
@@ -830,11 +857,8 @@ fn write_value<W: AsyncWrite + Unpin>(
             if binary && !binary_bytes_ok(col.coltype) {
                 // Text arrived for a typed binary column: send it as parsed.
                 let s = String::from_utf8_lossy(b);
-                if let Ok(i) = s.parse::<i64>() {
-                    return rw.write_col(i);
-                }
-                if let Ok(u) = s.parse::<u64>() {
-                    return rw.write_col(u);
+                if let Ok(i) = s.parse::<i128>() {
+                    return write_int(rw, col, i);
                 }
                 if let Ok(f) = s.parse::<f64>() {
                     return rw.write_col(f);
@@ -842,15 +866,13 @@ fn write_value<W: AsyncWrite + Unpin>(
             }
             rw.write_col(&b[..])
         }
-        V::Int(i) => {
-            if binary || true {
-                rw.write_col(*i)
-            } else {
-                rw.write_col(*i)
-            }
-        }
-        V::UInt(u) => rw.write_col(*u),
+        // opensrv-mysql narrows isize/usize to the column's width; i64/u64
+        // only fit BIGINT columns.
+        V::Int(i) => write_int(rw, col, i128::from(*i)),
+        V::UInt(u) => write_int(rw, col, i128::from(*u)),
+        V::Float(f) if col.coltype == ColumnType::MYSQL_TYPE_DOUBLE => rw.write_col(f64::from(*f)),
         V::Float(f) => rw.write_col(*f),
+        V::Double(d) if col.coltype == ColumnType::MYSQL_TYPE_FLOAT => rw.write_col(*d as f32),
         V::Double(d) => rw.write_col(*d),
         V::Date(y, mo, d, h, mi, s, us) => {
             let dt = chrono::NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*mo), u32::from(*d))
@@ -871,6 +893,41 @@ fn write_value<W: AsyncWrite + Unpin>(
             ) + std::time::Duration::from_micros(u64::from(*us));
             rw.write_col(dur)
         }
+    }
+}
+
+/// Writes an integer as exactly the Rust type opensrv-mysql expects for the
+/// column's type and signedness (it refuses or asserts on anything else).
+fn write_int<W: AsyncWrite + Unpin>(
+    rw: &mut opensrv_mysql::RowWriter<'_, W>,
+    col: &Column,
+    v: i128,
+) -> std::io::Result<()> {
+    let unsigned = col.colflags.contains(ColumnFlags::UNSIGNED_FLAG);
+    let bad = || std::io::Error::other(format!("integer {v} does not fit column {}", col.column));
+    match (col.coltype, unsigned) {
+        (ColumnType::MYSQL_TYPE_TINY, false) => rw.write_col(i8::try_from(v).map_err(|_| bad())?),
+        (ColumnType::MYSQL_TYPE_TINY, true) => rw.write_col(u8::try_from(v).map_err(|_| bad())?),
+        (ColumnType::MYSQL_TYPE_SHORT | ColumnType::MYSQL_TYPE_YEAR, false) => {
+            rw.write_col(i16::try_from(v).map_err(|_| bad())?)
+        }
+        (ColumnType::MYSQL_TYPE_SHORT | ColumnType::MYSQL_TYPE_YEAR, true) => {
+            rw.write_col(u16::try_from(v).map_err(|_| bad())?)
+        }
+        (ColumnType::MYSQL_TYPE_LONG | ColumnType::MYSQL_TYPE_INT24, false) => {
+            rw.write_col(i32::try_from(v).map_err(|_| bad())?)
+        }
+        (ColumnType::MYSQL_TYPE_LONG | ColumnType::MYSQL_TYPE_INT24, true) => {
+            rw.write_col(u32::try_from(v).map_err(|_| bad())?)
+        }
+        (ColumnType::MYSQL_TYPE_LONGLONG, false) => {
+            rw.write_col(i64::try_from(v).map_err(|_| bad())?)
+        }
+        (ColumnType::MYSQL_TYPE_LONGLONG, true) => {
+            rw.write_col(u64::try_from(v).map_err(|_| bad())?)
+        }
+        // Not an integer column (e.g. DECIMAL): send the text.
+        _ => rw.write_col(v.to_string().as_bytes()),
     }
 }
 

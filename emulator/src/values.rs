@@ -102,6 +102,36 @@ pub fn quote_literal(bytes: &[u8]) -> String {
     out
 }
 
+/// MySQL 8 drops integer display widths from COLUMN_TYPE (except the
+/// `tinyint(1)` boolean convention) and YEAR's `(4)`; MariaDB keeps them.
+pub fn mysql8_column_type(column_type: &str) -> String {
+    for ty in ["bigint", "mediumint", "smallint", "int", "year", "tinyint"] {
+        if let Some(rest) = column_type.strip_prefix(ty) {
+            if let Some(inner) = rest.strip_prefix('(') {
+                if let Some((width, tail)) = inner.split_once(')') {
+                    if ty == "tinyint" && width == "1" {
+                        return column_type.to_string();
+                    }
+                    if width.chars().all(|c| c.is_ascii_digit()) {
+                        return format!("{ty}{tail}");
+                    }
+                }
+            }
+            return column_type.to_string();
+        }
+    }
+    column_type.to_string()
+}
+
+/// SQL expression doing [`mysql8_column_type`] on `expr` (for the
+/// information_schema views of the MySQL front).
+pub fn mysql8_column_type_sql(expr: &str) -> String {
+    format!(
+        "REGEXP_REPLACE(REGEXP_REPLACE({expr}, '^(bigint|mediumint|smallint|int|year)\\\\([0-9]+\\\\)', '\\\\1'), \
+         '^tinyint\\\\(([02-9]|[0-9][0-9]+)\\\\)', 'tinyint')"
+    )
+}
+
 /// Maps information_schema DATA_TYPE (+ unsignedness) to the Vitess type.
 pub fn vitess_type(data_type: &str, column_type: &str) -> Type {
     let unsigned = column_type.contains("unsigned");
@@ -225,7 +255,10 @@ pub async fn load_table(
         let (data_type, column_type) = if is_json {
             ("json".to_string(), "json".to_string())
         } else {
-            (data_type.to_ascii_lowercase(), column_type)
+            (
+                data_type.to_ascii_lowercase(),
+                mysql8_column_type(&column_type),
+            )
         };
         let vtype = vitess_type(&data_type, &column_type);
         let members = if matches!(vtype, Type::Enum | Type::Set) {
@@ -379,6 +412,20 @@ mod tests {
         assert_eq!(go_exp(&format!("{:E}", 1.5f64)), "1.5E+00");
         assert_eq!(go_exp(&format!("{:E}", -0.000123f64)), "-1.23E-04");
         assert_eq!(go_exp(&format!("{:E}", 1e100f64)), "1E+100");
+    }
+
+    #[test]
+    fn mysql8_types() {
+        assert_eq!(mysql8_column_type("int(11)"), "int");
+        assert_eq!(mysql8_column_type("int(10) unsigned"), "int unsigned");
+        assert_eq!(mysql8_column_type("tinyint(1)"), "tinyint(1)");
+        assert_eq!(mysql8_column_type("tinyint(4)"), "tinyint");
+        assert_eq!(
+            mysql8_column_type("bigint(20) unsigned zerofill"),
+            "bigint unsigned zerofill"
+        );
+        assert_eq!(mysql8_column_type("decimal(8,2)"), "decimal(8,2)");
+        assert_eq!(mysql8_column_type("year(4)"), "year");
     }
 
     #[test]

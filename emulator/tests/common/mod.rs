@@ -72,7 +72,9 @@ pub fn request(emu: &Emulator, shard: &str, table: &str, position: &str) -> Sync
 }
 
 /// Runs a Sync with a deadline and collects responses until the stream ends
-/// (returns the final status, OK if it ended cleanly).
+/// (returns the final status, OK if it ended cleanly). Like a real client, it
+/// also enforces the deadline itself (300 ms after it, status message
+/// "client deadline"), because tonic only sends it as `grpc-timeout`.
 pub async fn sync_collect(
     emu: &Emulator,
     req: SyncRequest,
@@ -87,12 +89,13 @@ pub async fn sync_collect(
         Ok(s) => s.into_inner(),
         Err(st) => return (out, st),
     };
+    let deadline = tokio::time::Instant::now() + timeout + Duration::from_millis(300);
     loop {
-        match tokio::time::timeout(timeout + Duration::from_secs(5), stream.message()).await {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
             Ok(Ok(Some(m))) => out.push(m),
             Ok(Ok(None)) => return (out, tonic::Status::ok("")),
             Ok(Err(st)) => return (out, st),
-            Err(_) => return (out, tonic::Status::cancelled("test timeout")),
+            Err(_) => return (out, tonic::Status::deadline_exceeded("client deadline")),
         }
     }
 }

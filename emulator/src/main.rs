@@ -1,0 +1,184 @@
+//! `psdb-emulator`: runs the PlanetScale stand-in until SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use psdb_emulator::faults::parse_fault;
+use psdb_emulator::mariadb::{MariaDb, StartOptions};
+use psdb_emulator::{BackingSpec, ChangeText, Emulator, EmulatorConfig};
+
+/// A local PlanetScale stand-in backed by a real MariaDB: a vtgate-like MySQL
+/// front and the psdbconnect Sync gRPC API, with change capture, TLS and
+/// faults on demand.
+///
+/// READY FILE: with --ready-file PATH, once both fronts serve, the emulator
+/// writes (atomically: temp file + rename) a JSON object:
+/// {"grpc_addr": "127.0.0.1:P", "mysql_addr": "127.0.0.1:P", "ca_file": PATH|null,
+///  "keyspace": KS, "shards": {SHARD: {"database": DB}, ...},
+///  "mariadb_url": URL (only with --start-mariadb), "tap_config": {...}}.
+/// tap_config is a complete tap-planetscale config: host, database, username,
+/// password, mysql_host, grpc_host, tls, and tls_ca_file when TLS is on.
+///
+/// The process runs until SIGTERM or SIGINT and then exits 0.
+#[derive(Debug, Parser)]
+#[command(name = "psdb-emulator", version, verbatim_doc_comment)]
+struct Args {
+    /// URL of the backing MariaDB (mysql://user:pw@host:port). Required unless
+    /// --start-mariadb is given.
+    #[arg(long, env = "PSDB_EMULATOR_MARIADB_URL")]
+    mariadb_url: Option<String>,
+    /// Start a private MariaDB (temp datadir, free port) for the lifetime of
+    /// the emulator; its URL goes into the ready file as `mariadb_url`.
+    #[arg(long, conflicts_with = "mariadb_url")]
+    start_mariadb: bool,
+    /// InnoDB buffer pool of the private MariaDB (with --start-mariadb).
+    #[arg(long, default_value = "256M")]
+    mariadb_buffer_pool: String,
+    /// Keyspace name (the `database` the tap is configured with).
+    #[arg(long, default_value = "ks")]
+    keyspace: String,
+    /// Comma-separated shard names, e.g. `-` or `-80,80-`.
+    #[arg(long, default_value = "-", value_delimiter = ',')]
+    shards: Vec<String>,
+    /// Backing database of a shard, SHARD=DB (repeatable). Default:
+    /// `<keyspace>_<shard with non-alphanumerics as _>`, created if missing.
+    #[arg(long = "shard-database", value_name = "SHARD=DB")]
+    shard_database: Vec<String>,
+    /// User name accepted by both fronts.
+    #[arg(long, default_value = "emu")]
+    username: String,
+    /// Password accepted by both fronts.
+    #[arg(long, default_value = "emu-secret")]
+    password: String,
+    /// gRPC listen address (port 0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    grpc_listen: SocketAddr,
+    /// MySQL listen address (port 0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    mysql_listen: SocketAddr,
+    /// Serve TLS on both fronts with a generated CA (written to the cert dir).
+    #[arg(long, overrides_with = "no_tls")]
+    tls: bool,
+    /// Serve plaintext (the default).
+    #[arg(long, overrides_with = "tls")]
+    no_tls: bool,
+    /// Directory for the generated CA file (default: a temp dir removed on exit).
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// Change-phase cell text: `copy` (same as copy phase, Vitess v20+) or
+    /// `change` (old Vitess: `.50`, `1.5E+00`, ENUM index, SET bitmask).
+    #[arg(long, default_value = "copy", value_parser = ["copy", "change"])]
+    change_text: String,
+    /// Arm a stream fault: `status:CODE:MESSAGE@N` (end with gRPC status CODE
+    /// after N responses), `stall@N` (stop sending, keep the stream open),
+    /// `drop@N` (reset the TCP connection), `malformed@N` (one response with a
+    /// row whose lengths do not match its values). Append `!` to make it
+    /// persistent (every stream) instead of one-shot (next stream only).
+    /// `current` peeks are never affected.
+    #[arg(long, value_name = "SPEC")]
+    fault: Option<String>,
+    /// Report start positions whose GTID number is below N as purged (gRPC
+    /// UNKNOWN, "Cannot replicate because the master purged required binary logs").
+    #[arg(long, value_name = "N")]
+    purged_before: Option<u64>,
+    /// Write the ready file (JSON, see above) here once serving.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("psdb-emulator: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let fault = args
+        .fault
+        .as_deref()
+        .map(parse_fault)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let mut shard_databases = BTreeMap::new();
+    for spec in &args.shard_database {
+        let (shard, db) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--shard-database wants SHARD=DB, got {spec:?}"))?;
+        if !args.shards.iter().any(|s| s == shard) {
+            anyhow::bail!("--shard-database names unknown shard {shard:?}");
+        }
+        shard_databases.insert(shard.to_string(), db.to_string());
+    }
+    let mariadb = if args.start_mariadb {
+        let opts = StartOptions {
+            buffer_pool: args.mariadb_buffer_pool.clone(),
+            ..Default::default()
+        };
+        Some(MariaDb::start_with(&opts).await?)
+    } else {
+        None
+    };
+    let url = match (&args.mariadb_url, &mariadb) {
+        (Some(u), _) => u.clone(),
+        (None, Some(m)) => m.url(),
+        (None, None) => anyhow::bail!("give --mariadb-url or --start-mariadb"),
+    };
+    let cfg = EmulatorConfig {
+        keyspace: args.keyspace.clone(),
+        shards: args.shards.clone(),
+        username: args.username.clone(),
+        password: args.password.clone(),
+        tls: args.tls && !args.no_tls,
+        backing: BackingSpec {
+            url: url.clone(),
+            shard_databases,
+            fresh_databases: false,
+        },
+        cdc_text: if args.change_text == "change" {
+            ChangeText::ChangeForms
+        } else {
+            ChangeText::CopyForms
+        },
+        grpc_listen: args.grpc_listen,
+        mysql_listen: args.mysql_listen,
+        cert_dir: args.cert_dir.clone(),
+        cell: "zone1".into(),
+    };
+    let emu = Emulator::start(cfg).await?;
+    if let Some(f) = fault {
+        emu.faults().set(f);
+    }
+    if let Some(n) = args.purged_before {
+        emu.faults().set_purged_before(None, n);
+    }
+    let doc = psdb_emulator::ready::document(&emu, mariadb.as_ref().map(|_| url.as_str()));
+    if let Some(path) = &args.ready_file {
+        psdb_emulator::ready::write(path, &doc)?;
+    }
+    eprintln!("{}", serde_json::to_string(&doc)?);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    drop(emu);
+    drop(mariadb);
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The MySQL front: auth, target suffixes, Vitess SHOW statements, forwarding
+//! (text and prepared), information_schema mapping, errors, TLS.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::Queryable;
+use psdb_emulator::{Emulator, EmulatorConfig};
+
+fn opts(emu: &Emulator, db: &str, password: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(emu.mysql_addr().port())
+        .user(Some(emu.config().username.clone()))
+        .pass(Some(password.to_string()))
+        .db_name(Some(db.to_string()))
+        .prefer_socket(false)
+}
+
+#[tokio::test]
+async fn vitess_statements_and_forwarding() {
+    let db = mariadb();
+    let emu = start(EmulatorConfig::new(db, "ks").shards(&["-80", "80-"])).await;
+    db.execute(
+        emu.shard_database("-80"),
+        "CREATE TABLE t (id INT PRIMARY KEY, flag TINYINT(1), j JSON, name VARCHAR(10), \
+         big BIGINT(20) UNSIGNED); INSERT INTO t VALUES (1, 1, '{\"a\": 1}', NULL, 7);",
+    )
+    .await
+    .expect("setup");
+    emu.refresh_capture().await.expect("refresh");
+    let pw = emu.config().password.clone();
+    let mut conn = mysql_async::Conn::new(opts(&emu, "ks@primary", &pw))
+        .await
+        .expect("login");
+
+    let shards: Vec<String> = conn
+        .query("show vitess_shards like \"%ks%\";")
+        .await
+        .expect("shards");
+    assert_eq!(shards, vec!["ks/-80", "ks/80-"]);
+    let tablets: Vec<mysql_async::Row> = conn.query("Show vitess_tablets").await.expect("tablets");
+    assert_eq!(tablets.len(), 6);
+    assert_eq!(tablets[0].columns_ref().len(), 8);
+    let types: Vec<String> = tablets
+        .iter()
+        .map(|r| r.get::<String, _>(3).expect("type"))
+        .collect();
+    assert_eq!(&types[..3], &["PRIMARY", "REPLICA", "RDONLY"]);
+    assert_eq!(tablets[1].get::<String, _>(7).expect("term"), "");
+
+    let tables: Vec<String> = conn.query("show tables from `ks`;").await.expect("tables");
+    assert_eq!(tables, vec!["t"]);
+
+    // Prepared, like the tap's discovery queries.
+    let cols: Vec<(String, String, String)> = conn
+        .exec(
+            "select column_name, column_type, is_nullable from information_schema.columns \
+             where table_name=? AND table_schema=? order by ordinal_position",
+            ("t", "ks"),
+        )
+        .await
+        .expect("columns");
+    assert_eq!(
+        cols.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(),
+        vec![
+            "int",
+            "tinyint(1)",
+            "json",
+            "varchar(10)",
+            "bigint unsigned"
+        ]
+    );
+    let pk: Vec<String> = conn
+        .exec(
+            "select column_name from information_schema.columns where table_schema=? \
+             AND table_name=? AND column_key='PRI'",
+            ("ks", "t"),
+        )
+        .await
+        .expect("pk");
+    assert_eq!(pk, vec!["id"]);
+    let data_type: Option<String> = conn
+        .exec_first(
+            "select data_type from information_schema.columns where table_schema=? and column_name=?",
+            ("ks", "j"),
+        )
+        .await
+        .expect("json");
+    assert_eq!(data_type.as_deref(), Some("json"));
+    let hidden: Option<i64> = conn
+        .query_first("select count(*) from information_schema.tables where table_schema = 'ks'")
+        .await
+        .expect("tables count");
+    assert_eq!(hidden, Some(1));
+
+    // Values, NULLs, typed binary-protocol results.
+    let row: (i64, Option<String>, Option<String>, u64) = conn
+        .exec_first("select id, name, j, big from t where id = ?", (1,))
+        .await
+        .expect("row")
+        .expect("one row");
+    assert_eq!(row, (1, None, Some("{\"a\": 1}".into()), 7));
+
+    let err = conn
+        .query_drop("select * from nosuch")
+        .await
+        .expect_err("missing table");
+    match err {
+        mysql_async::Error::Server(e) => assert_eq!(e.code, 1146),
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Shard targeting: the 80- shard has no table t.
+    let mut c80 = mysql_async::Conn::new(opts(&emu, "ks:80-@replica", &pw))
+        .await
+        .expect("shard target");
+    let t80: Vec<String> = c80.query("show tables").await.expect("tables");
+    assert!(t80.is_empty());
+
+    let bad = mysql_async::Conn::new(opts(&emu, "ks@primary", "wrong")).await;
+    assert!(bad.is_err(), "wrong password must fail");
+    let bad_db = mysql_async::Conn::new(opts(&emu, "other", &pw)).await;
+    assert!(bad_db.is_err(), "unknown keyspace must fail");
+}
+
+#[tokio::test]
+async fn tls_on_both_fronts() {
+    let db = mariadb();
+    let emu = start(EmulatorConfig::new(db, "ks").tls(true)).await;
+    let ca = emu.ca_file().expect("ca file").to_path_buf();
+    assert_eq!(emu.tap_config()["tls_ca_file"], ca.display().to_string());
+    let ssl = mysql_async::SslOpts::default().with_root_certs(vec![ca.clone().into()]);
+    let mut conn = mysql_async::Conn::new(
+        opts(&emu, "ks@primary", &emu.config().password.clone()).ssl_opts(Some(ssl)),
+    )
+    .await
+    .expect("TLS login");
+    let one: Option<i64> = conn.query_first("select 1").await.expect("query");
+    assert_eq!(one, Some(1));
+
+    db.execute(
+        emu.shard_database("-"),
+        "CREATE TABLE t (id INT PRIMARY KEY)",
+    )
+    .await
+    .expect("setup");
+    emu.refresh_capture().await.expect("refresh");
+    let pos = current(&emu, "-", "t").await;
+    assert!(pos.starts_with("MySQL56/"));
+}
