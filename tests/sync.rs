@@ -16,7 +16,9 @@ fn fixture(name: &str) -> String {
 /// JSON the type mapping documents (README "Type mapping").
 async fn expected_every_type(database: &str) -> BTreeMap<u64, BTreeMap<String, Value>> {
     let mut conn = mariadb().connect(Some(database)).await.expect("connect");
-    conn.query_drop("SET time_zone = '+00:00'").await.expect("tz");
+    conn.query_drop("SET time_zone = '+00:00'")
+        .await
+        .expect("tz");
     let cols: Vec<(String, String)> = conn
         .exec(
             "SELECT column_name, column_type FROM information_schema.columns WHERE table_schema = ? AND table_name = 'every_type' ORDER BY ordinal_position",
@@ -30,7 +32,12 @@ async fn expected_every_type(database: &str) -> BTreeMap<u64, BTreeMap<String, V
             let c = format!("`{name}`");
             if ty.starts_with("bit") {
                 format!("CAST({c} AS UNSIGNED)")
-            } else if ty.starts_with("binary") || ty.starts_with("varbinary") || ty.contains("blob") || ty == "geometry" || ty == "point" {
+            } else if ty.starts_with("binary")
+                || ty.starts_with("varbinary")
+                || ty.contains("blob")
+                || ty == "geometry"
+                || ty == "point"
+            {
                 format!("REPLACE(TO_BASE64({c}), '\\n', '')")
             } else {
                 format!("CAST({c} AS CHAR)")
@@ -43,7 +50,10 @@ async fn expected_every_type(database: &str) -> BTreeMap<u64, BTreeMap<String, V
     for row in rows {
         let mut rec = BTreeMap::new();
         for (i, (name, ty)) in cols.iter().enumerate() {
-            let text: Option<String> = row.get_opt::<Option<String>, usize>(i).and_then(|r| r.ok()).flatten();
+            let text: Option<String> = row
+                .get_opt::<Option<String>, usize>(i)
+                .and_then(|r| r.ok())
+                .flatten();
             let v = match text {
                 None => Value::Null,
                 Some(t) => expected_value(ty, &t),
@@ -58,16 +68,32 @@ async fn expected_every_type(database: &str) -> BTreeMap<u64, BTreeMap<String, V
 
 fn expected_value(ty: &str, t: &str) -> Value {
     let zero = |t: &str| t.starts_with("0000-00-00");
-    if ty == "tinyint(1)" || ty.starts_with("tinyint") || ty.contains("int") || ty.starts_with("year") || (ty.starts_with("bit") && ty != "bit(1)") {
-        serde_json::from_str(t).expect("integer")
+    let base = ty.split(['(', ' ']).next().unwrap_or(ty);
+    let integer = matches!(
+        base,
+        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" | "year"
+    );
+    if integer || (base == "bit" && ty != "bit(1)") {
+        match t.parse::<i64>() {
+            Ok(i) => json!(i),
+            Err(_) => json!(t.parse::<u64>().expect("integer")),
+        }
     } else if ty == "bit(1)" {
         json!(t != "0")
     } else if ty.starts_with("decimal") || ty == "float" || ty == "double" {
         serde_json::from_str(t).expect("number")
     } else if ty == "date" {
-        if zero(t) { Value::Null } else { json!(t) }
+        if zero(t) {
+            Value::Null
+        } else {
+            json!(t)
+        }
     } else if ty.starts_with("datetime") || ty.starts_with("timestamp") {
-        if zero(t) { Value::Null } else { json!(format!("{}+00:00", t.replace(' ', "T"))) }
+        if zero(t) {
+            Value::Null
+        } else {
+            json!(format!("{}+00:00", t.replace(' ', "T")))
+        }
     } else if ty == "longtext" || ty == "json" {
         // the JSON column (MariaDB stores JSON as longtext)
         serde_json::from_str(t).unwrap_or_else(|_| json!(t))
@@ -88,7 +114,10 @@ async fn full_copy_of_every_type_matches_mariadb() {
     // GIVEN the every-type schema behind the emulator
     let emu = Emu::start("copy", &["-"], false, &[("-", fixture("every_type.sql"))]).await;
     let catalog = emu.catalog(&[]).await;
-    let catalog = emu.select_only(&catalog, &["every_type", "composite_key", "odd name `quoted`"]);
+    let catalog = emu.select_only(
+        &catalog,
+        &["every_type", "composite_key", "odd name `quoted`"],
+    );
 
     // WHEN syncing from no state
     let out = emu.sync(&catalog, None).await.ok();
@@ -105,24 +134,55 @@ async fn full_copy_of_every_type_matches_mariadb() {
             let ok = g == w || (w.is_number() && numbers_close(g, w));
             assert!(ok, "row {id} column {col}: got {g}, MariaDB says {w}");
         }
-        assert_eq!(rec["_sdc_deleted_at"], Value::Null, "CDC streams carry _sdc_deleted_at");
+        assert_eq!(
+            rec["_sdc_deleted_at"],
+            Value::Null,
+            "CDC streams carry _sdc_deleted_at"
+        );
     }
     // exact decimal digits survive on the wire
-    assert!(out.run.stdout.contains("\"t_decimal\":1234567890.12,"), "exact decimal");
-    assert!(out.run.stdout.contains("\"t_decimal\":0.50,"), "decimal keeps its scale");
-    assert!(out.run.stdout.contains("\"t_decimal_wide\":-0.000000000000000000000000000001,"));
+    assert!(
+        out.run.stdout.contains("\"t_decimal\":1234567890.12,"),
+        "exact decimal"
+    );
+    assert!(
+        out.run.stdout.contains("\"t_decimal\":0.50,"),
+        "decimal keeps its scale"
+    );
+    assert!(out
+        .run
+        .stdout
+        .contains("\"t_decimal_wide\":-0.000000000000000000000000000001,"));
     assert_eq!(out.records("composite_key").len(), 3);
     assert_eq!(out.records("odd name `quoted`").len(), 1);
     assert_eq!(out.records("odd name `quoted`")[0]["ünïcödé"], json!("ü"));
 
     // SCHEMA precedes RECORDs and declares _sdc_deleted_at; STATE comes last
-    let first_schema = out.messages.iter().position(|m| m["type"] == "SCHEMA" && m["stream"] == "every_type").expect("schema");
-    let first_record = out.messages.iter().position(|m| m["type"] == "RECORD" && m["stream"] == "every_type").expect("record");
+    let first_schema = out
+        .messages
+        .iter()
+        .position(|m| m["type"] == "SCHEMA" && m["stream"] == "every_type")
+        .expect("schema");
+    let first_record = out
+        .messages
+        .iter()
+        .position(|m| m["type"] == "RECORD" && m["stream"] == "every_type")
+        .expect("record");
     assert!(first_schema < first_record);
-    assert_eq!(out.messages[first_schema]["schema"]["properties"]["_sdc_deleted_at"]["format"], json!("date-time"));
-    assert_eq!(out.messages.last().expect("messages")["type"], json!("STATE"));
+    assert_eq!(
+        out.messages[first_schema]["schema"]["properties"]["_sdc_deleted_at"]["format"],
+        json!("date-time")
+    );
+    assert_eq!(
+        out.messages.last().expect("messages")["type"],
+        json!("STATE")
+    );
     // zero dates were counted as warnings in the summary
-    assert!(out.run.stderr.contains("zero or invalid dates"), "{}", out.run.stderr);
+    assert!(
+        out.run.stderr.contains("zero or invalid dates"),
+        "{}",
+        out.run.stderr
+    );
 }
 
 /// A table of `n` rows, for copy/resume tests.
@@ -134,7 +194,10 @@ fn numbers_sql(table: &str, from: u64, to: u64) -> String {
 }
 
 fn ids(records: &[&Value]) -> Vec<u64> {
-    records.iter().map(|r| r["id"].as_u64().expect("id")).collect()
+    records
+        .iter()
+        .map(|r| r["id"].as_u64().expect("id"))
+        .collect()
 }
 
 #[tokio::test]
@@ -148,19 +211,28 @@ async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
 
     // WHEN single- and multi-statement transactions change it, including a
     // delete followed by a re-insert of the same key
-    emu.sql("-", "INSERT INTO items VALUES (51, 'new', 1.50)").await;
-    emu.sql("-", "UPDATE items SET v = 'changed' WHERE id = 2").await;
+    emu.sql("-", "INSERT INTO items VALUES (51, 'new', 1.50)")
+        .await;
+    emu.sql("-", "UPDATE items SET v = 'changed' WHERE id = 2")
+        .await;
     emu.sql("-", "DELETE FROM items WHERE id = 3").await;
     emu.sql("-", "START TRANSACTION; INSERT INTO items VALUES (52, 'tx', 2.00); UPDATE items SET v = 'tx-upd' WHERE id = 52; UPDATE items SET amount = .25 WHERE id = 4; DELETE FROM items WHERE id = 5; COMMIT;").await;
     emu.sql("-", "DELETE FROM items WHERE id = 6").await;
-    emu.sql("-", "INSERT INTO items VALUES (6, 'reborn', 6.00)").await;
+    emu.sql("-", "INSERT INTO items VALUES (6, 'reborn', 6.00)")
+        .await;
     let second = emu.sync(&catalog, Some(&state)).await.ok();
 
     // THEN exactly those changes come, in commit order
     let recs = second.records("items");
     let summary: Vec<(u64, Option<String>, bool)> = recs
         .iter()
-        .map(|r| (r["id"].as_u64().expect("id"), r["v"].as_str().map(String::from), !r["_sdc_deleted_at"].is_null()))
+        .map(|r| {
+            (
+                r["id"].as_u64().expect("id"),
+                r["v"].as_str().map(String::from),
+                !r["_sdc_deleted_at"].is_null(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -178,26 +250,42 @@ async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
     );
     // updates carry the whole after-image; deletes carry keys and a time
     let upd = recs.iter().find(|r| r["id"] == 4).expect("update of 4");
-    assert!(second.run.stdout.contains("\"amount\":0.25"), "decimal after-image");
+    assert!(
+        second.run.stdout.contains("\"amount\":0.25"),
+        "decimal after-image"
+    );
     assert_eq!(upd["v"], json!("row-4"));
     let del = recs.iter().find(|r| r["id"] == 3).expect("delete of 3");
     let ts = del["_sdc_deleted_at"].as_str().expect("deleted_at");
     assert!(ts.ends_with("+00:00") && ts.contains('T'), "{ts}");
-    assert!(second.run.stderr.contains("inserted=3"), "{}", second.run.stderr);
-    assert!(second.run.stderr.contains("deleted=3"), "{}", second.run.stderr);
+    assert!(
+        second.run.stderr.contains("inserted=3"),
+        "{}",
+        second.run.stderr
+    );
+    assert!(
+        second.run.stderr.contains("deleted=3"),
+        "{}",
+        second.run.stderr
+    );
 
     // AND an idle run right after emits no records, but a STATE
     let started = std::time::Instant::now();
     let third = emu.sync(&catalog, Some(&second.last_state())).await.ok();
     assert_eq!(third.count("RECORD"), 0);
     assert!(third.count("STATE") >= 1);
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "idle run took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "idle run took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn change_phase_text_forms_convert_like_copy_forms() {
     // GIVEN an emulator that sends older Vitess's change-phase text
-    let cfg = psdb_emulator::EmulatorConfig::new(mariadb(), "forms").change_text(psdb_emulator::ChangeText::ChangeForms);
+    let cfg = psdb_emulator::EmulatorConfig::new(mariadb(), "forms")
+        .change_text(psdb_emulator::ChangeText::ChangeForms);
     let emu = Emu::start_with(cfg, &[("-", fixture("every_type.sql"))]).await;
     let catalog = emu.catalog(&[]).await;
     let catalog = emu.select_only(&catalog, &["every_type"]);
@@ -208,7 +296,11 @@ async fn change_phase_text_forms_convert_like_copy_forms() {
     let second = emu.sync(&catalog, Some(&first.last_state())).await.ok();
 
     // THEN every value equals the copy-phase value of the same row
-    let copied: BTreeMap<u64, &Value> = first.records("every_type").into_iter().map(|r| (r["id"].as_u64().expect("id"), r)).collect();
+    let copied: BTreeMap<u64, &Value> = first
+        .records("every_type")
+        .into_iter()
+        .map(|r| (r["id"].as_u64().expect("id"), r))
+        .collect();
     let changed = second.records("every_type");
     assert_eq!(changed.len(), copied.len());
     for rec in changed {
@@ -218,10 +310,17 @@ async fn change_phase_text_forms_convert_like_copy_forms() {
             if k == "id" {
                 continue;
             }
-            assert_eq!(v, &orig[k], "row {id} column {k}: change-phase {v} vs copy-phase {}", orig[k]);
+            assert_eq!(
+                v, &orig[k],
+                "row {id} column {k}: change-phase {v} vs copy-phase {}",
+                orig[k]
+            );
         }
     }
-    assert!(second.run.stdout.contains("\"t_decimal\":0.50,"), "leading zero restored");
+    assert!(
+        second.run.stdout.contains("\"t_decimal\":0.50,"),
+        "leading zero restored"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +330,10 @@ async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
         "sharded",
         &["-80", "80-"],
         false,
-        &[("-80", numbers_sql("items", 1, 30)), ("80-", numbers_sql("items", 31, 70))],
+        &[
+            ("-80", numbers_sql("items", 1, 30)),
+            ("80-", numbers_sql("items", 31, 70)),
+        ],
     )
     .await;
     let catalog = emu.catalog(&[]).await;
@@ -242,31 +344,69 @@ async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
     got.sort();
     assert_eq!(got, (1..=70).collect::<Vec<_>>());
     let state = first.last_state();
-    let shards = state["bookmarks"]["items"]["shards"].as_object().expect("shards");
+    let shards = state["bookmarks"]["items"]["shards"]
+        .as_object()
+        .expect("shards");
     assert_eq!(shards.keys().collect::<Vec<_>>(), vec!["-80", "80-"]);
     assert_ne!(shards["-80"]["cursor"], shards["80-"]["cursor"]);
-    emu.sql("80-", "INSERT INTO items VALUES (100, 'x', 1)").await;
-    emu.sql("-80", "INSERT INTO items VALUES (101, 'y', 1)").await;
+    emu.sql("80-", "INSERT INTO items VALUES (100, 'x', 1)")
+        .await;
+    emu.sql("-80", "INSERT INTO items VALUES (101, 'y', 1)")
+        .await;
 
     // THEN a run limited to shard 80- sees only its change, and keeps the
     // other shard's cursor untouched
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
     cfg["shards"] = json!("80-");
     let sub = emu.scratch.write_json("config-80.json", &cfg);
     let st = emu.scratch.write_json("state-sub.json", &state);
-    let run = crate::support::tap(&["sync", "--config", sub.to_str().expect("p"), "--catalog", catalog.to_str().expect("p"), "--state", st.to_str().expect("p")], &[]).await;
+    let run = crate::support::tap(
+        &[
+            "sync",
+            "--config",
+            sub.to_str().expect("p"),
+            "--catalog",
+            catalog.to_str().expect("p"),
+            "--state",
+            st.to_str().expect("p"),
+        ],
+        &[],
+    )
+    .await;
     let out = crate::support::Singer::parse(run).ok();
     assert_eq!(ids(&out.records("items")), vec![100]);
     let after = out.last_state();
-    assert_eq!(after["bookmarks"]["items"]["shards"]["-80"], state["bookmarks"]["items"]["shards"]["-80"]);
-    assert_ne!(after["bookmarks"]["items"]["shards"]["80-"], state["bookmarks"]["items"]["shards"]["80-"]);
+    assert_eq!(
+        after["bookmarks"]["items"]["shards"]["-80"],
+        state["bookmarks"]["items"]["shards"]["-80"]
+    );
+    assert_ne!(
+        after["bookmarks"]["items"]["shards"]["80-"],
+        state["bookmarks"]["items"]["shards"]["80-"]
+    );
 
     // an unknown shard in the subset is an input error
     cfg["shards"] = json!("-80,c0-");
     let bad = emu.scratch.write_json("config-bad.json", &cfg);
-    let run = crate::support::tap(&["sync", "--config", bad.to_str().expect("p"), "--catalog", catalog.to_str().expect("p")], &[]).await;
+    let run = crate::support::tap(
+        &[
+            "sync",
+            "--config",
+            bad.to_str().expect("p"),
+            "--catalog",
+            catalog.to_str().expect("p"),
+        ],
+        &[],
+    )
+    .await;
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("shard `c0-` is not in keyspace `sharded`"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("shard `c0-` is not in keyspace `sharded`"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stdout.is_empty());
 }
 
@@ -274,29 +414,69 @@ async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
 async fn interrupted_copy_resumes_from_the_last_state() {
     // GIVEN a 20,000-row table and a server that fails the stream after two
     // responses (of 4,000 rows each)
-    let emu = Emu::start("resume", &["-"], false, &[("-", numbers_sql("items", 1, 20_000))]).await;
+    let emu = Emu::start(
+        "resume",
+        &["-"],
+        false,
+        &[("-", numbers_sql("items", 1, 20_000))],
+    )
+    .await;
     let catalog = emu.catalog(&[]).await;
     emu.emu.faults().set(psdb_emulator::Fault::new(
-        psdb_emulator::FaultKind::Status { code: tonic::Code::PermissionDenied as i32, message: "injected".into() },
+        psdb_emulator::FaultKind::Status {
+            code: tonic::Code::PermissionDenied as i32,
+            message: "injected".into(),
+        },
         2,
     ));
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
     cfg["state_interval_records"] = json!(1000);
     let config = emu.scratch.write_json("config-small.json", &cfg);
-    let run = crate::support::tap(&["sync", "--config", config.to_str().expect("p"), "--catalog", catalog.to_str().expect("p")], &[]).await;
+    let run = crate::support::tap(
+        &[
+            "sync",
+            "--config",
+            config.to_str().expect("p"),
+            "--catalog",
+            catalog.to_str().expect("p"),
+        ],
+        &[],
+    )
+    .await;
     let first = crate::support::Singer::parse(run);
 
     // WHEN the run fails part-way
     assert_eq!(first.run.code, 1, "{}", first.run.stderr);
-    assert!(first.run.stderr.contains("injected"), "{}", first.run.stderr);
+    assert!(
+        first.run.stderr.contains("injected"),
+        "{}",
+        first.run.stderr
+    );
     let partial = ids(&first.records("items"));
-    assert!(!partial.is_empty() && partial.len() < 20_000, "{}", partial.len());
+    assert!(
+        !partial.is_empty() && partial.len() < 20_000,
+        "{}",
+        partial.len()
+    );
     let state = first.last_state();
 
     // THEN a rerun from its last STATE delivers every row, with at most one
     // checkpoint interval of duplicates
     let st = emu.scratch.write_json("state-resume.json", &state);
-    let run = crate::support::tap(&["sync", "--config", config.to_str().expect("p"), "--catalog", catalog.to_str().expect("p"), "--state", st.to_str().expect("p")], &[]).await;
+    let run = crate::support::tap(
+        &[
+            "sync",
+            "--config",
+            config.to_str().expect("p"),
+            "--catalog",
+            catalog.to_str().expect("p"),
+            "--state",
+            st.to_str().expect("p"),
+        ],
+        &[],
+    )
+    .await;
     let second = crate::support::Singer::parse(run).ok();
     let rest = ids(&second.records("items"));
     let mut all: Vec<u64> = partial.iter().chain(rest.iter()).copied().collect();
@@ -305,19 +485,33 @@ async fn interrupted_copy_resumes_from_the_last_state() {
     all.dedup();
     assert_eq!(all, (1..=20_000).collect::<Vec<_>>(), "every row arrives");
     let duplicates = total - all.len();
-    assert!(duplicates <= 4000, "duplicates {duplicates} exceed one response/checkpoint");
+    assert!(
+        duplicates <= 4000,
+        "duplicates {duplicates} exceed one response/checkpoint"
+    );
 }
 
 #[tokio::test]
 async fn go_format_state_resumes() {
     // GIVEN a state written in the Go tap's wrapped form
-    let emu = Emu::start("gostate", &["-"], false, &[("-", numbers_sql("items", 1, 10))]).await;
+    let emu = Emu::start(
+        "gostate",
+        &["-"],
+        false,
+        &[("-", numbers_sql("items", 1, 10))],
+    )
+    .await;
     let catalog = emu.catalog(&[]).await;
     let first = emu.sync(&catalog, None).await.ok();
     let bare = first.last_state();
-    let cursor = bare["bookmarks"]["items"]["shards"]["-"]["cursor"].as_str().expect("cursor").to_string();
-    let go_state = json!({"value": {"bookmarks": {"items": {"shards": {"-": {"cursor": cursor}}}}}});
-    emu.sql("-", "INSERT INTO items VALUES (11, 'after', 1)").await;
+    let cursor = bare["bookmarks"]["items"]["shards"]["-"]["cursor"]
+        .as_str()
+        .expect("cursor")
+        .to_string();
+    let go_state =
+        json!({"value": {"bookmarks": {"items": {"shards": {"-": {"cursor": cursor}}}}}});
+    emu.sql("-", "INSERT INTO items VALUES (11, 'after', 1)")
+        .await;
 
     // WHEN resuming from it
     let out = emu.sync(&catalog, Some(&go_state)).await.ok();
@@ -331,43 +525,88 @@ async fn go_format_state_resumes() {
 
 #[tokio::test]
 async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() {
-    let emu = Emu::start("full", &["-"], false, &[("-", numbers_sql("items", 1, 12_000))]).await;
+    let emu = Emu::start(
+        "full",
+        &["-"],
+        false,
+        &[("-", numbers_sql("items", 1, 12_000))],
+    )
+    .await;
     let discovered = emu.catalog(&["--incremental=false"]).await;
     // no method at all means FULL_TABLE
     let first = emu.sync(&discovered, None).await.ok();
-    let av: Vec<&Value> = first.messages.iter().filter(|m| m["type"] == "ACTIVATE_VERSION").collect();
+    let av: Vec<&Value> = first
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "ACTIVATE_VERSION")
+        .collect();
     assert_eq!(av.len(), 2, "before the first-ever copy and after it");
     let version = av[0]["version"].as_i64().expect("version");
     assert_eq!(av[1]["version"], json!(version));
-    let recs: Vec<&Value> = first.messages.iter().filter(|m| m["type"] == "RECORD").collect();
+    let recs: Vec<&Value> = first
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "RECORD")
+        .collect();
     assert_eq!(recs.len(), 12_000);
     assert!(recs.iter().all(|r| r["version"] == json!(version)));
-    assert!(recs.iter().all(|r| r["record"].get("_sdc_deleted_at").is_none()));
+    assert!(recs
+        .iter()
+        .all(|r| r["record"].get("_sdc_deleted_at").is_none()));
     let done_state = first.last_state();
-    assert_eq!(done_state["bookmarks"]["items"]["initial_full_table_complete"], json!(true));
+    assert_eq!(
+        done_state["bookmarks"]["items"]["initial_full_table_complete"],
+        json!(true)
+    );
 
     // a second run copies afresh with a new version, activated only at the end
     let second = emu.sync(&discovered, Some(&done_state)).await.ok();
-    let av2: Vec<i64> = second.messages.iter().filter(|m| m["type"] == "ACTIVATE_VERSION").map(|m| m["version"].as_i64().expect("v")).collect();
+    let av2: Vec<i64> = second
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "ACTIVATE_VERSION")
+        .map(|m| m["version"].as_i64().expect("v"))
+        .collect();
     assert_eq!(av2.len(), 1);
     assert!(av2[0] > version);
     assert_eq!(second.count("RECORD"), 12_000);
 
     // interrupted: the resumed copy keeps the interrupted run's version
     emu.emu.faults().set(psdb_emulator::Fault::new(
-        psdb_emulator::FaultKind::Status { code: tonic::Code::PermissionDenied as i32, message: "injected".into() },
+        psdb_emulator::FaultKind::Status {
+            code: tonic::Code::PermissionDenied as i32,
+            message: "injected".into(),
+        },
         1,
     ));
     let broken = emu.sync(&discovered, Some(&second.last_state())).await;
     assert_eq!(broken.run.code, 1);
     let mid = broken.last_state();
-    let v3 = mid["bookmarks"]["items"]["version"].as_i64().expect("version in state");
-    assert_eq!(mid["bookmarks"]["items"]["initial_full_table_complete"], json!(false));
+    let v3 = mid["bookmarks"]["items"]["version"]
+        .as_i64()
+        .expect("version in state");
+    assert_eq!(
+        mid["bookmarks"]["items"]["initial_full_table_complete"],
+        json!(false)
+    );
     let resumed = emu.sync(&discovered, Some(&mid)).await.ok();
-    let recs: Vec<&Value> = resumed.messages.iter().filter(|m| m["type"] == "RECORD").collect();
-    assert!(!recs.is_empty() && recs.len() < 12_000, "resumed, not restarted: {}", recs.len());
+    let recs: Vec<&Value> = resumed
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "RECORD")
+        .collect();
+    assert!(
+        !recs.is_empty() && recs.len() < 12_000,
+        "resumed, not restarted: {}",
+        recs.len()
+    );
     assert!(recs.iter().all(|r| r["version"] == json!(v3)));
-    let av3: Vec<i64> = resumed.messages.iter().filter(|m| m["type"] == "ACTIVATE_VERSION").map(|m| m["version"].as_i64().expect("v")).collect();
+    let av3: Vec<i64> = resumed
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "ACTIVATE_VERSION")
+        .map(|m| m["version"].as_i64().expect("v"))
+        .collect();
     assert_eq!(av3, vec![v3]);
 }
 
@@ -375,7 +614,8 @@ async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() 
 async fn column_subset_is_honoured() {
     let emu = Emu::start("cols", &["-"], false, &[("-", numbers_sql("items", 1, 5))]).await;
     let catalog = emu.catalog(&[]).await;
-    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&catalog).expect("c")).expect("json");
+    let mut c: Value =
+        serde_json::from_str(&std::fs::read_to_string(&catalog).expect("c")).expect("json");
     for m in c["streams"][0]["metadata"].as_array_mut().expect("md") {
         if m["breadcrumb"] == json!(["properties", "v"]) {
             m["metadata"]["selected"] = json!(false);
@@ -388,10 +628,19 @@ async fn column_subset_is_honoured() {
     let k = emu.scratch.write_json("catalog-cols.json", &c);
     let out = emu.sync(&k, None).await.ok();
     for r in out.records("items") {
-        let keys: Vec<&str> = r.as_object().expect("obj").keys().map(String::as_str).collect();
+        let keys: Vec<&str> = r
+            .as_object()
+            .expect("obj")
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, vec!["id", "amount", "_sdc_deleted_at"]);
     }
-    let schema = out.messages.iter().find(|m| m["type"] == "SCHEMA").expect("schema");
+    let schema = out
+        .messages
+        .iter()
+        .find(|m| m["type"] == "SCHEMA")
+        .expect("schema");
     assert!(schema["schema"]["properties"].get("v").is_none());
 }
 
@@ -400,13 +649,25 @@ async fn target_jsonl_accepts_the_output() {
     let Some(target) = crate::support::venv_tool("target-jsonl") else {
         panic!("target-jsonl is not installed: run scripts/setup");
     };
-    let emu = Emu::start("jsonl", &["-"], false, &[("-", numbers_sql("items", 1, 300) + &fixture("every_type.sql"))]).await;
+    let emu = Emu::start(
+        "jsonl",
+        &["-"],
+        false,
+        &[(
+            "-",
+            numbers_sql("items", 1, 300) + &fixture("every_type.sql"),
+        )],
+    )
+    .await;
     let catalog = emu.catalog(&[]).await;
     let catalog = emu.select_only(&catalog, &["items", "every_type", "composite_key"]);
     let out = emu.sync(&catalog, None).await.ok();
     let dest = emu.scratch.dir.path().join("jsonl-out");
     std::fs::create_dir_all(&dest).expect("mkdir");
-    let tcfg = emu.scratch.write_json("target.json", &json!({"destination_path": dest.to_str().expect("p"), "do_timestamp_file": false}));
+    let tcfg = emu.scratch.write_json(
+        "target.json",
+        &json!({"destination_path": dest.to_str().expect("p"), "do_timestamp_file": false}),
+    );
     let mut child = std::process::Command::new(&target)
         .arg("--config")
         .arg(&tcfg)
@@ -418,10 +679,16 @@ async fn target_jsonl_accepts_the_output() {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(out.run.stdout.as_bytes()).expect("feed target");
+        stdin
+            .write_all(out.run.stdout.as_bytes())
+            .expect("feed target");
     }
     let res = child.wait_with_output().expect("target-jsonl");
-    assert!(res.status.success(), "target-jsonl rejected the stream: {}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "target-jsonl rejected the stream: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     let lines = |name: &str| {
         std::fs::read_to_string(dest.join(format!("{name}.jsonl")))
             .unwrap_or_else(|e| panic!("{name}.jsonl: {e}"))

@@ -157,13 +157,25 @@ pub struct Emu {
 impl Emu {
     /// Starts an emulator with the given shards; `fixtures` maps each shard
     /// to the SQL loaded into its backing database (empty: nothing).
-    pub async fn start(keyspace: &str, shards: &[&str], tls: bool, fixtures: &[(&str, String)]) -> Emu {
-        let cfg = psdb_emulator::EmulatorConfig::new(mariadb(), keyspace).shards(shards).tls(tls);
+    pub async fn start(
+        keyspace: &str,
+        shards: &[&str],
+        tls: bool,
+        fixtures: &[(&str, String)],
+    ) -> Emu {
+        let cfg = psdb_emulator::EmulatorConfig::new(mariadb(), keyspace)
+            .shards(shards)
+            .tls(tls);
         Self::start_with(cfg, fixtures).await
     }
 
-    pub async fn start_with(cfg: psdb_emulator::EmulatorConfig, fixtures: &[(&str, String)]) -> Emu {
-        let emu = psdb_emulator::Emulator::start(cfg).await.expect("start emulator");
+    pub async fn start_with(
+        cfg: psdb_emulator::EmulatorConfig,
+        fixtures: &[(&str, String)],
+    ) -> Emu {
+        let emu = psdb_emulator::Emulator::start(cfg)
+            .await
+            .expect("start emulator");
         for (shard, sql) in fixtures {
             if !sql.is_empty() {
                 mariadb()
@@ -175,7 +187,11 @@ impl Emu {
         emu.refresh_capture().await.expect("refresh capture");
         let scratch = Scratch::new();
         let config = scratch.write_json("config.json", &emu.tap_config());
-        Emu { emu, scratch, config }
+        Emu {
+            emu,
+            scratch,
+            config,
+        }
     }
 
     pub fn config(&self) -> &str {
@@ -218,7 +234,13 @@ impl Emu {
 
     /// `sync` with a catalog and optional state (written to a file).
     pub async fn sync(&self, catalog: &Path, state: Option<&Value>) -> Singer {
-        let mut args = vec!["sync".to_string(), "--config".into(), self.config().into(), "--catalog".into(), catalog.to_str().expect("p").into()];
+        let mut args = vec![
+            "sync".to_string(),
+            "--config".into(),
+            self.config().into(),
+            "--catalog".into(),
+            catalog.to_str().expect("p").into(),
+        ];
         if let Some(st) = state {
             let p = self.scratch.write_json("state-in.json", st);
             args.push("--state".into());
@@ -240,7 +262,11 @@ impl Singer {
         let messages = run
             .stdout
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}\nstderr: {}", run.stderr)))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("stdout line is not JSON ({e}): {l}\nstderr: {}", run.stderr)
+                })
+            })
             .collect();
         Singer { run, messages }
     }
@@ -274,6 +300,8 @@ impl Singer {
 
 /// A tool installed by scripts/setup into the project's venv.
 pub fn venv_tool(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
     p.exists().then_some(p)
 }
