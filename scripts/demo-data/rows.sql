@@ -9,7 +9,7 @@ INSERT INTO products
 SELECT seq, CONCAT('SKU', LPAD(seq, 5, '0')), CONCAT('Product ', seq), ROUND(seq * 1.99, 2), seq / 8, seq / 3,
        ELT(1 + seq % 4, 'S', 'M', 'L', 'XL'), IF(seq % 3 = 0, 'new,eco', 'sale'),
        JSON_OBJECT('color', ELT(1 + seq % 3, 'red', 'green', 'blue'), 'dims', JSON_ARRAY(seq, seq * 2)),
-       UNHEX(SHA1(seq)), seq * 10 - 500, seq % 10 = 0
+       UNHEX(SHA1(seq)), CAST(seq AS SIGNED) * 10 - 500, seq % 10 = 0
 FROM seq_1_to_200 WHERE seq BETWEEN @lo / 5 AND @hi / 5;
 INSERT INTO orders
 SELECT seq, 1 + seq % 1000, 1 + seq % 200, 1 + seq % 5, TIMESTAMP('2024-03-01') + INTERVAL seq * 61 SECOND + INTERVAL (seq % 1000) * 1000 MICROSECOND,
