@@ -241,3 +241,38 @@ async fn connection_failures_are_clear() {
     }
     drop(silent);
 }
+
+#[tokio::test]
+async fn discover_through_the_vitess_front_over_tls() {
+    // GIVEN the emulator's vtgate-like MySQL front with TLS and a private CA
+    let emu = crate::support::Emu::start(
+        "tlsdisc",
+        &["-80", "80-"],
+        true,
+        &[("-80", std::fs::read_to_string(support::fixture_path("every_type.sql")).expect("fixture")), ("80-", String::new())],
+    )
+    .await;
+
+    // WHEN discovering through it (database `tlsdisc@primary` under TLS)
+    let run = tap(&["discover", "--config", emu.config(), "--auto-select"], &[]).await;
+
+    // THEN the whole catalog matches: MySQL 8 column types (no display
+    // widths) and the JSON column typed `json`, as PlanetScale reports them
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let got = normalize(&run.json(), "tlsdisc");
+    check_against("every_type_catalog_vitess.json", &got);
+    let every = got["streams"].as_array().expect("streams").iter().find(|s| s["stream"] == "every_type").expect("every_type");
+    assert_eq!(every["schema"]["properties"]["t_json"]["type"][1], json!("object"));
+
+    // AND a CA that did not sign the server's certificate fails clearly
+    let s = Scratch::new();
+    let other = psdb_emulator::tls::Certificates::generate(s.dir.path()).expect("another CA");
+    let ca = other.ca_file;
+    let mut cfg = emu.emu.tap_config();
+    cfg["tls_ca_file"] = json!(ca.to_str().expect("p"));
+    let path = s.write_json("bad-ca.json", &cfg);
+    let run = tap(&["discover", "--config", path.to_str().expect("p")], &[]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.error_line().contains("TLS to MySQL"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+}
