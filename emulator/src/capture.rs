@@ -78,7 +78,7 @@ pub enum CaptureError {
 }
 
 /// Handle to one shard's capture.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ShardCapture {
     pub database: String,
     pub uuid: String,
