@@ -37,6 +37,9 @@
 //! re-creates it when a table's columns change (a signature stored in the
 //! shadow table's comment).
 //!
+//! Needs MariaDB 10.3+ (system versioning with transaction-precise history
+//! and `mysql.transaction_registry`, sequences).
+//!
 //! Limits: writes to a table before its capture is installed (up to a second
 //! after CREATE TABLE, unless `refresh_capture` is called) are not seen;
 //! re-creating capture after an ALTER drops images not yet streamed;
@@ -54,8 +57,10 @@ use crate::values::quote_ident;
 pub const CHANGELOG: &str = "_psdb_changelog";
 /// Name of the transaction → GTID table.
 pub const GTIDS: &str = "_psdb_gtid";
-/// How far below the last seen commit id each poll looks again.
-const COMMIT_WINDOW: u64 = 10_000;
+/// How far below the last seen commit id each poll looks again. (The seed
+/// row starts the shard at the registry's newest commit, so a fresh shard on
+/// a busy shared server does not scan old history.)
+const COMMIT_WINDOW: u64 = 2_000;
 /// Prefix of every emulator-owned object, hidden from the MySQL front.
 pub const PREFIX: &str = "_psdb_";
 
@@ -73,7 +78,7 @@ pub enum CaptureError {
 }
 
 /// Handle to one shard's capture.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ShardCapture {
     pub database: String,
     pub uuid: String,
@@ -229,7 +234,8 @@ async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Cap
          gtid BIGINT NOT NULL, commit_id BIGINT UNSIGNED NOT NULL, UNIQUE KEY gtid_k (gtid), \
          KEY commit_k (commit_id)) ENGINE=InnoDB;\
          INSERT IGNORE INTO {db}.`_psdb_meta` (k, v) VALUES ('uuid', UUID());\
-         INSERT IGNORE INTO {db}.`{GTIDS}` (trx, gtid, commit_id) VALUES (0, 1, 0);"
+         INSERT IGNORE INTO {db}.`{GTIDS}` (trx, gtid, commit_id) \
+         SELECT 0, 1, COALESCE(MAX(commit_id), 0) FROM mysql.transaction_registry;"
     ))
     .await?;
     Ok(())

@@ -314,6 +314,7 @@ impl Emulator {
             backing: base_opts,
             cell: cfg.cell.clone(),
             grpc_addr,
+            captures: captures.clone(),
         });
         let (mysql_addr, mysql_task) = front
             .serve(cfg.mysql_listen, mysql_tls, shutdown_rx.clone())
@@ -375,13 +376,8 @@ impl Emulator {
 
     /// Current position of a shard (`MySQL56/<uuid>:1-N`).
     pub fn position(&self, shard: &str) -> Option<String> {
-        let i = self.cfg.shards.iter().position(|s| s == shard)?;
         let db = self.shard_dbs.get(shard)?;
-        let c = self
-            .captures
-            .iter()
-            .find(|c| &c.database == db)
-            .or(self.captures.get(i))?;
+        let c = self.captures.iter().find(|c| &c.database == db)?;
         Some(c.position(c.head()))
     }
 

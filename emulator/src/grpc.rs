@@ -9,6 +9,15 @@
 //! capture's `watch` channel when idle, until the client's deadline
 //! (`grpc-timeout`), then ends with DEADLINE_EXCEEDED.
 //!
+//! The copy's snapshot position is the capture head when the copy starts;
+//! rows are read afterwards without a consistent snapshot, so a change made
+//! during the copy can be both in the copied rows and replayed after them
+//! (at-least-once, like a real catch-up). A resumed copy (position "" with
+//! `last_known_pk`) takes a new snapshot position at resume time.
+//!
+//! `current` peeks get one response carrying the position, then the stream
+//! ends.
+//!
 //! `include_*` flags: when at least one is set they are honoured exactly.
 //! When none is set (what singer-tap and old airbyte send) inserts and the
 //! after-images of updates come in `result` and deletes are not sent.

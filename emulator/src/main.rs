@@ -39,8 +39,14 @@ struct Args {
     /// Keyspace name (the `database` the tap is configured with).
     #[arg(long, default_value = "ks")]
     keyspace: String,
-    /// Comma-separated shard names, e.g. `-` or `-80,80-`.
-    #[arg(long, default_value = "-", value_delimiter = ',')]
+    /// Comma-separated shard names, e.g. `-` or `-80,80-` (values may start
+    /// with `-`; `--shards=-80,80-` also works).
+    #[arg(
+        long,
+        default_value = "-",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
     shards: Vec<String>,
     /// Backing database of a shard, SHARD=DB (repeatable). Default:
     /// `<keyspace>_<shard with non-alphanumerics as _>`, created if missing.

@@ -7,6 +7,9 @@
 //!   to target one shard. Anything else is `ER_BAD_DB_ERROR`.
 //! - `SHOW VITESS_SHARDS [LIKE ...]` and `SHOW VITESS_TABLETS` are answered
 //!   here (wire-protocol.md §7); `SHOW DATABASES` lists the keyspace.
+//! - DDL (CREATE/ALTER/DROP/TRUNCATE/RENAME) goes to every shard unless the
+//!   client targeted one shard, and change capture is refreshed right after
+//!   it, so rows written next are captured.
 //! - Everything else goes to the target shard's backing database (the first
 //!   shard by default) on a dedicated backend connection, text queries and
 //!   prepared statements alike, with the backend's column types and flags,
@@ -51,6 +54,9 @@ pub struct FrontConfig {
     pub backing: mysql_async::Opts,
     pub cell: String,
     pub grpc_addr: SocketAddr,
+    /// Change capture of every shard, refreshed after DDL through the front
+    /// so a table created here is captured before the next statement.
+    pub captures: Vec<crate::capture::ShardCapture>,
 }
 
 pub struct MysqlFront {
@@ -146,6 +152,9 @@ struct Shim {
     salt: [u8; 20],
     /// Shard whose database receives forwarded statements.
     shard: String,
+    /// Whether the client named the shard (`ks:shard`); otherwise DDL goes
+    /// to every shard, as vtgate does.
+    explicit_shard: bool,
     backend: Option<mysql_async::Conn>,
     stmts: HashMap<u32, mysql_async::Statement>,
     scratch: Vec<ResultSet>,
@@ -173,6 +182,7 @@ impl Shim {
             id,
             salt,
             shard,
+            explicit_shard: false,
             backend: None,
             stmts: HashMap::new(),
             scratch: Vec::new(),
@@ -356,6 +366,46 @@ impl Shim {
             }
         }
         Ok(sets)
+    }
+}
+
+/// Statements vtgate applies to every shard of the keyspace.
+fn is_ddl(q: &str) -> bool {
+    let first = q
+        .trim_start()
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    matches!(
+        first.as_str(),
+        "create" | "alter" | "drop" | "truncate" | "rename"
+    )
+}
+
+impl Shim {
+    /// Runs a DDL statement on every shard except the current one (which
+    /// runs it through the normal path, so its result goes to the client).
+    async fn ddl_other_shards(&mut self, query: &str) -> Result<(), mysql_async::Error> {
+        let views = MysqlFront::views_database(&self.cfg);
+        let others: Vec<String> = self
+            .cfg
+            .shards
+            .iter()
+            .filter(|(s, _)| **s != self.shard)
+            .map(|(_, db)| db.clone())
+            .collect();
+        for db in others {
+            let sql = rewrite_sql(query, &self.cfg.keyspace, &db, &views);
+            let opts: mysql_async::Opts =
+                mysql_async::OptsBuilder::from_opts(self.cfg.backing.clone())
+                    .db_name(Some(db.clone()))
+                    .into();
+            let mut conn = mysql_async::Conn::new(opts).await?;
+            conn.query_drop(sql).await?;
+            let _ = conn.disconnect().await;
+        }
+        Ok(())
     }
 }
 
@@ -664,6 +714,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
     async fn on_init<'a>(&'a mut self, db: &'a str, w: InitWriter<'a, W>) -> std::io::Result<()> {
         match self.target(db) {
             Some(shard) => {
+                self.explicit_shard = db.contains(':');
                 if shard != self.shard {
                     self.shard = shard;
                     self.backend = None;
@@ -797,10 +848,22 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         query: &'a str,
         results: QueryResultWriter<'a, W>,
     ) -> std::io::Result<()> {
+        let ddl = is_ddl(query);
         let sets = match self.vitess_answer(query) {
             Some(set) => Ok(vec![set]),
+            None if ddl && !self.explicit_shard => match self.ddl_other_shards(query).await {
+                Ok(()) => self.run_text(query).await,
+                Err(e) => Err(e),
+            },
             None => self.run_text(query).await,
         };
+        if ddl {
+            for c in &self.cfg.captures {
+                if let Err(e) = c.refresh().await {
+                    tracing::warn!(error = %e, "capture refresh after DDL failed");
+                }
+            }
+        }
         match sets {
             Ok(sets) => {
                 self.scratch = sets;

@@ -111,12 +111,37 @@ async fn vitess_statements_and_forwarding() {
         other => panic!("unexpected {other:?}"),
     }
 
-    // Shard targeting: the 80- shard has no table t.
+    let kcu: Vec<String> = conn
+        .exec(
+            "select column_name from information_schema.key_column_usage where table_schema = ? \
+             and table_name = ? and constraint_name = 'PRIMARY' order by ordinal_position",
+            ("ks", "t"),
+        )
+        .await
+        .expect("key_column_usage");
+    assert_eq!(kcu, vec!["id"]);
+
+    // DDL through the front reaches every shard and is captured at once.
+    conn.query_drop("CREATE TABLE made_here (id INT PRIMARY KEY)")
+        .await
+        .expect("ddl");
+    current(&emu, "80-", "made_here").await; // exists on the other shard too
+    let pos = current(&emu, "-80", "made_here").await;
+    conn.query_drop("INSERT INTO made_here VALUES (1)")
+        .await
+        .expect("insert");
+    let resps = sync_until(&emu, request(&emu, "-80", "made_here", &pos), |r| {
+        r.iter().any(|x| !x.result.is_empty())
+    })
+    .await;
+    assert!(!resps.is_empty());
+
+    // Shard targeting: the 80- shard has only the table made through the front.
     let mut c80 = mysql_async::Conn::new(opts(&emu, "ks:80-@replica", &pw))
         .await
         .expect("shard target");
     let t80: Vec<String> = c80.query("show tables").await.expect("tables");
-    assert!(t80.is_empty());
+    assert_eq!(t80, vec!["made_here"]);
 
     let bad = mysql_async::Conn::new(opts(&emu, "ks@primary", "wrong")).await;
     assert!(bad.is_err(), "wrong password must fail");

@@ -1,0 +1,73 @@
+//! The `psdb-emulator` binary: ready-file contract, shard databases, clean
+//! exit on SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test]
+async fn ready_file_and_sigterm() {
+    let db = mariadb();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ready = dir.path().join("ready.json");
+    let explicit = db.create_database("bin").await.expect("db");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_psdb-emulator"))
+        .args([
+            "--mariadb-url",
+            &db.url(),
+            "--keyspace",
+            "binks",
+            "--shards",
+            "-80,80-",
+            "--shard-database",
+            &format!("80-={explicit}"),
+            "--tls",
+            "--cert-dir",
+            &dir.path().display().to_string(),
+            "--ready-file",
+            &ready.display().to_string(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while !ready.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no ready file");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("emulator exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).expect("read")).expect("json");
+    assert_eq!(doc["keyspace"], "binks");
+    assert_eq!(doc["shards"]["-80"]["database"], "binks__80");
+    assert_eq!(doc["shards"]["80-"]["database"], explicit.as_str());
+    let ca = doc["ca_file"].as_str().expect("ca_file");
+    assert!(std::path::Path::new(ca).exists());
+    let tap = &doc["tap_config"];
+    for key in [
+        "host",
+        "database",
+        "username",
+        "password",
+        "mysql_host",
+        "grpc_host",
+        "tls",
+        "tls_ca_file",
+    ] {
+        assert!(tap.get(key).is_some(), "tap_config lacks {key}");
+    }
+    assert_eq!(tap["grpc_host"], doc["grpc_addr"]);
+    assert_eq!(tap["mysql_host"], doc["mysql_addr"]);
+    assert!(std::net::TcpStream::connect(doc["mysql_addr"].as_str().expect("addr")).is_ok());
+
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+}
