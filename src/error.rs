@@ -25,6 +25,8 @@ pub enum TapError {
     Runtime(String),
     #[error("writing to stdout failed: {0}")]
     Output(#[from] std::io::Error),
+    #[error("stopped by {signal}; the last STATE covers every record written")]
+    Interrupted { signal: &'static str, code: u8 },
 }
 
 impl TapError {
@@ -39,6 +41,7 @@ impl TapError {
                 _ => 2,
             },
             TapError::Runtime(_) | TapError::Output(_) => 1,
+            TapError::Interrupted { code, .. } => *code,
         }
     }
 }

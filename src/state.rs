@@ -48,6 +48,14 @@ pub enum StateError {
         found: String,
         expected: String,
     },
+    #[error("state file {path}: stream `{stream}` has a cursor for shard `{shard}`, which keyspace `{keyspace}` no longer has (it has {available}); after a reshard, remove that stream's bookmark to copy it afresh")]
+    GoneShard {
+        path: String,
+        stream: String,
+        shard: String,
+        keyspace: String,
+        available: String,
+    },
     #[error("shard `{shard}` is not in keyspace `{keyspace}` (it has {available}); fix the `shards` setting")]
     UnknownShard {
         shard: String,

@@ -249,20 +249,38 @@ async fn discover_through_the_vitess_front_over_tls() {
         "tlsdisc",
         &["-80", "80-"],
         true,
-        &[("-80", std::fs::read_to_string(support::fixture_path("every_type.sql")).expect("fixture")), ("80-", String::new())],
+        &[
+            (
+                "-80",
+                std::fs::read_to_string(support::fixture_path("every_type.sql")).expect("fixture"),
+            ),
+            ("80-", String::new()),
+        ],
     )
     .await;
 
     // WHEN discovering through it (database `tlsdisc@primary` under TLS)
-    let run = tap(&["discover", "--config", emu.config(), "--auto-select"], &[]).await;
+    let run = tap(
+        &["discover", "--config", emu.config(), "--auto-select"],
+        &[],
+    )
+    .await;
 
     // THEN the whole catalog matches: MySQL 8 column types (no display
     // widths) and the JSON column typed `json`, as PlanetScale reports them
     assert_eq!(run.code, 0, "{}", run.stderr);
     let got = normalize(&run.json(), "tlsdisc");
     check_against("every_type_catalog_vitess.json", &got);
-    let every = got["streams"].as_array().expect("streams").iter().find(|s| s["stream"] == "every_type").expect("every_type");
-    assert_eq!(every["schema"]["properties"]["t_json"]["type"][1], json!("object"));
+    let every = got["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|s| s["stream"] == "every_type")
+        .expect("every_type");
+    assert_eq!(
+        every["schema"]["properties"]["t_json"]["type"][1],
+        json!("object")
+    );
 
     // AND a CA that did not sign the server's certificate fails clearly
     let s = Scratch::new();

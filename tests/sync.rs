@@ -705,7 +705,13 @@ async fn target_jsonl_accepts_the_output() {
 
 #[tokio::test]
 async fn purged_positions_and_refused_credentials_fail_clearly() {
-    let emu = Emu::start("purge", &["-"], false, &[("-", numbers_sql("items", 1, 20))]).await;
+    let emu = Emu::start(
+        "purge",
+        &["-"],
+        false,
+        &[("-", numbers_sql("items", 1, 20))],
+    )
+    .await;
     let catalog = emu.catalog(&[]).await;
     let first = emu.sync(&catalog, None).await.ok();
     let state = first.last_state();
@@ -718,17 +724,33 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     // THEN the run fails naming the stream and shard, keeping the state
     assert_eq!(failed.run.code, 1, "{}", failed.run.stderr);
     let line = failed.run.error_line();
-    assert!(line.contains("stream `items` shard `-`") && line.contains("purged"), "{line}");
+    assert!(
+        line.contains("stream `items` shard `-`") && line.contains("purged"),
+        "{line}"
+    );
     assert!(line.contains("resync_on_purged"), "{line}");
     assert_eq!(failed.last_state(), state, "the last good state is kept");
     assert_eq!(failed.count("RECORD"), 0);
 
     // AND with resync_on_purged the stream restarts from a full copy
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
     cfg["resync_on_purged"] = json!(true);
     let c = emu.scratch.write_json("config-resync.json", &cfg);
     let st = emu.scratch.write_json("state-purged.json", &state);
-    let run = crate::support::tap(&["sync", "--config", c.to_str().expect("p"), "--catalog", catalog.to_str().expect("p"), "--state", st.to_str().expect("p")], &[]).await;
+    let run = crate::support::tap(
+        &[
+            "sync",
+            "--config",
+            c.to_str().expect("p"),
+            "--catalog",
+            catalog.to_str().expect("p"),
+            "--state",
+            st.to_str().expect("p"),
+        ],
+        &[],
+    )
+    .await;
     let resynced = crate::support::Singer::parse(run).ok();
     let mut got = ids(&resynced.records("items"));
     got.sort();
@@ -738,7 +760,10 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     // GIVEN a server that refuses the credentials on the gRPC side
     emu.emu.faults().set(
         psdb_emulator::Fault::new(
-            psdb_emulator::FaultKind::Status { code: tonic::Code::Unauthenticated as i32, message: "password not enabled for Connect".into() },
+            psdb_emulator::FaultKind::Status {
+                code: tonic::Code::Unauthenticated as i32,
+                message: "password not enabled for Connect".into(),
+            },
             0,
         )
         .persistent()
@@ -748,33 +773,81 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     let refused = emu.sync(&catalog, Some(&resynced.last_state())).await;
     emu.emu.faults().clear();
     assert_eq!(refused.run.code, 1, "{}", refused.run.stderr);
-    assert!(refused.run.error_line().contains("refused the credentials"), "{}", refused.run.stderr);
-    assert!(refused.run.stderr.matches("retrying").count() == 0, "no retries on UNAUTHENTICATED");
+    assert!(
+        refused.run.error_line().contains("refused the credentials"),
+        "{}",
+        refused.run.stderr
+    );
+    assert!(
+        refused.run.stderr.matches("retrying").count() == 0,
+        "no retries on UNAUTHENTICATED"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
 #[tokio::test]
 async fn include_metadata_adds_declared_sdc_columns() {
-    let emu = Emu::start("meta", &["-80", "80-"], false, &[("-80", numbers_sql("items", 1, 10)), ("80-", numbers_sql("items", 11, 20))]).await;
+    let emu = Emu::start(
+        "meta",
+        &["-80", "80-"],
+        false,
+        &[
+            ("-80", numbers_sql("items", 1, 10)),
+            ("80-", numbers_sql("items", 11, 20)),
+        ],
+    )
+    .await;
     let catalog = emu.catalog(&[]).await;
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
     cfg["include_metadata"] = json!("true");
     cfg["max_parallel_readers"] = json!(1);
     let c = emu.scratch.write_json("config-meta.json", &cfg);
-    let run = crate::support::tap(&["sync", "--config", c.to_str().expect("p"), "--catalog", catalog.to_str().expect("p")], &[]).await;
+    let run = crate::support::tap(
+        &[
+            "sync",
+            "--config",
+            c.to_str().expect("p"),
+            "--catalog",
+            catalog.to_str().expect("p"),
+        ],
+        &[],
+    )
+    .await;
     let out = crate::support::Singer::parse(run).ok();
-    let schema = out.messages.iter().find(|m| m["type"] == "SCHEMA").expect("schema");
-    for k in ["_sdc_shard", "_sdc_position", "_sdc_sequence", "_sdc_deleted_at"] {
-        assert!(schema["schema"]["properties"].get(k).is_some(), "{k} declared");
+    let schema = out
+        .messages
+        .iter()
+        .find(|m| m["type"] == "SCHEMA")
+        .expect("schema");
+    for k in [
+        "_sdc_shard",
+        "_sdc_position",
+        "_sdc_sequence",
+        "_sdc_deleted_at",
+    ] {
+        assert!(
+            schema["schema"]["properties"].get(k).is_some(),
+            "{k} declared"
+        );
     }
     let recs = out.records("items");
     assert_eq!(recs.len(), 20);
-    let seqs: Vec<u64> = recs.iter().map(|r| r["_sdc_sequence"].as_u64().expect("seq")).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sequence rises: {seqs:?}");
+    let seqs: Vec<u64> = recs
+        .iter()
+        .map(|r| r["_sdc_sequence"].as_u64().expect("seq"))
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "sequence rises: {seqs:?}"
+    );
     for r in &recs {
         let shard = r["_sdc_shard"].as_str().expect("shard");
         let id = r["id"].as_u64().expect("id");
         assert_eq!(shard, if id <= 10 { "-80" } else { "80-" });
-        assert!(r["_sdc_position"].as_str().expect("pos").starts_with("MySQL56/"));
+        assert!(r["_sdc_position"]
+            .as_str()
+            .expect("pos")
+            .starts_with("MySQL56/"));
     }
 }

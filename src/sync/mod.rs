@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
+use tokio::signal::unix::{signal as unix_signal, SignalKind};
 use tokio::sync::{mpsc, OnceCell, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -137,11 +138,19 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
         .map(|t| (t.name.clone(), t))
         .collect();
     if let Some(p) = &state_path {
-        // Shards in the state that no longer exist are kept, but say so.
-        for (stream, sb) in &state.bookmarks {
-            for shard in sb.shards.keys() {
-                if !available.contains(shard) {
-                    warn!(state = %p.display(), stream = %stream, shard = %shard, "state names a shard the keyspace no longer has; keeping its bookmark untouched");
+        // A selected stream's cursor for a shard that is gone cannot be
+        // resumed: its rows now live in other shards.
+        for sel in &selected {
+            if let Some(sb) = state.bookmarks.get(&sel.name) {
+                if let Some(shard) = sb.shards.keys().find(|s| !available.contains(s)) {
+                    return Err(state::StateError::GoneShard {
+                        path: p.display().to_string(),
+                        stream: sel.name.clone(),
+                        shard: shard.clone(),
+                        keyspace: keyspace.clone(),
+                        available: available.join(", "),
+                    }
+                    .into());
                 }
             }
         }
@@ -242,6 +251,12 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
         .await
         .map_err(|e| TapError::Runtime(e.to_string()))?;
 
+    // From here on SIGINT/SIGTERM stop the run cleanly: readers stop, and
+    // a final STATE covers exactly what was written.
+    let signal_err =
+        |e: std::io::Error| TapError::Runtime(format!("cannot watch for signals: {e}"));
+    let mut sigterm = unix_signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut sigint = unix_signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut out = SingerWriter::stdout();
     for (name, schema, keys) in &schemas {
         out.schema(name, schema, keys, None)?;
@@ -335,6 +350,16 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
     loop {
         let event = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+            _ = sigterm.recv() => {
+                failure = Some(TapError::Interrupted { signal: "SIGTERM", code: 143 });
+                tasks.abort_all();
+                break;
+            }
+            _ = sigint.recv() => {
+                failure = Some(TapError::Interrupted { signal: "SIGINT", code: 130 });
+                tasks.abort_all();
+                break;
+            }
             _ = ticker.tick() => {
                 if dirty && last_state.elapsed() >= settings.state_interval {
                     out.state(&state.to_json())?;
@@ -427,6 +452,7 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
             }
         }
     }
+    tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     out.state(&state.to_json())?;
     summary(&slot_states, &specs, run_started);
