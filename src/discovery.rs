@@ -193,10 +193,12 @@ mod tests {
                 RawColumn {
                     name: "id".into(),
                     column_type: "bigint unsigned".into(),
+                    in_primary_key: true,
                 },
                 RawColumn {
                     name: "flag".into(),
                     column_type: "tinyint(1)".into(),
+                    in_primary_key: false,
                 },
             ],
             primary_key: vec!["id".into()],

@@ -18,7 +18,7 @@ pub enum TapError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
-    State(#[from] StateError),
+    State(Box<StateError>),
     #[error(transparent)]
     MySql(#[from] MySqlError),
     #[error("{0}")]
@@ -27,6 +27,12 @@ pub enum TapError {
     Output(#[from] std::io::Error),
     #[error("stopped by {signal}; the last STATE covers every record written")]
     Interrupted { signal: &'static str, code: u8 },
+}
+
+impl From<StateError> for TapError {
+    fn from(e: StateError) -> TapError {
+        TapError::State(Box::new(e))
+    }
 }
 
 impl TapError {

@@ -30,7 +30,7 @@ pub enum MySqlError {
     #[error("query `{what}` failed: {source}")]
     Query {
         what: &'static str,
-        source: mysql_async::Error,
+        source: Box<mysql_async::Error>,
     },
     #[error("query `{what}` returned an unexpected value in column {column}: {problem}")]
     Shape {
@@ -46,7 +46,7 @@ impl MySqlError {
         match self {
             MySqlError::Unreachable { .. } | MySqlError::Timeout { .. } => true,
             MySqlError::Query { source, .. } => matches!(
-                source,
+                **source,
                 mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
             ),
             _ => false,
@@ -212,11 +212,70 @@ pub struct RawTable {
 pub struct RawColumn {
     pub name: String,
     pub column_type: String,
+    /// `column_key = 'PRI'`, used to cross-check the key.
+    pub in_primary_key: bool,
 }
 
 /// Reads every table, column and primary key of a schema in three queries,
 /// whatever the number of tables.
+///
+/// The three answers are not one snapshot: DDL running meanwhile (an online
+/// schema change, Vitess's own table management) can make them disagree,
+/// and information_schema silently skips tables it cannot open. So the
+/// answers are cross-checked (every `PRI` column is in the key, every key
+/// column exists, every base table has columns) and read again when they
+/// disagree.
 pub async fn describe_schema(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, MySqlError> {
+    let mut attempt = 0;
+    loop {
+        let tables = describe_once(conn, schema).await?;
+        match inconsistency(&tables) {
+            None => return Ok(tables),
+            Some(problem) if attempt >= 4 => {
+                return Err(MySqlError::Shape {
+                    what: "information_schema",
+                    column: 0,
+                    problem: format!(
+                        "answers stayed inconsistent ({problem}); is DDL running? try again"
+                    ),
+                })
+            }
+            Some(problem) => {
+                tracing::debug!(%problem, attempt, "information_schema answers disagree; reading again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+}
+
+/// What is wrong with one reading of the schema, if anything.
+fn inconsistency(tables: &[RawTable]) -> Option<String> {
+    for t in tables {
+        if t.columns.is_empty() && !t.is_view {
+            return Some(format!("table `{}` has no columns", t.name));
+        }
+        for k in &t.primary_key {
+            if !t.columns.iter().any(|c| &c.name == k) {
+                return Some(format!(
+                    "key column `{}` of `{}` is not among its columns",
+                    k, t.name
+                ));
+            }
+        }
+        for c in t.columns.iter().filter(|c| c.in_primary_key) {
+            if !t.primary_key.contains(&c.name) {
+                return Some(format!(
+                    "column `{}` of `{}` is marked PRI but the key lacks it",
+                    c.name, t.name
+                ));
+            }
+        }
+    }
+    None
+}
+
+async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, MySqlError> {
     const TABLES: &str =
         "SELECT table_name, table_type, table_rows FROM information_schema.tables \
                           WHERE table_schema = ? ORDER BY table_name";
@@ -231,7 +290,7 @@ pub async fn describe_schema(conn: &mut Conn, schema: &str) -> Result<Vec<RawTab
             .await
             .map_err(|source| MySqlError::Query {
                 what: "information_schema.tables",
-                source,
+                source: Box::new(source),
             })?;
     let mut tables: Vec<RawTable> = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -256,7 +315,7 @@ pub async fn describe_schema(conn: &mut Conn, schema: &str) -> Result<Vec<RawTab
             .await
             .map_err(|source| MySqlError::Query {
                 what: "information_schema.columns",
-                source,
+                source: Box::new(source),
             })?;
     for row in &rows {
         let table = text(row, 0, "information_schema.columns")?;
@@ -264,6 +323,7 @@ pub async fn describe_schema(conn: &mut Conn, schema: &str) -> Result<Vec<RawTab
             tables[i].columns.push(RawColumn {
                 name: text(row, 1, "information_schema.columns")?,
                 column_type: text(row, 2, "information_schema.columns")?,
+                in_primary_key: text(row, 3, "information_schema.columns")? == "PRI",
             });
         }
     }
@@ -273,7 +333,7 @@ pub async fn describe_schema(conn: &mut Conn, schema: &str) -> Result<Vec<RawTab
         .await
         .map_err(|source| MySqlError::Query {
             what: "information_schema.statistics",
-            source,
+            source: Box::new(source),
         })?;
     for row in &rows {
         let table = text(row, 0, "information_schema.statistics")?;
@@ -294,7 +354,7 @@ pub async fn shards(conn: &mut Conn, keyspace: &str) -> Result<Vec<String>, MySq
             .await
             .map_err(|source| MySqlError::Query {
                 what: "SHOW VITESS_SHARDS",
-                source,
+                source: Box::new(source),
             })?;
     let prefix = format!("{keyspace}/");
     let mut out = Vec::new();
@@ -323,7 +383,7 @@ pub async fn tablets(conn: &mut Conn) -> Result<Vec<Tablet>, MySqlError> {
             .await
             .map_err(|source| MySqlError::Query {
                 what: "SHOW VITESS_TABLETS",
-                source,
+                source: Box::new(source),
             })?;
     let mut out = Vec::new();
     for row in &rows {
@@ -346,6 +406,31 @@ pub async fn close(conn: Conn) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inconsistent_answers_are_caught() {
+        let col = |n: &str, pri: bool| RawColumn {
+            name: n.into(),
+            column_type: "int".into(),
+            in_primary_key: pri,
+        };
+        let t = |cols: Vec<RawColumn>, pk: &[&str], view: bool| RawTable {
+            name: "t".into(),
+            is_view: view,
+            row_count: None,
+            columns: cols,
+            primary_key: pk.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            inconsistency(&[t(vec![col("id", true), col("v", false)], &["id"], false)]),
+            None
+        );
+        assert_eq!(inconsistency(&[t(vec![col("a", false)], &[], false)]), None);
+        assert!(inconsistency(&[t(vec![col("v", false)], &["id"], false)]).is_some());
+        assert!(inconsistency(&[t(vec![col("id", true)], &[], false)]).is_some());
+        assert!(inconsistency(&[t(vec![], &[], false)]).is_some());
+        assert_eq!(inconsistency(&[t(vec![], &[], true)]), None);
+    }
 
     #[test]
     fn quoting() {
