@@ -280,7 +280,7 @@ async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, M
         "SELECT table_name, table_type, table_rows FROM information_schema.tables \
                           WHERE table_schema = ? ORDER BY table_name";
     const COLUMNS: &str =
-        "SELECT table_name, column_name, column_type FROM information_schema.columns \
+        "SELECT table_name, column_name, column_type, column_key FROM information_schema.columns \
                            WHERE table_schema = ? ORDER BY table_name, ordinal_position";
     const KEYS: &str = "SELECT table_name, column_name FROM information_schema.statistics \
                         WHERE table_schema = ? AND index_name = 'PRIMARY' ORDER BY table_name, seq_in_index";

@@ -7,5 +7,6 @@ mod support;
 mod cli;
 mod corpus;
 mod discover;
+mod faults;
 mod reliability;
 mod sync;

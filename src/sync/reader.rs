@@ -227,6 +227,32 @@ fn reached(cursor: &TableCursor, stop: &Position) -> bool {
     }
 }
 
+/// Keeps a copy's floor in its cursors. During a copy the saved position is
+/// the floor (the server ignores it on resume anyway). When the copy ends
+/// past the floor, the cursor goes back to the floor and `true` says to
+/// restart the session from there.
+fn apply_floor(floor: &mut Option<String>, c: &mut TableCursor) -> bool {
+    if c.last_known_pk.is_some() {
+        match floor {
+            Some(f) => c.position = f.clone(),
+            None if !c.position.is_empty() => *floor = Some(c.position.clone()),
+            None => {}
+        }
+        return false;
+    }
+    let Some(f) = floor.take() else {
+        return false;
+    };
+    let newer = match (Position::parse(&c.position), Position::parse(&f)) {
+        (Ok(now), Ok(start)) => now.after(&start),
+        _ => false,
+    };
+    if newer {
+        c.position = f;
+    }
+    newer
+}
+
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … capped at 30 s.
 fn backoff(attempt: u32) -> Duration {
     let base = 500u64.saturating_mul(1u64 << attempt.min(6)).min(30_000);
@@ -549,6 +575,16 @@ async fn read(
     let mut attempts: u32 = 0;
     let mut first_stop = true;
     let mut copying = cursor.last_known_pk.is_some() || cursor.position.is_empty();
+    // The copy's floor: the position where this copy began. A copy resumed
+    // by primary key gets a new snapshot from the server, so changes made
+    // between the first snapshot and the new one to rows already copied
+    // would be lost; the floor is kept in the saved copy cursor and, once
+    // the copy ends, changes are read again from it.
+    let mut floor: Option<String> = cursor
+        .last_known_pk
+        .as_ref()
+        .and(Some(cursor.position.clone()))
+        .filter(|p| !p.is_empty());
     let started = Instant::now();
     loop {
         // The stop position: peeked once per shard for the whole run, and
@@ -616,7 +652,7 @@ async fn read(
             match msg {
                 Ok(None) => break,
                 Ok(Some(resp)) => {
-                    let batch = conv.batch(ctx, slot, &resp, copying).map_err(|problem| {
+                    let mut batch = conv.batch(ctx, slot, &resp, copying).map_err(|problem| {
                         ReadError::Data {
                             stream: slot.stream.name.clone(),
                             shard: slot.shard.clone(),
@@ -625,13 +661,19 @@ async fn read(
                     })?;
                     copying = batch.copying;
                     let had_cursor = batch.cursor.is_some();
-                    if let Some(c) = &batch.cursor {
+                    let mut rewind = false;
+                    if let Some(c) = batch.cursor.as_mut() {
+                        rewind = apply_floor(&mut floor, c);
                         cursor = c.clone();
                     }
                     if (batch.records > 0 || had_cursor)
                         && tx.send(Event::Batch(batch)).await.is_err()
                     {
                         return Ok(()); // the writer is gone: shutting down
+                    }
+                    if rewind {
+                        debug!(stream = %slot.stream.name, shard = %slot.shard, from = %cursor.position, "copy was resumed; reading changes again from where it began");
+                        break;
                     }
                     if had_cursor {
                         attempts = 0;
@@ -735,6 +777,39 @@ mod tests {
             &c("MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-4", false),
             &stop
         ));
+    }
+
+    #[test]
+    fn a_resumed_copy_rewinds_to_its_floor() {
+        let p1 = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
+        let p2 = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-9";
+        let c = |pos: &str, copy: bool| TableCursor {
+            position: pos.into(),
+            last_known_pk: copy.then(QueryResult::default),
+            ..Default::default()
+        };
+        // a fresh copy: floor from the first cursor, no rewind at the end
+        let mut floor = None;
+        let mut x = c(p1, true);
+        assert!(!apply_floor(&mut floor, &mut x));
+        assert_eq!(floor.as_deref(), Some(p1));
+        let mut end = c(p1, false);
+        assert!(!apply_floor(&mut floor, &mut end));
+        assert_eq!(end.position, p1);
+        // a resumed copy: the server's new snapshot is replaced by the floor,
+        // and the end of the copy rewinds to it
+        let mut floor = Some(p1.to_string());
+        let mut mid = c(p2, true);
+        assert!(!apply_floor(&mut floor, &mut mid));
+        assert_eq!(mid.position, p1, "saved copy cursors keep the floor");
+        let mut end = c(p2, false);
+        assert!(apply_floor(&mut floor, &mut end));
+        assert_eq!(end.position, p1);
+        assert!(floor.is_none());
+        // afterwards, changes move on normally
+        let mut next = c(p2, false);
+        assert!(!apply_floor(&mut floor, &mut next));
+        assert_eq!(next.position, p2);
     }
 
     #[test]
