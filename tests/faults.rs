@@ -77,8 +77,14 @@ async fn churn(dbs: Vec<String>, seed: u64, ops: u32, pause: Duration) {
 async fn table(emu: &Emu) -> BTreeMap<u64, (String, i64)> {
     let mut out = BTreeMap::new();
     for shard in SHARDS {
-        let mut conn = mariadb().connect(Some(emu.emu.shard_database(shard))).await.expect("connect");
-        let rows: Vec<(u64, Option<String>, Option<i64>)> = conn.query("SELECT id, v, n FROM items").await.expect("select");
+        let mut conn = mariadb()
+            .connect(Some(emu.emu.shard_database(shard)))
+            .await
+            .expect("connect");
+        let rows: Vec<(u64, Option<String>, Option<i64>)> = conn
+            .query("SELECT id, v, n FROM items")
+            .await
+            .expect("select");
         for (id, v, n) in rows {
             out.insert(id, (v.unwrap_or_default(), n.unwrap_or_default()));
         }
@@ -100,7 +106,10 @@ fn replay(messages: &[Value], into: &mut BTreeMap<u64, (String, i64)>) -> (usize
                 dup += 1;
             }
         } else {
-            let row = (r["v"].as_str().unwrap_or_default().to_string(), r["n"].as_i64().unwrap_or_default());
+            let row = (
+                r["v"].as_str().unwrap_or_default().to_string(),
+                r["n"].as_i64().unwrap_or_default(),
+            );
             if into.insert(id, row.clone()).as_ref() == Some(&row) {
                 dup += 1;
             }
@@ -110,11 +119,17 @@ fn replay(messages: &[Value], into: &mut BTreeMap<u64, (String, i64)>) -> (usize
 }
 
 fn parse_lines(text: &str) -> Vec<Value> {
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn last_state(messages: &[Value]) -> Option<Value> {
-    messages.iter().rev().find(|m| m["type"] == "STATE").map(|m| m["value"].clone())
+    messages
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "STATE")
+        .map(|m| m["value"].clone())
 }
 
 struct Trial {
@@ -127,26 +142,56 @@ struct Trial {
 }
 
 fn dbs(emu: &Emu) -> Vec<String> {
-    SHARDS.iter().map(|s| emu.emu.shard_database(s).to_string()).collect()
+    SHARDS
+        .iter()
+        .map(|s| emu.emu.shard_database(s).to_string())
+        .collect()
 }
 
 impl Trial {
     async fn new(name: &str, rows: u64, timeout_seconds: u64) -> Trial {
-        let emu = Emu::start(name, &SHARDS, false, &[("-80", seed_sql("-80", rows)), ("80-", seed_sql("80-", rows))]).await;
+        let emu = Emu::start(
+            name,
+            &SHARDS,
+            false,
+            &[
+                ("-80", seed_sql("-80", rows)),
+                ("80-", seed_sql("80-", rows)),
+            ],
+        )
+        .await;
         let catalog = emu.catalog(&[]).await;
-        let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg"))
+                .expect("json");
         cfg["timeout_seconds"] = json!(timeout_seconds);
         cfg["state_interval_records"] = json!(500);
         cfg["max_retries"] = json!(8);
         let config = emu.scratch.write_json("trial-config.json", &cfg);
-        Trial { emu, catalog, config, messages: Vec::new(), state: None, runs: 0 }
+        Trial {
+            emu,
+            catalog,
+            config,
+            messages: Vec::new(),
+            state: None,
+            runs: 0,
+        }
     }
 
     /// One sync from the current state; its output joins the record.
     async fn run(&mut self) -> Singer {
-        let mut args = vec!["sync".to_string(), "--config".into(), self.config.to_str().expect("p").into(), "--catalog".into(), self.catalog.to_str().expect("p").into()];
+        let mut args = vec![
+            "sync".to_string(),
+            "--config".into(),
+            self.config.to_str().expect("p").into(),
+            "--catalog".into(),
+            self.catalog.to_str().expect("p").into(),
+        ];
         if let Some(st) = &self.state {
-            let p = self.emu.scratch.write_json(&format!("trial-state-{}.json", self.runs), st);
+            let p = self
+                .emu
+                .scratch
+                .write_json(&format!("trial-state-{}.json", self.runs), st);
             args.push("--state".into());
             args.push(p.to_str().expect("p").into());
         }
@@ -171,11 +216,29 @@ impl Trial {
         let mut replayed = BTreeMap::new();
         let (records, duplicates) = replay(&self.messages, &mut replayed);
         let want = table(&self.emu).await;
-        let missing: Vec<&u64> = want.keys().filter(|k| !replayed.contains_key(k)).take(10).collect();
-        let extra: Vec<&u64> = replayed.keys().filter(|k| !want.contains_key(k)).take(10).collect();
-        let differ: Vec<&u64> = want.iter().filter(|(k, v)| replayed.get(k).is_some_and(|r| r != *v)).map(|(k, _)| k).take(10).collect();
+        let missing: Vec<&u64> = want
+            .keys()
+            .filter(|k| !replayed.contains_key(k))
+            .take(10)
+            .collect();
+        let extra: Vec<&u64> = replayed
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .take(10)
+            .collect();
+        let differ: Vec<&u64> = want
+            .iter()
+            .filter(|(k, v)| replayed.get(k).is_some_and(|r| r != *v))
+            .map(|(k, _)| k)
+            .take(10)
+            .collect();
         if !(missing.is_empty() && extra.is_empty() && differ.is_empty()) {
-            for id in missing.iter().chain(extra.iter()).chain(differ.iter()).take(3) {
+            for id in missing
+                .iter()
+                .chain(extra.iter())
+                .chain(differ.iter())
+                .take(3)
+            {
                 let history: Vec<String> = self
                     .messages
                     .iter()
@@ -199,7 +262,10 @@ impl Trial {
 }
 
 fn status(code: tonic::Code, message: &str) -> FaultKind {
-    FaultKind::Status { code: code as i32, message: message.into() }
+    FaultKind::Status {
+        code: code as i32,
+        message: message.into(),
+    }
 }
 
 /// A recoverable fault during the first run: the run itself completes.
@@ -208,8 +274,18 @@ async fn recoverable(name: &str, fault: Fault, timeout_seconds: u64) {
     t.emu.emu.faults().set(fault);
     let d = dbs(&t.emu);
     let (_, out) = tokio::join!(churn(d, 7, 150, Duration::from_millis(2)), t.run());
-    assert_eq!(out.run.code, 0, "{name}: a recoverable fault must not fail the run:\n{}", out.run.stderr);
-    assert!(out.run.stderr.contains("retrying") || out.run.stderr.contains("resuming") || timeout_seconds < 10, "{name}: no retry logged:\n{}", out.run.stderr);
+    assert_eq!(
+        out.run.code, 0,
+        "{name}: a recoverable fault must not fail the run:\n{}",
+        out.run.stderr
+    );
+    assert!(
+        out.run.stderr.contains("retrying")
+            || out.run.stderr.contains("resuming")
+            || timeout_seconds < 10,
+        "{name}: no retry logged:\n{}",
+        out.run.stderr
+    );
     t.finish().await;
 }
 
@@ -225,22 +301,41 @@ async fn permanent(name: &str, arm: impl FnOnce(&Emu), want: &str, during_change
         arm(&t.emu);
         let out = t.run().await;
         assert_eq!(out.run.code, 1, "{name}: {}", out.run.stderr);
-        assert!(out.run.error_line().contains(want), "{name}: {}", out.run.stderr);
-        assert!(last_state(&out.messages).is_some(), "{name}: a STATE is emitted");
+        assert!(
+            out.run.error_line().contains(want),
+            "{name}: {}",
+            out.run.stderr
+        );
+        assert!(
+            last_state(&out.messages).is_some(),
+            "{name}: a STATE is emitted"
+        );
     } else {
         arm(&t.emu);
         let d = dbs(&t.emu);
         let (_, out) = tokio::join!(churn(d, 13, 150, Duration::from_millis(2)), t.run());
         assert_eq!(out.run.code, 1, "{name}: {}", out.run.stderr);
-        assert!(out.run.error_line().contains(want), "{name}: {}", out.run.stderr);
-        assert!(last_state(&out.messages).is_some(), "{name}: a STATE is emitted");
+        assert!(
+            out.run.error_line().contains(want),
+            "{name}: {}",
+            out.run.stderr
+        );
+        assert!(
+            last_state(&out.messages).is_some(),
+            "{name}: a STATE is emitted"
+        );
     }
     t.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_unavailable_after_n_responses() {
-    recoverable("f_unavail", Fault::new(status(tonic::Code::Unavailable, "injected unavailable"), 1), 30).await;
+    recoverable(
+        "f_unavail",
+        Fault::new(status(tonic::Code::Unavailable, "injected unavailable"), 1),
+        30,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +355,10 @@ async fn fault_tcp_drop_during_changes() {
     assert_eq!(first.run.code, 0, "{}", first.run.stderr);
     churn(dbs(&t.emu), 17, 200, Duration::ZERO).await;
     t.emu.emu.settle().await.expect("settle");
-    t.emu.emu.faults().set(Fault::new(FaultKind::DropConnection, 0).persistent());
+    t.emu
+        .emu
+        .faults()
+        .set(Fault::new(FaultKind::DropConnection, 0).persistent());
     let emu_faults = t.emu.emu.faults();
     // clear the persistent drop after a few retries
     let clear = async move {
@@ -269,7 +367,11 @@ async fn fault_tcp_drop_during_changes() {
     };
     let (_, out) = tokio::join!(clear, t.run());
     assert_eq!(out.run.code, 0, "{}", out.run.stderr);
-    assert!(out.run.stderr.contains("retrying") || out.run.stderr.contains("resuming"), "{}", out.run.stderr);
+    assert!(
+        out.run.stderr.contains("retrying") || out.run.stderr.contains("resuming"),
+        "{}",
+        out.run.stderr
+    );
     t.finish().await;
 }
 
@@ -277,7 +379,12 @@ async fn fault_tcp_drop_during_changes() {
 async fn fault_unauthenticated_mid_run() {
     permanent(
         "f_unauth",
-        |e| e.emu.faults().set(Fault::new(status(tonic::Code::Unauthenticated, "credentials revoked"), 1)),
+        |e| {
+            e.emu.faults().set(Fault::new(
+                status(tonic::Code::Unauthenticated, "credentials revoked"),
+                1,
+            ))
+        },
         "refused the credentials",
         false,
     )
@@ -286,12 +393,24 @@ async fn fault_unauthenticated_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_purged_position() {
-    permanent("f_purged", |e| e.emu.faults().set_purged_before(None, u64::MAX), "purged", true).await;
+    permanent(
+        "f_purged",
+        |e| e.emu.faults().set_purged_before(None, u64::MAX),
+        "purged",
+        true,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_malformed_row() {
-    permanent("f_malformed", |e| e.emu.faults().set(Fault::new(FaultKind::MalformedRow, 0)), "bad data from the server", false).await;
+    permanent(
+        "f_malformed",
+        |e| e.emu.faults().set(Fault::new(FaultKind::MalformedRow, 0)),
+        "bad data from the server",
+        false,
+    )
+    .await;
 }
 
 /// Crash and resume: SIGKILL the tap at seeded random moments while rows
@@ -303,7 +422,10 @@ async fn crash_and_resume_loses_nothing() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2, 3, 4, 5]);
-    let kills_per_seed: u32 = std::env::var("CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let kills_per_seed: u32 = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let mut report = Vec::new();
     for seed in seeds {
         let mut t = Trial::new(&format!("crash{seed}"), 8000, 30).await;
@@ -314,15 +436,30 @@ async fn crash_and_resume_loses_nothing() {
             // number of output lines (or a random delay)
             let after_lines = 1 + rng.below(if k == 0 { 12 } else { 6 });
             let churn_seed = seed * 100 + u64::from(k);
-            let mut args = vec!["sync".to_string(), "--config".into(), t.config.to_str().expect("p").into(), "--catalog".into(), t.catalog.to_str().expect("p").into()];
+            let mut args = vec![
+                "sync".to_string(),
+                "--config".into(),
+                t.config.to_str().expect("p").into(),
+                "--catalog".into(),
+                t.catalog.to_str().expect("p").into(),
+            ];
             if let Some(st) = &t.state {
-                let p = t.emu.scratch.write_json(&format!("crash-state-{k}.json"), st);
+                let p = t
+                    .emu
+                    .scratch
+                    .write_json(&format!("crash-state-{k}.json"), st);
                 args.push("--state".into());
                 args.push(p.to_str().expect("p").into());
             }
             let delay_ms = rng.below(400);
             let reader = tokio::task::spawn_blocking(move || {
-                let mut child = Command::new(BIN).args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+                let mut child = Command::new(BIN)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn");
                 let stdout = child.stdout.take().expect("stdout");
                 let mut lines = Vec::new();
                 let mut reader = BufReader::new(stdout);
@@ -340,7 +477,10 @@ async fn crash_and_resume_loses_nothing() {
                             }
                         }
                     }
-                    if !killed && (lines.len() as u64 >= after_lines || started.elapsed() > Duration::from_millis(delay_ms + 200)) {
+                    if !killed
+                        && (lines.len() as u64 >= after_lines
+                            || started.elapsed() > Duration::from_millis(delay_ms + 200))
+                    {
                         let _ = child.kill();
                         killed = true;
                     }
@@ -368,6 +508,12 @@ async fn crash_and_resume_loses_nothing() {
     for (seed, kills, records, dup) in &report {
         println!("crash-and-resume seed {seed}: {kills} kills, {records} records, {dup} duplicates, 0 rows lost");
     }
-    assert!(report.len() >= 5 || std::env::var("CRASH_SEEDS").is_ok(), "at least 5 seeds");
-    assert!(total_kills >= 20 || std::env::var("CRASH_KILLS").is_ok(), "at least 20 kills, got {total_kills}");
+    assert!(
+        report.len() >= 5 || std::env::var("CRASH_SEEDS").is_ok(),
+        "at least 5 seeds"
+    );
+    assert!(
+        total_kills >= 20 || std::env::var("CRASH_KILLS").is_ok(),
+        "at least 20 kills, got {total_kills}"
+    );
 }

@@ -8,5 +8,6 @@ mod cli;
 mod corpus;
 mod discover;
 mod faults;
+mod fuzz;
 mod reliability;
 mod sync;
