@@ -64,6 +64,9 @@ pub enum StateError {
     },
 }
 
+/// Shard bookmark key holding a copy's floor (see [`State::copy_floor`]).
+const COPY_FLOOR: &str = "copy_floor";
+
 /// One shard's saved cursor.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ShardBookmark {
@@ -199,6 +202,41 @@ impl State {
                         extra: Map::new(),
                     },
                 );
+            }
+        }
+    }
+
+    /// The position a copy of this (stream, shard) began at, kept beside
+    /// the cursor (`copy_floor`, a key the Go tap ignores) from before the
+    /// first record of the copy until the copy is done, so that a copy
+    /// restarted after a crash also replays the changes since then.
+    pub fn copy_floor(&self, stream: &str, shard: &str) -> Option<String> {
+        self.bookmarks
+            .get(stream)?
+            .shards
+            .get(shard)?
+            .extra
+            .get(COPY_FLOOR)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// Sets or clears the copy floor of one (stream, shard).
+    pub fn set_copy_floor(&mut self, stream: &str, shard: &str, floor: Option<&str>) {
+        let Some(b) = self
+            .bookmarks
+            .get_mut(stream)
+            .and_then(|sb| sb.shards.get_mut(shard))
+        else {
+            return;
+        };
+        match floor {
+            Some(f) => {
+                b.extra
+                    .insert(COPY_FLOOR.into(), Value::String(f.to_string()));
+            }
+            None => {
+                b.extra.remove(COPY_FLOOR);
             }
         }
     }

@@ -251,6 +251,9 @@ impl Trial {
                 let text: Vec<String> = self.messages.iter().map(|m| m.to_string()).collect();
                 let _ = std::fs::write(&path, text.join("\n"));
                 eprintln!("dumped to {path}; shard dbs {:?}", dbs(&self.emu));
+                if std::env::var("CRASH_HOLD").is_ok() {
+                    std::thread::sleep(Duration::from_secs(900));
+                }
             }
         }
         assert!(

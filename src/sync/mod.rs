@@ -291,6 +291,7 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
                 stream: spec.clone(),
                 shard: shard.clone(),
                 start,
+                floor: state.copy_floor(&spec.name, shard),
             });
         }
     }
@@ -395,6 +396,9 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
                         }
                         _ => {
                             state.set_cursor(&spec.name, &ss.shard, c);
+                            if c.last_known_pk.is_none() && !c.position.is_empty() {
+                                state.set_copy_floor(&spec.name, &ss.shard, None);
+                            }
                             dirty = true;
                         }
                     }
@@ -407,6 +411,13 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
                     last_state = Instant::now();
                     dirty = false;
                 }
+            }
+            Event::CopyFloor { slot, floor } => {
+                let ss = &slot_states[slot];
+                state.set_copy_floor(&specs[ss.stream].name, &ss.shard, Some(&floor));
+                out.state(&state.to_json())?;
+                last_state = Instant::now();
+                since_state = 0;
             }
             Event::Reset { slot, cursor } => {
                 let ss = &slot_states[slot];

@@ -67,6 +67,8 @@ pub struct Slot {
     pub stream: Arc<StreamSpec>,
     pub shard: String,
     pub start: TableCursor,
+    /// Where an interrupted copy began, from the state, if known.
+    pub floor: Option<String>,
 }
 
 /// Row counts of one (stream, shard).
@@ -103,6 +105,12 @@ pub enum Event {
     Reset {
         slot: usize,
         cursor: TableCursor,
+    },
+    /// A copy is about to begin at or after this position: saved (and a
+    /// STATE emitted) before the copy's first record.
+    CopyFloor {
+        slot: usize,
+        floor: String,
     },
     Done {
         slot: usize,
@@ -228,10 +236,10 @@ fn reached(cursor: &TableCursor, stop: &Position) -> bool {
 }
 
 /// Keeps a copy's floor in its cursors. During a copy the saved position is
-/// the floor (the server ignores it on resume anyway). When the copy ends
-/// past the floor, the cursor goes back to the floor and `true` says to
-/// restart the session from there.
-fn apply_floor(floor: &mut Option<String>, c: &mut TableCursor) -> bool {
+/// the floor (the server ignores it on resume anyway). When a copy that was
+/// restarted ends past the floor, the cursor goes back to the floor and
+/// `true` says to restart the session from there.
+fn apply_floor(floor: &mut Option<String>, c: &mut TableCursor, resumed: bool) -> bool {
     if c.last_known_pk.is_some() {
         match floor {
             Some(f) => c.position = f.clone(),
@@ -243,10 +251,11 @@ fn apply_floor(floor: &mut Option<String>, c: &mut TableCursor) -> bool {
     let Some(f) = floor.take() else {
         return false;
     };
-    let newer = match (Position::parse(&c.position), Position::parse(&f)) {
-        (Ok(now), Ok(start)) => now.after(&start),
-        _ => false,
-    };
+    let newer = resumed
+        && match (Position::parse(&c.position), Position::parse(&f)) {
+            (Ok(now), Ok(start)) => now.after(&start),
+            _ => false,
+        };
     if newer {
         c.position = f;
     }
@@ -584,7 +593,11 @@ async fn read(
         .last_known_pk
         .as_ref()
         .and(Some(cursor.position.clone()))
-        .filter(|p| !p.is_empty());
+        .filter(|p| !p.is_empty())
+        .or_else(|| slot.floor.clone());
+    // Whether this copy has been restarted (here or in an earlier run); only
+    // then can rows already emitted be older than the copy's snapshot.
+    let mut resumed = floor.is_some();
     let started = Instant::now();
     loop {
         // The stop position: peeked once per shard for the whole run, and
@@ -623,6 +636,22 @@ async fn read(
             return Ok(());
         }
 
+        if cursor.position.is_empty() && cursor.last_known_pk.is_none() && floor.is_none() {
+            // A fresh copy: its floor is the stop position just peeked, at or
+            // before the copy's own snapshot. It reaches the state before
+            // the copy's first record.
+            floor = Some(stop_text.clone());
+            let event = Event::CopyFloor {
+                slot: slot.index,
+                floor: stop_text.clone(),
+            };
+            if tx.send(event).await.is_err() {
+                return Ok(());
+            }
+        }
+        if cursor.last_known_pk.is_some() {
+            resumed = true;
+        }
         let req = request(ctx, slot, &cursor);
         let deadline = tokio::time::Instant::now() + ctx.timeout;
         let mut sync = match ctx.client.sync(req, ctx.timeout).await {
@@ -663,7 +692,7 @@ async fn read(
                     let had_cursor = batch.cursor.is_some();
                     let mut rewind = false;
                     if let Some(c) = batch.cursor.as_mut() {
-                        rewind = apply_floor(&mut floor, c);
+                        rewind = apply_floor(&mut floor, c, resumed);
                         cursor = c.clone();
                     }
                     if (batch.records > 0 || had_cursor)
@@ -791,24 +820,24 @@ mod tests {
         // a fresh copy: floor from the first cursor, no rewind at the end
         let mut floor = None;
         let mut x = c(p1, true);
-        assert!(!apply_floor(&mut floor, &mut x));
+        assert!(!apply_floor(&mut floor, &mut x, false));
         assert_eq!(floor.as_deref(), Some(p1));
-        let mut end = c(p1, false);
-        assert!(!apply_floor(&mut floor, &mut end));
-        assert_eq!(end.position, p1);
+        let mut end = c(p2, false);
+        assert!(!apply_floor(&mut floor, &mut end, false));
+        assert_eq!(end.position, p2, "an uninterrupted copy needs no rewind");
         // a resumed copy: the server's new snapshot is replaced by the floor,
         // and the end of the copy rewinds to it
         let mut floor = Some(p1.to_string());
         let mut mid = c(p2, true);
-        assert!(!apply_floor(&mut floor, &mut mid));
+        assert!(!apply_floor(&mut floor, &mut mid, true));
         assert_eq!(mid.position, p1, "saved copy cursors keep the floor");
         let mut end = c(p2, false);
-        assert!(apply_floor(&mut floor, &mut end));
+        assert!(apply_floor(&mut floor, &mut end, true));
         assert_eq!(end.position, p1);
         assert!(floor.is_none());
         // afterwards, changes move on normally
         let mut next = c(p2, false);
-        assert!(!apply_floor(&mut floor, &mut next));
+        assert!(!apply_floor(&mut floor, &mut next, true));
         assert_eq!(next.position, p2);
     }
 
