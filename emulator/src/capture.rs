@@ -83,7 +83,15 @@ pub struct ShardCapture {
     pub database: String,
     pub uuid: String,
     head: watch::Receiver<u64>,
-    refresh: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    requests: mpsc::Sender<Request>,
+}
+
+/// A request to the capture task, answered after its next poll.
+#[derive(Debug)]
+struct Request {
+    /// Re-scan tables before polling.
+    scan: bool,
+    reply: oneshot::Sender<Result<u64, String>>,
 }
 
 impl ShardCapture {
@@ -101,11 +109,23 @@ impl ShardCapture {
         format!("MySQL56/{}:1-{}", self.uuid, n.max(1))
     }
 
-    /// Re-scans tables and installs capture now, waiting until done.
+    /// Re-scans tables and installs capture now, then numbers every
+    /// transaction committed so far; waits until done.
     pub async fn refresh(&self) -> Result<(), CaptureError> {
-        let (tx, rx) = oneshot::channel();
-        self.refresh
-            .send(tx)
+        self.request(true).await.map(|_| ())
+    }
+
+    /// Numbers every transaction committed before this call and returns the
+    /// new head (so a `current` peek includes a commit made just before it,
+    /// as on a real server).
+    pub async fn sync_now(&self) -> Result<u64, CaptureError> {
+        self.request(false).await
+    }
+
+    async fn request(&self, scan: bool) -> Result<u64, CaptureError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request { scan, reply })
             .await
             .map_err(|_| CaptureError::Stopped)?;
         rx.await
@@ -159,29 +179,31 @@ pub async fn start(
         .await?;
     let head = poll(&mut conn, &database, 0).await?;
     let (head_tx, head_rx) = watch::channel(head);
-    let (refresh_tx, mut refresh_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(16);
+    let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
     let db = database.clone();
     let task = tokio::spawn(async move {
         let mut last_scan = tokio::time::Instant::now();
         let mut head = head;
         loop {
-            let mut waiter = None;
+            let mut waiters = Vec::new();
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                r = refresh_rx.recv() => waiter = r,
+                r = req_rx.recv() => waiters.extend(r),
             }
             if *shutdown.borrow() {
                 return;
             }
-            if waiter.is_some() || last_scan.elapsed() >= SCAN_INTERVAL {
+            // Serve every queued request with this one cycle.
+            while let Ok(r) = req_rx.try_recv() {
+                waiters.push(r);
+            }
+            let mut failure = None;
+            if waiters.iter().any(|w| w.scan) || last_scan.elapsed() >= SCAN_INTERVAL {
                 last_scan = tokio::time::Instant::now();
-                let r = scan(&mut conn, &db).await;
-                if let Err(e) = &r {
+                if let Err(e) = scan(&mut conn, &db).await {
                     tracing::warn!(database = %db, error = %e, "capture scan failed");
-                }
-                if let Some(w) = waiter {
-                    let _ = w.send(r.map_err(|e| e.to_string()));
+                    failure = Some(e.to_string());
                 }
             }
             match poll(&mut conn, &db, head).await {
@@ -193,6 +215,7 @@ pub async fn start(
                 }
                 Err(e) => {
                     tracing::warn!(database = %db, error = %e, "capture poll failed");
+                    failure = Some(e.to_string());
                     // The connection may be broken; take a fresh one.
                     if let Ok(mut c) = pool.get_conn().await {
                         if c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
@@ -202,8 +225,17 @@ pub async fn start(
                             conn = c;
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+            }
+            for w in waiters {
+                let answer = match &failure {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(head),
+                };
+                let _ = w.reply.send(answer);
+            }
+            if failure.is_some() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     });
@@ -212,7 +244,7 @@ pub async fn start(
             database,
             uuid,
             head: head_rx,
-            refresh: refresh_tx,
+            requests: req_tx,
         },
         task,
     ))

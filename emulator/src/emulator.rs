@@ -405,7 +405,11 @@ impl Emulator {
         self.faults.clone()
     }
 
-    /// Re-scans tables/columns of every shard and (re)installs change capture.
+    /// Re-scans tables/columns of every shard and (re)installs change capture
+    /// now (otherwise it happens within a second of a CREATE/ALTER made
+    /// directly on a backing database; DDL through the MySQL front refreshes
+    /// by itself). Call it after creating tables directly in a backing
+    /// database and before writing rows whose changes must be streamed.
     pub async fn refresh_capture(&self) -> Result<(), EmulatorError> {
         for c in &self.captures {
             c.refresh().await?;
@@ -414,12 +418,11 @@ impl Emulator {
     }
 
     /// Waits until every shard's change capture has numbered all transactions
-    /// committed before this call (handy in tests before reading positions).
+    /// committed before this call. (`current` peeks already do this for their
+    /// shard.)
     pub async fn settle(&self) -> Result<(), EmulatorError> {
-        // Two poll cycles are enough: the refresh runs a scan and a poll.
         for c in &self.captures {
-            c.refresh().await?;
-            c.refresh().await?;
+            c.sync_now().await?;
         }
         Ok(())
     }

@@ -461,7 +461,8 @@ impl StreamCtx<'_> {
     ) -> Result<(), Stop> {
         let capture = &self.shard.capture;
         if is_peek {
-            let pos = capture.position(capture.head());
+            let head = capture.sync_now().await.unwrap_or_else(|_| capture.head());
+            let pos = capture.position(head);
             return out
                 .send(SyncResponse {
                     cursor: Some(self.cursor(pos, None)),
@@ -472,7 +473,7 @@ impl StreamCtx<'_> {
         let from = match start_gtid {
             Some(n) => n,
             None => {
-                let snapshot = capture.head();
+                let snapshot = capture.sync_now().await.unwrap_or_else(|_| capture.head());
                 self.copy(out, snapshot, cursor.last_known_pk.as_ref())
                     .await?;
                 snapshot
