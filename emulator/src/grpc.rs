@@ -48,6 +48,8 @@ use crate::wire::query::{Field, QueryResult, Row};
 const BATCH_ROWS: usize = 4000;
 /// Cell bytes per response before it is cut.
 const BATCH_BYTES: usize = 1 << 20;
+/// Row changes per change-phase response (cut at a transaction boundary).
+const CHANGE_BATCH_ROWS: usize = 1000;
 /// GTIDs read per change-log query.
 const GTID_CHUNK: u64 = 2000;
 
@@ -120,7 +122,20 @@ impl Connect for SyncService {
                         req.table_name, st.keyspace
                     ))
                 })?;
+        // A table created moments ago may not be captured yet; capture it now
+        // so the change phase has its shadow table.
+        let shadow: Option<String> = conn
+            .exec_first(
+                "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+                 WHERE table_schema = ? AND table_name = ?",
+                (&shard.database, shadow_name(&meta.name)),
+            )
+            .await
+            .map_err(internal)?;
         drop(conn);
+        if shadow.is_none() {
+            shard.capture.refresh().await.map_err(internal)?;
+        }
         let sel = Selection::new(&meta, &req.columns)?;
         let is_peek = cursor.position == "current";
         let start_gtid = if is_peek || cursor.position.is_empty() {
@@ -666,11 +681,13 @@ impl StreamCtx<'_> {
             quote_ident(&shadow_name(&meta.name)),
             crate::values::quote_literal(meta.name.as_bytes()),
         );
-        let rows: Vec<mysql_async::Row> = match self.shard.pool.get_conn().await {
-            Ok(mut c) => match c.query(sql).await {
-                Ok(r) => r,
-                Err(e) => return out.fail(internal(e)).await,
-            },
+        // Streamed, not collected: one transaction can hold millions of rows.
+        let mut conn = match self.shard.pool.get_conn().await {
+            Ok(c) => c,
+            Err(e) => return out.fail(internal(e)).await,
+        };
+        let mut result = match conn.query_iter(sql).await {
+            Ok(r) => r,
             Err(e) => return out.fail(internal(e)).await,
         };
         let legacy =
@@ -681,7 +698,12 @@ impl StreamCtx<'_> {
         let mut done_pos = from;
         let mut cur_gtid = 0u64;
         let mut before: Option<Vec<Option<Vec<u8>>>> = None;
-        for row in rows {
+        loop {
+            let row = match result.next().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return out.fail(internal(e)).await,
+            };
             let cells = row.unwrap_raw();
             let gtid = cells
                 .first()
@@ -701,7 +723,7 @@ impl StreamCtx<'_> {
             if gtid != cur_gtid {
                 if cur_gtid != 0 {
                     done_pos = cur_gtid;
-                    if batch.rows() >= BATCH_ROWS {
+                    if batch.rows() >= CHANGE_BATCH_ROWS {
                         out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
                             .await?;
                     }
@@ -761,8 +783,13 @@ impl StreamCtx<'_> {
                 }
                 Kind::Delete => batch.deletes.push(self.encode(&values, &sel.pk_pos)),
             }
+            // A huge transaction is cut too; its responses carry the position
+            // before it, so a resume replays it (at-least-once).
+            if batch.rows() >= 20 * CHANGE_BATCH_ROWS {
+                out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
+                    .await?;
+            }
         }
-        let _ = cur_gtid;
         out.send(batch.take(self, &out_fields, &pk_fields, upto))
             .await
     }
