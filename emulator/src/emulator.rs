@@ -70,6 +70,9 @@ pub struct EmulatorConfig {
     pub cert_dir: Option<PathBuf>,
     /// Cell name of the tablets.
     pub cell: String,
+    /// Rows per copy-phase response (default 4000); small values let tests
+    /// interrupt a copy after a few batches.
+    pub copy_batch_rows: usize,
 }
 
 impl EmulatorConfig {
@@ -97,7 +100,13 @@ impl EmulatorConfig {
             mysql_listen: any,
             cert_dir: None,
             cell: "zone1".to_string(),
+            copy_batch_rows: crate::grpc::DEFAULT_COPY_BATCH_ROWS,
         }
+    }
+
+    pub fn copy_batch_rows(mut self, rows: usize) -> Self {
+        self.copy_batch_rows = rows;
+        self
     }
 
     pub fn shards(mut self, shards: &[&str]) -> Self {
@@ -248,6 +257,7 @@ impl Emulator {
             password: cfg.password.clone(),
             change_text: cfg.cdc_text,
             faults: faults.clone(),
+            copy_batch_rows: cfg.copy_batch_rows,
             conns: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx.clone(),
         });

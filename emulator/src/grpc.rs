@@ -44,8 +44,8 @@ use crate::wire::psdbconnect::v1alpha1::{
 };
 use crate::wire::query::{Field, QueryResult, Row};
 
-/// Rows per copy-phase response (also bounded by [`BATCH_BYTES`]).
-const BATCH_ROWS: usize = 4000;
+/// Default rows per copy-phase response (also bounded by [`BATCH_BYTES`]).
+pub const DEFAULT_COPY_BATCH_ROWS: usize = 4000;
 /// Cell bytes per response before it is cut.
 const BATCH_BYTES: usize = 1 << 20;
 /// Row changes per change-phase response (cut at a transaction boundary).
@@ -69,6 +69,8 @@ pub struct SyncState {
     pub password: String,
     pub change_text: ChangeText,
     pub faults: FaultHandle,
+    /// Rows per copy-phase response (also cut at [`BATCH_BYTES`]).
+    pub copy_batch_rows: usize,
     /// Raw fds of live gRPC connections by peer address, for the
     /// drop-connection fault.
     pub conns: Mutex<HashMap<SocketAddr, RawFd>>,
@@ -546,7 +548,8 @@ impl StreamCtx<'_> {
             Ok(r) => r,
             Err(e) => return out.fail(internal(e)).await,
         };
-        let mut rows: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
+        let batch_rows = self.st.copy_batch_rows.max(1);
+        let mut rows: Vec<Row> = Vec::with_capacity(batch_rows.min(65_536));
         let mut bytes = 0usize;
         let mut last_pk_row: Option<Row> = None;
         loop {
@@ -574,7 +577,7 @@ impl StreamCtx<'_> {
                 bytes += values.len();
                 rows.push(Row { lengths, values });
             }
-            if !rows.is_empty() && (done || rows.len() >= BATCH_ROWS || bytes >= BATCH_BYTES) {
+            if !rows.is_empty() && (done || rows.len() >= batch_rows || bytes >= BATCH_BYTES) {
                 let lkp = QueryResult {
                     fields: pk_fields.clone(),
                     rows: last_pk_row.take().into_iter().collect(),
@@ -583,7 +586,10 @@ impl StreamCtx<'_> {
                 let resp = SyncResponse {
                     result: vec![QueryResult {
                         fields: out_fields.clone(),
-                        rows: std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS)),
+                        rows: std::mem::replace(
+                            &mut rows,
+                            Vec::with_capacity(batch_rows.min(65_536)),
+                        ),
                         ..Default::default()
                     }],
                     cursor: Some(self.cursor(position.clone(), Some(lkp))),
