@@ -415,6 +415,19 @@ impl Emulator {
         self.faults.clone()
     }
 
+    /// Simulates `PURGE BINARY LOGS`: on every shard, start positions older
+    /// than the current one are reported purged from now on (the current
+    /// position itself still works).
+    pub async fn purge_positions_before_now(&self) -> Result<(), EmulatorError> {
+        for (shard, db) in &self.shard_dbs {
+            if let Some(c) = self.captures.iter().find(|c| &c.database == db) {
+                let head = c.sync_now().await?;
+                self.faults.set_purged_before(Some(shard), head);
+            }
+        }
+        Ok(())
+    }
+
     /// Re-scans tables/columns of every shard and (re)installs change capture
     /// now (otherwise it happens within a second of a CREATE/ALTER made
     /// directly on a backing database; DDL through the MySQL front refreshes

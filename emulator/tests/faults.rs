@@ -138,6 +138,28 @@ async fn purged_positions() {
     assert!(st
         .message()
         .contains("Cannot replicate because the master purged required binary logs"));
+
+    emu.faults().clear();
+    let old = current(&emu, "-", "t").await;
+    mariadb()
+        .execute(emu.shard_database("-"), "INSERT INTO t VALUES (3, 'c')")
+        .await
+        .expect("insert");
+    emu.purge_positions_before_now().await.expect("purge");
+    let (_, st) = sync_collect(&emu, request(&emu, "-", "t", &old), T).await;
+    assert_eq!(st.code(), tonic::Code::Unknown);
+    let now = current(&emu, "-", "t").await;
+    let (_, st) = sync_collect(
+        &emu,
+        request(&emu, "-", "t", &now),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(
+        st.code(),
+        tonic::Code::DeadlineExceeded,
+        "current position still works"
+    );
 }
 
 #[tokio::test]
