@@ -938,18 +938,32 @@ fn write_value<W: AsyncWrite + Unpin>(
         V::Double(d) if col.coltype == ColumnType::MYSQL_TYPE_FLOAT => rw.write_col(*d as f32),
         V::Double(d) => rw.write_col(*d),
         V::Date(y, mo, d, h, mi, s, us) => {
-            let dt = chrono::NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*mo), u32::from(*d))
-                .and_then(|date| {
-                    date.and_hms_micro_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *us)
-                });
-            match dt {
+            let date =
+                chrono::NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*mo), u32::from(*d));
+            let Some(date) = date else {
+                // Zero dates have no chrono form; NULL beats a dropped connection.
+                return if binary {
+                    rw.write_col(None::<i64>)
+                } else {
+                    rw.write_col(v.as_sql(true).trim_matches('\''))
+                };
+            };
+            if col.coltype == ColumnType::MYSQL_TYPE_DATE {
+                return rw.write_col(date);
+            }
+            match date.and_hms_micro_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *us) {
                 Some(dt) => rw.write_col(dt),
-                None => rw.write_col(v.as_sql(true).trim_matches('\'')),
+                None => rw.write_col(None::<i64>),
             }
         }
         V::Time(neg, d, h, mi, s, us) => {
             if *neg {
-                return rw.write_col(v.as_sql(true).trim_matches('\''));
+                // opensrv-mysql cannot encode negative TIME values.
+                return if binary {
+                    rw.write_col(None::<i64>)
+                } else {
+                    rw.write_col(v.as_sql(true).trim_matches('\''))
+                };
             }
             let dur = std::time::Duration::from_secs(
                 u64::from(*d) * 86_400 + u64::from(*h) * 3600 + u64::from(*mi) * 60 + u64::from(*s),

@@ -102,6 +102,26 @@ async fn vitess_statements_and_forwarding() {
         .expect("one row");
     assert_eq!(row, (1, None, Some("{\"a\": 1}".into()), 7));
 
+    let typed: mysql_async::Row = conn
+        .exec_first(
+            "select cast('2024-01-02' as date), cast('2024-01-02 03:04:05.5' as datetime(1)), \
+             cast('01:02:03' as time), 1.5e0, cast(2.25 as decimal(5,2)), ?",
+            ("x",),
+        )
+        .await
+        .expect("typed")
+        .expect("row");
+    use mysql_async::Value as V;
+    let vals: Vec<V> = (0..6)
+        .map(|i| typed.as_ref(i).cloned().expect("cell"))
+        .collect();
+    assert_eq!(vals[0], V::Date(2024, 1, 2, 0, 0, 0, 0));
+    assert_eq!(vals[1], V::Date(2024, 1, 2, 3, 4, 5, 500_000));
+    assert_eq!(vals[2], V::Time(false, 0, 1, 2, 3, 0));
+    assert_eq!(vals[3], V::Double(1.5));
+    assert_eq!(vals[4], V::Bytes(b"2.25".to_vec()));
+    assert_eq!(vals[5], V::Bytes(b"x".to_vec()));
+
     let err = conn
         .query_drop("select * from nosuch")
         .await
