@@ -308,14 +308,18 @@ impl Shim {
         None
     }
 
-    /// Rewrites keyspace qualifiers and mapped information_schema tables.
+    /// Rewrites keyspace qualifiers and mapped information_schema tables, and
+    /// hides the backend's Unix socket: mysql_async (`prefer_socket`, on by
+    /// default) reads `@@socket` after connecting to a loopback address and
+    /// would reconnect straight to MariaDB's socket, bypassing the front.
     fn rewrite(&self, query: &str) -> String {
-        rewrite_sql(
+        let sql = rewrite_sql(
             query,
             &self.cfg.keyspace,
             &self.database(),
             &MysqlFront::views_database(&self.cfg),
-        )
+        );
+        hide_socket(&sql)
     }
 
     async fn run_text(&mut self, query: &str) -> Result<Vec<ResultSet>, mysql_async::Error> {
@@ -367,6 +371,25 @@ impl Shim {
         }
         Ok(sets)
     }
+}
+
+/// Replaces `@@socket` (any case) with `NULL`.
+fn hide_socket(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("@@socket") {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    let mut rest_lower = lower.as_str();
+    while let Some(i) = rest_lower.find("@@socket") {
+        out.push_str(&rest[..i]);
+        out.push_str("NULL");
+        rest = &rest[i + 8..];
+        rest_lower = &rest_lower[i + 8..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Statements vtgate applies to every shard of the keyspace.

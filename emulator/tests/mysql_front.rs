@@ -163,6 +163,17 @@ async fn vitess_statements_and_forwarding() {
     let t80: Vec<String> = c80.query("show tables").await.expect("tables");
     assert_eq!(t80, vec!["made_here"]);
 
+    // Default client options (prefer_socket on) must stay on the front.
+    let url = format!(
+        "mysql://emu:{pw}@127.0.0.1:{}/ks%40primary",
+        emu.mysql_addr().port()
+    );
+    let mut by_url = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).expect("url"))
+        .await
+        .expect("url login");
+    let again: Vec<String> = by_url.query("show vitess_shards").await.expect("via front");
+    assert_eq!(again.len(), 2);
+
     let bad = mysql_async::Conn::new(opts(&emu, "ks@primary", "wrong")).await;
     assert!(bad.is_err(), "wrong password must fail");
     let bad_db = mysql_async::Conn::new(opts(&emu, "other", &pw)).await;
