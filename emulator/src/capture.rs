@@ -23,7 +23,8 @@
 //! - `_psdb_meta`: the shard's server UUID (stable across emulator restarts on
 //!   the same database).
 //!
-//! A poller per shard (READ COMMITTED, every 25 ms) reads newly committed
+//! A poller per shard (READ COMMITTED, every 40 ms, and on demand before
+//! a `current` peek or a copy snapshot) reads newly committed
 //! transactions from `mysql.transaction_registry` in `commit_id` order, keeps
 //! those that wrote to this shard's change log, and gives them consecutive
 //! GTID numbers.
@@ -64,7 +65,7 @@ const COMMIT_WINDOW: u64 = 2_000;
 /// Prefix of every emulator-owned object, hidden from the MySQL front.
 pub const PREFIX: &str = "_psdb_";
 
-const POLL_INTERVAL: Duration = Duration::from_millis(25);
+const POLL_INTERVAL: Duration = Duration::from_millis(40);
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
