@@ -179,7 +179,13 @@ impl Connect for SyncService {
                 sel: &sel,
                 req: &req,
             };
-            let _ = stream.run(&mut out, is_peek, start_gtid, cursor).await;
+            let ended = stream.run(&mut out, is_peek, start_gtid, cursor).await;
+            tracing::debug!(
+                table = %req.table_name,
+                responses = out.sent,
+                stopped_early = ended.is_err(),
+                "sync stream ended"
+            );
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -380,6 +386,7 @@ impl Out {
             }
         }
         if self.tx.send(Ok(resp)).await.is_err() {
+            tracing::debug!("client went away");
             return Err(Stop);
         }
         self.sent += 1;
