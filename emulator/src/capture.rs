@@ -30,7 +30,7 @@
 //! GTID numbers.
 //! It publishes the highest number on a `watch` channel, which wakes idle Sync
 //! streams. The position of a shard is `MySQL56/<uuid>:1-<head>`; a seed
-//! change log row holds GTID 1 so the position is never empty. Readers join
+//! `_psdb_gtid` row holds GTID 1 so the position is never empty. Readers join
 //! images to the change log by GTID range and read them with the same text
 //! SELECT path as the copy phase.
 //!
@@ -41,11 +41,17 @@
 //! Needs MariaDB 10.3+ (system versioning with transaction-precise history
 //! and `mysql.transaction_registry`, sequences).
 //!
-//! Limits: writes to a table before its capture is installed (up to a second
-//! after CREATE TABLE, unless `refresh_capture` is called) are not seen;
-//! re-creating capture after an ALTER drops images not yet streamed;
-//! TRUNCATE fires no
-//! triggers; the change log is never pruned.
+//! Limits:
+//! - Writes to a table before its capture is installed (up to a second after
+//!   a CREATE TABLE made directly on a backing database, unless
+//!   `Emulator::refresh_capture` is called; DDL through the MySQL front
+//!   refreshes at once) are not seen.
+//! - After an ALTER TABLE made directly on a backing database, until the next
+//!   scan (≤ 1 s, or `refresh_capture`), the old triggers still name the old
+//!   columns: DML on a table that lost a column fails, and streams of a table
+//!   that gained one fail. Re-creating capture drops images not yet streamed.
+//! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen.
+//! - The change log is never pruned.
 
 use std::time::Duration;
 
