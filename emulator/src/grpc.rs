@@ -373,7 +373,7 @@ impl Out {
                     tracing::info!("fault: sending a malformed row");
                     let bad = Row {
                         lengths: vec![5, 7],
-                        values: b"abc".to_vec(),
+                        values: prost::bytes::Bytes::from_static(b"abc"),
                     };
                     match resp.result.first_mut() {
                         Some(r) => r.rows.push(bad),
@@ -556,7 +556,8 @@ impl StreamCtx<'_> {
             Err(e) => return out.fail(internal(e)).await,
         };
         let batch_rows = self.st.copy_batch_rows.max(1);
-        let mut rows: Vec<Row> = Vec::with_capacity(batch_rows.min(65_536));
+        let mut rows: Vec<(Vec<i64>, usize, usize)> = Vec::with_capacity(batch_rows.min(65_536));
+        let mut buf: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (64 << 10));
         let mut bytes = 0usize;
         let mut last_pk_row: Option<Row> = None;
         loop {
@@ -567,22 +568,28 @@ impl StreamCtx<'_> {
             let done = next.is_none();
             if let Some(row) = next {
                 let cells = row.unwrap_raw();
+                // Cells of a whole batch go into one buffer; rows become
+                // slices of it at flush time (one allocation per batch).
                 let mut lengths = Vec::with_capacity(n_out);
-                let mut values = Vec::with_capacity(64 * n_out);
+                let start = buf.len();
                 for cell in cells.iter().take(n_out) {
-                    push_cell(cell.as_ref(), &mut lengths, &mut values);
+                    push_cell(cell.as_ref(), &mut lengths, &mut buf);
                 }
-                let mut pk_row = Row::default();
+                let mut pk_lengths = Vec::with_capacity(sel.pk_pos.len());
+                let mut pk_values = Vec::new();
                 for &p in &sel.pk_pos {
                     push_cell(
                         cells.get(p).and_then(|c| c.as_ref()),
-                        &mut pk_row.lengths,
-                        &mut pk_row.values,
+                        &mut pk_lengths,
+                        &mut pk_values,
                     );
                 }
-                last_pk_row = Some(pk_row);
-                bytes += values.len();
-                rows.push(Row { lengths, values });
+                last_pk_row = Some(Row {
+                    lengths: pk_lengths,
+                    values: pk_values.into(),
+                });
+                bytes += buf.len() - start;
+                rows.push((lengths, start, buf.len()));
             }
             if !rows.is_empty() && (done || rows.len() >= batch_rows || bytes >= BATCH_BYTES) {
                 let lkp = QueryResult {
@@ -593,10 +600,18 @@ impl StreamCtx<'_> {
                 let resp = SyncResponse {
                     result: vec![QueryResult {
                         fields: out_fields.clone(),
-                        rows: std::mem::replace(
-                            &mut rows,
-                            Vec::with_capacity(batch_rows.min(65_536)),
-                        ),
+                        rows: {
+                            let block = prost::bytes::Bytes::from(std::mem::replace(
+                                &mut buf,
+                                Vec::with_capacity(BATCH_BYTES + (64 << 10)),
+                            ));
+                            rows.drain(..)
+                                .map(|(lengths, s, e)| Row {
+                                    lengths,
+                                    values: block.slice(s..e),
+                                })
+                                .collect()
+                        },
                         ..Default::default()
                     }],
                     cursor: Some(self.cursor(position.clone(), Some(lkp))),
@@ -809,24 +824,28 @@ impl StreamCtx<'_> {
 
     /// Encodes selected cells of a change image as a Vitess row.
     fn encode(&self, values: &[Option<Vec<u8>>], positions: &[usize]) -> Row {
-        let mut row = Row::default();
+        let mut lengths = Vec::with_capacity(positions.len());
+        let mut out = Vec::new();
         for &p in positions {
             let v = values.get(p).and_then(|v| v.as_deref());
             match v {
-                None => row.lengths.push(-1),
+                None => lengths.push(-1),
                 Some(b) => {
-                    let start = row.values.len();
+                    let start = out.len();
                     if self.st.change_text == ChangeText::ChangeForms {
                         let col = &self.meta.columns[self.sel.select[p]];
-                        push_change_form(col, b, &mut row.values);
+                        push_change_form(col, b, &mut out);
                     } else {
-                        row.values.extend_from_slice(b);
+                        out.extend_from_slice(b);
                     }
-                    row.lengths.push((row.values.len() - start) as i64);
+                    lengths.push((out.len() - start) as i64);
                 }
             }
         }
-        row
+        Row {
+            lengths,
+            values: out.into(),
+        }
     }
 }
 

@@ -146,7 +146,7 @@ async fn resume_copy_from_last_known_pk() {
         ],
         rows: vec![Row {
             lengths: vec![1, 1],
-            values: b"2x".to_vec(),
+            values: b"2x".to_vec().into(),
         }],
         ..Default::default()
     });
