@@ -204,4 +204,30 @@ async fn tls_on_both_fronts() {
     emu.refresh_capture().await.expect("refresh");
     let pos = current(&emu, "-", "t").await;
     assert!(pos.starts_with("MySQL56/"));
+
+    // The tap dials the configured host, an IP address: its SAN must verify.
+    let pem = std::fs::read_to_string(&ca).expect("ca");
+    let ch = tonic::transport::Endpoint::from_shared(format!(
+        "https://127.0.0.1:{}",
+        emu.grpc_addr().port()
+    ))
+    .expect("uri")
+    .tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name("127.0.0.1"),
+    )
+    .expect("tls")
+    .connect()
+    .await
+    .expect("TLS by IP");
+    let mut c = client(ch);
+    let r = auth(
+        tonic::Request::new(request(&emu, "-", "t", "current")),
+        "emu",
+        "emu-secret",
+    );
+    let mut stream = c.sync(r).await.expect("sync").into_inner();
+    let first = stream.message().await.expect("message").expect("one");
+    assert_eq!(first.cursor.expect("cursor").position, pos);
 }
