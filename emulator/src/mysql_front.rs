@@ -88,7 +88,9 @@ impl MysqlFront {
         if let Err(e) = create_views(&self.cfg).await {
             tracing::warn!(error = %e, "could not create information_schema views");
         }
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = crate::emulator::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e.to_string()))?;
         let local = listener.local_addr()?;
         let cfg = self.cfg.clone();
         let task = tokio::spawn(async move {
