@@ -34,7 +34,7 @@
 //! images to the change log by GTID range and read them with the same text
 //! SELECT path as the copy phase.
 //!
-//! A re-scan (every second, and on demand) installs capture on new tables and
+//! A re-scan (every 500 ms, and on demand) installs capture on new tables and
 //! re-creates it when a table's columns change (a signature stored in the
 //! shadow table's comment).
 //!
@@ -42,12 +42,12 @@
 //! and `mysql.transaction_registry`, sequences).
 //!
 //! Limits:
-//! - Writes to a table before its capture is installed (up to a second after
+//! - Writes to a table before its capture is installed (up to half a second after
 //!   a CREATE TABLE made directly on a backing database, unless
 //!   `Emulator::refresh_capture` is called; DDL through the MySQL front
 //!   refreshes at once) are not seen.
 //! - After an ALTER TABLE made directly on a backing database, until the next
-//!   scan (≤ 1 s, or `refresh_capture`), the old triggers still name the old
+//!   scan (≤ 0.5 s, or `refresh_capture`), the old triggers still name the old
 //!   columns: DML on a table that lost a column fails, and streams of a table
 //!   that gained one fail. Re-creating capture drops images not yet streamed.
 //! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen.
@@ -72,7 +72,7 @@ const COMMIT_WINDOW: u64 = 2_000;
 pub const PREFIX: &str = "_psdb_";
 
 const POLL_INTERVAL: Duration = Duration::from_millis(40);
-const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

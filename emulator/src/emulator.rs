@@ -424,7 +424,7 @@ impl Emulator {
     }
 
     /// Re-scans tables/columns of every shard and (re)installs change capture
-    /// now (otherwise it happens within a second of a CREATE/ALTER made
+    /// now (otherwise it happens within 0.5 s of a CREATE/ALTER made
     /// directly on a backing database; DDL through the MySQL front refreshes
     /// by itself). Call it after creating tables directly in a backing
     /// database and before writing rows whose changes must be streamed.
