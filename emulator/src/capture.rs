@@ -23,28 +23,35 @@
 //! - `_psdb_meta`: the shard's server UUID (stable across emulator restarts on
 //!   the same database).
 //!
-//! A poller per shard (READ COMMITTED, every 25 ms) reads newly committed
+//! A poller per shard (READ COMMITTED, every 40 ms, and on demand before
+//! a `current` peek or a copy snapshot) reads newly committed
 //! transactions from `mysql.transaction_registry` in `commit_id` order, keeps
 //! those that wrote to this shard's change log, and gives them consecutive
 //! GTID numbers.
 //! It publishes the highest number on a `watch` channel, which wakes idle Sync
 //! streams. The position of a shard is `MySQL56/<uuid>:1-<head>`; a seed
-//! change log row holds GTID 1 so the position is never empty. Readers join
+//! `_psdb_gtid` row holds GTID 1 so the position is never empty. Readers join
 //! images to the change log by GTID range and read them with the same text
 //! SELECT path as the copy phase.
 //!
-//! A re-scan (every second, and on demand) installs capture on new tables and
+//! A re-scan (every 500 ms, and on demand) installs capture on new tables and
 //! re-creates it when a table's columns change (a signature stored in the
 //! shadow table's comment).
 //!
 //! Needs MariaDB 10.3+ (system versioning with transaction-precise history
 //! and `mysql.transaction_registry`, sequences).
 //!
-//! Limits: writes to a table before its capture is installed (up to a second
-//! after CREATE TABLE, unless `refresh_capture` is called) are not seen;
-//! re-creating capture after an ALTER drops images not yet streamed;
-//! TRUNCATE fires no
-//! triggers; the change log is never pruned.
+//! Limits:
+//! - Writes to a table before its capture is installed (up to half a second after
+//!   a CREATE TABLE made directly on a backing database, unless
+//!   `Emulator::refresh_capture` is called; DDL through the MySQL front
+//!   refreshes at once) are not seen.
+//! - After an ALTER TABLE made directly on a backing database, until the next
+//!   scan (≤ 0.5 s, or `refresh_capture`), the old triggers still name the old
+//!   columns: DML on a table that lost a column fails, and streams of a table
+//!   that gained one fail. Re-creating capture drops images not yet streamed.
+//! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen.
+//! - The change log is never pruned.
 
 use std::time::Duration;
 
@@ -64,8 +71,8 @@ const COMMIT_WINDOW: u64 = 2_000;
 /// Prefix of every emulator-owned object, hidden from the MySQL front.
 pub const PREFIX: &str = "_psdb_";
 
-const POLL_INTERVAL: Duration = Duration::from_millis(25);
-const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+const POLL_INTERVAL: Duration = Duration::from_millis(40);
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -83,7 +90,15 @@ pub struct ShardCapture {
     pub database: String,
     pub uuid: String,
     head: watch::Receiver<u64>,
-    refresh: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    requests: mpsc::Sender<Request>,
+}
+
+/// A request to the capture task, answered after its next poll.
+#[derive(Debug)]
+struct Request {
+    /// Re-scan tables before polling.
+    scan: bool,
+    reply: oneshot::Sender<Result<u64, String>>,
 }
 
 impl ShardCapture {
@@ -101,11 +116,23 @@ impl ShardCapture {
         format!("MySQL56/{}:1-{}", self.uuid, n.max(1))
     }
 
-    /// Re-scans tables and installs capture now, waiting until done.
+    /// Re-scans tables and installs capture now, then numbers every
+    /// transaction committed so far; waits until done.
     pub async fn refresh(&self) -> Result<(), CaptureError> {
-        let (tx, rx) = oneshot::channel();
-        self.refresh
-            .send(tx)
+        self.request(true).await.map(|_| ())
+    }
+
+    /// Numbers every transaction committed before this call and returns the
+    /// new head (so a `current` peek includes a commit made just before it,
+    /// as on a real server).
+    pub async fn sync_now(&self) -> Result<u64, CaptureError> {
+        self.request(false).await
+    }
+
+    async fn request(&self, scan: bool) -> Result<u64, CaptureError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request { scan, reply })
             .await
             .map_err(|_| CaptureError::Stopped)?;
         rx.await
@@ -159,29 +186,31 @@ pub async fn start(
         .await?;
     let head = poll(&mut conn, &database, 0).await?;
     let (head_tx, head_rx) = watch::channel(head);
-    let (refresh_tx, mut refresh_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(16);
+    let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
     let db = database.clone();
     let task = tokio::spawn(async move {
         let mut last_scan = tokio::time::Instant::now();
         let mut head = head;
         loop {
-            let mut waiter = None;
+            let mut waiters = Vec::new();
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                r = refresh_rx.recv() => waiter = r,
+                r = req_rx.recv() => waiters.extend(r),
             }
             if *shutdown.borrow() {
                 return;
             }
-            if waiter.is_some() || last_scan.elapsed() >= SCAN_INTERVAL {
+            // Serve every queued request with this one cycle.
+            while let Ok(r) = req_rx.try_recv() {
+                waiters.push(r);
+            }
+            let mut failure = None;
+            if waiters.iter().any(|w| w.scan) || last_scan.elapsed() >= SCAN_INTERVAL {
                 last_scan = tokio::time::Instant::now();
-                let r = scan(&mut conn, &db).await;
-                if let Err(e) = &r {
+                if let Err(e) = scan(&mut conn, &db).await {
                     tracing::warn!(database = %db, error = %e, "capture scan failed");
-                }
-                if let Some(w) = waiter {
-                    let _ = w.send(r.map_err(|e| e.to_string()));
+                    failure = Some(e.to_string());
                 }
             }
             match poll(&mut conn, &db, head).await {
@@ -193,6 +222,7 @@ pub async fn start(
                 }
                 Err(e) => {
                     tracing::warn!(database = %db, error = %e, "capture poll failed");
+                    failure = Some(e.to_string());
                     // The connection may be broken; take a fresh one.
                     if let Ok(mut c) = pool.get_conn().await {
                         if c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
@@ -202,8 +232,17 @@ pub async fn start(
                             conn = c;
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+            }
+            for w in waiters {
+                let answer = match &failure {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(head),
+                };
+                let _ = w.reply.send(answer);
+            }
+            if failure.is_some() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     });
@@ -212,7 +251,7 @@ pub async fn start(
             database,
             uuid,
             head: head_rx,
-            refresh: refresh_tx,
+            requests: req_tx,
         },
         task,
     ))

@@ -2,11 +2,9 @@
 //! stop on drop.
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use tokio::sync::watch;
@@ -70,6 +68,9 @@ pub struct EmulatorConfig {
     pub cert_dir: Option<PathBuf>,
     /// Cell name of the tablets.
     pub cell: String,
+    /// Rows per copy-phase response (default 4000); small values let tests
+    /// interrupt a copy after a few batches.
+    pub copy_batch_rows: usize,
 }
 
 impl EmulatorConfig {
@@ -97,7 +98,13 @@ impl EmulatorConfig {
             mysql_listen: any,
             cert_dir: None,
             cell: "zone1".to_string(),
+            copy_batch_rows: crate::grpc::DEFAULT_COPY_BATCH_ROWS,
         }
+    }
+
+    pub fn copy_batch_rows(mut self, rows: usize) -> Self {
+        self.copy_batch_rows = rows;
+        self
     }
 
     pub fn shards(mut self, shards: &[&str]) -> Self {
@@ -132,9 +139,12 @@ pub struct Emulator {
     shard_dbs: BTreeMap<String, String>,
     captures: Vec<ShardCapture>,
     faults: FaultHandle,
+    conns: Arc<crate::grpc::ConnRegistry>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _cert_dir: Option<tempfile::TempDir>,
+    cert_dir: Option<tempfile::TempDir>,
+    /// Set by `restart_config`: leave the cert dir behind for the successor.
+    keep_cert_dir: std::sync::atomic::AtomicBool,
 }
 
 impl Emulator {
@@ -235,7 +245,7 @@ impl Emulator {
         };
         let certs = if cfg.tls {
             std::fs::create_dir_all(&cert_dir)?;
-            Some(Certificates::generate(&cert_dir)?)
+            Some(Certificates::load_or_generate(&cert_dir)?)
         } else {
             None
         };
@@ -248,28 +258,21 @@ impl Emulator {
             password: cfg.password.clone(),
             change_text: cfg.cdc_text,
             faults: faults.clone(),
-            conns: Mutex::new(HashMap::new()),
+            copy_batch_rows: cfg.copy_batch_rows,
+            conns: Arc::new(crate::grpc::ConnRegistry::default()),
             shutdown: shutdown_rx.clone(),
         });
 
         // gRPC front.
-        let listener = tokio::net::TcpListener::bind(cfg.grpc_listen)
-            .await
-            .map_err(|source| EmulatorError::Bind {
-                addr: cfg.grpc_listen,
-                source,
-            })?;
+        let listener = bind(cfg.grpc_listen).await?;
         let grpc_addr = listener.local_addr()?;
-        let conn_state = state.clone();
+        let registry = state.conns.clone();
         let incoming = futures::stream::unfold(listener, move |l| {
-            let conn_state = conn_state.clone();
+            let registry = registry.clone();
             async move {
                 let r = l.accept().await.map(|(s, peer)| {
                     let _ = s.set_nodelay(true);
-                    if let Ok(mut m) = conn_state.conns.lock() {
-                        m.insert(peer, s.as_raw_fd());
-                    }
-                    s
+                    crate::grpc::TrackedStream::new(s, peer, registry)
                 });
                 Some((r, l))
             }
@@ -334,9 +337,11 @@ impl Emulator {
             shard_dbs,
             captures,
             faults,
+            conns: state.conns.clone(),
             shutdown: shutdown_tx,
             tasks,
-            _cert_dir: cert_dir_guard,
+            cert_dir: cert_dir_guard,
+            keep_cert_dir: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -405,7 +410,24 @@ impl Emulator {
         self.faults.clone()
     }
 
-    /// Re-scans tables/columns of every shard and (re)installs change capture.
+    /// Simulates `PURGE BINARY LOGS`: on every shard, start positions older
+    /// than the current one are reported purged from now on (the current
+    /// position itself still works).
+    pub async fn purge_positions_before_now(&self) -> Result<(), EmulatorError> {
+        for (shard, db) in &self.shard_dbs {
+            if let Some(c) = self.captures.iter().find(|c| &c.database == db) {
+                let head = c.sync_now().await?;
+                self.faults.set_purged_before(Some(shard), head);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-scans tables/columns of every shard and (re)installs change capture
+    /// now (otherwise it happens within 0.5 s of a CREATE/ALTER made
+    /// directly on a backing database; DDL through the MySQL front refreshes
+    /// by itself). Call it after creating tables directly in a backing
+    /// database and before writing rows whose changes must be streamed.
     pub async fn refresh_capture(&self) -> Result<(), EmulatorError> {
         for c in &self.captures {
             c.refresh().await?;
@@ -413,21 +435,81 @@ impl Emulator {
         Ok(())
     }
 
+    /// A config that starts an emulator "restarted" from this one: same
+    /// keyspace, shards, backing databases (so positions and UUIDs carry on),
+    /// credentials, listen addresses (so the tap config stays valid) and TLS
+    /// material and CA file path (so the tap config stays byte-identical).
+    /// When the CA lives in this emulator's own temp dir, that dir is kept
+    /// after this emulator stops (a few KiB in the temp dir).
+    pub fn restart_config(&self) -> Result<EmulatorConfig, EmulatorError> {
+        let mut cfg = self.cfg.clone();
+        cfg.backing.shard_databases = self.shard_dbs.clone();
+        cfg.backing.fresh_databases = false;
+        cfg.grpc_listen = self.grpc_addr;
+        cfg.mysql_listen = self.mysql_addr;
+        if let (Some(ca), None) = (&self.ca_file, &cfg.cert_dir) {
+            // Same directory, so the CA path in the tap config stays valid;
+            // it is no longer removed when this emulator stops.
+            self.keep_cert_dir
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            cfg.cert_dir = ca.parent().map(Path::to_path_buf);
+        }
+        Ok(cfg)
+    }
+
+    /// Stops both fronts and change capture and waits until the listeners are
+    /// closed (so a restart can bind the same ports at once).
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        self.conns.reset(None);
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
     /// Waits until every shard's change capture has numbered all transactions
-    /// committed before this call (handy in tests before reading positions).
+    /// committed before this call. (`current` peeks already do this for their
+    /// shard.)
     pub async fn settle(&self) -> Result<(), EmulatorError> {
-        // Two poll cycles are enough: the refresh runs a scan and a poll.
         for c in &self.captures {
-            c.refresh().await?;
-            c.refresh().await?;
+            c.sync_now().await?;
         }
         Ok(())
+    }
+}
+
+/// Binds a listener; a fixed port that is still held by a just-stopped
+/// emulator is retried for a few seconds.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, EmulatorError> {
+    let mut tries = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 && tries < 50 =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(source) => return Err(EmulatorError::Bind { addr, source }),
+        }
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        // Like a crashed server: every open gRPC connection is reset.
+        self.conns.reset(None);
+        if self.keep_cert_dir.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(dir) = self.cert_dir.take() {
+                let _ = dir.keep();
+            }
+        }
         for t in &self.tasks {
             t.abort();
         }

@@ -44,10 +44,12 @@ use crate::wire::psdbconnect::v1alpha1::{
 };
 use crate::wire::query::{Field, QueryResult, Row};
 
-/// Rows per copy-phase response (also bounded by [`BATCH_BYTES`]).
-const BATCH_ROWS: usize = 4000;
+/// Default rows per copy-phase response (also bounded by [`BATCH_BYTES`]).
+pub const DEFAULT_COPY_BATCH_ROWS: usize = 4000;
 /// Cell bytes per response before it is cut.
 const BATCH_BYTES: usize = 1 << 20;
+/// Row changes per change-phase response (cut at a transaction boundary).
+const CHANGE_BATCH_ROWS: usize = 1000;
 /// GTIDs read per change-log query.
 const GTID_CHUNK: u64 = 2000;
 
@@ -67,9 +69,11 @@ pub struct SyncState {
     pub password: String,
     pub change_text: ChangeText,
     pub faults: FaultHandle,
-    /// Raw fds of live gRPC connections by peer address, for the
-    /// drop-connection fault.
-    pub conns: Mutex<HashMap<SocketAddr, RawFd>>,
+    /// Rows per copy-phase response (also cut at [`BATCH_BYTES`]).
+    pub copy_batch_rows: usize,
+    /// Live gRPC connections by peer address, for the drop-connection fault
+    /// and for resetting every connection when the emulator stops.
+    pub conns: Arc<ConnRegistry>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -120,7 +124,20 @@ impl Connect for SyncService {
                         req.table_name, st.keyspace
                     ))
                 })?;
+        // A table created moments ago may not be captured yet; capture it now
+        // so the change phase has its shadow table.
+        let shadow: Option<String> = conn
+            .exec_first(
+                "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+                 WHERE table_schema = ? AND table_name = ?",
+                (&shard.database, shadow_name(&meta.name)),
+            )
+            .await
+            .map_err(internal)?;
         drop(conn);
+        if shadow.is_none() {
+            shard.capture.refresh().await.map_err(internal)?;
+        }
         let sel = Selection::new(&meta, &req.columns)?;
         let is_peek = cursor.position == "current";
         let start_gtid = if is_peek || cursor.position.is_empty() {
@@ -162,7 +179,13 @@ impl Connect for SyncService {
                 sel: &sel,
                 req: &req,
             };
-            let _ = stream.run(&mut out, is_peek, start_gtid, cursor).await;
+            let ended = stream.run(&mut out, is_peek, start_gtid, cursor).await;
+            tracing::debug!(
+                table = %req.table_name,
+                responses = out.sent,
+                stopped_early = ended.is_err(),
+                "sync stream ended"
+            );
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -286,6 +309,135 @@ impl Selection {
     }
 }
 
+/// Accepted gRPC connections that are still open, by peer address. Entries
+/// are removed (under the lock) before their socket closes, so a registered
+/// fd always belongs to its connection.
+#[derive(Debug, Default)]
+pub struct ConnRegistry {
+    fds: Mutex<HashMap<SocketAddr, RawFd>>,
+}
+
+impl ConnRegistry {
+    /// Resets (RST) the connection from `peer`, or every connection.
+    pub fn reset(&self, peer: Option<SocketAddr>) {
+        let Ok(map) = self.fds.lock() else { return };
+        for (p, fd) in map.iter() {
+            if peer.is_some_and(|want| want != *p) {
+                continue;
+            }
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: the fd is open: its TrackedStream removes it from this
+            // map under the same lock before closing it.
+            unsafe {
+                libc::setsockopt(
+                    *fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+                libc::shutdown(*fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+}
+
+/// A gRPC connection's TCP stream that stays registered while it is open.
+pub struct TrackedStream {
+    inner: tokio::net::TcpStream,
+    peer: SocketAddr,
+    registry: Arc<ConnRegistry>,
+}
+
+impl TrackedStream {
+    pub fn new(
+        inner: tokio::net::TcpStream,
+        peer: SocketAddr,
+        registry: Arc<ConnRegistry>,
+    ) -> Self {
+        use std::os::fd::AsRawFd;
+        if let Ok(mut m) = registry.fds.lock() {
+            m.insert(peer, inner.as_raw_fd());
+        }
+        TrackedStream {
+            inner,
+            peer,
+            registry,
+        }
+    }
+}
+
+impl Drop for TrackedStream {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        if let Ok(mut m) = self.registry.fds.lock() {
+            if m.get(&self.peer) == Some(&self.inner.as_raw_fd()) {
+                m.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for TrackedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TrackedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for TrackedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        tonic::transport::server::TcpConnectInfo {
+            local_addr: self.inner.local_addr().ok(),
+            remote_addr: Some(self.peer),
+        }
+    }
+}
+
 /// Why a stream stopped early (client gone, fault, deadline, error sent).
 struct Stop;
 
@@ -350,7 +502,7 @@ impl Out {
                     tracing::info!("fault: sending a malformed row");
                     let bad = Row {
                         lengths: vec![5, 7],
-                        values: b"abc".to_vec(),
+                        values: prost::bytes::Bytes::from_static(b"abc"),
                     };
                     match resp.result.first_mut() {
                         Some(r) => r.rows.push(bad),
@@ -363,6 +515,7 @@ impl Out {
             }
         }
         if self.tx.send(Ok(resp)).await.is_err() {
+            tracing::debug!("client went away");
             return Err(Stop);
         }
         self.sent += 1;
@@ -376,31 +529,9 @@ impl Out {
 
     /// Aborts the TCP connection under this stream with an RST.
     fn drop_connection(&self) {
-        let fd = self.peer.and_then(|p| {
-            self.state
-                .conns
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&p).copied())
-        });
-        tracing::info!(peer = ?self.peer, fd = ?fd, "fault: dropping connection");
-        if let Some(fd) = fd {
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: fd belongs to the live connection carrying this stream
-            // (registered at accept, keyed by the peer address of this request).
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-                libc::shutdown(fd, libc::SHUT_RDWR);
-            }
+        tracing::info!(peer = ?self.peer, "fault: dropping connection");
+        if let Some(p) = self.peer {
+            self.state.conns.reset(Some(p));
         }
     }
 
@@ -461,7 +592,8 @@ impl StreamCtx<'_> {
     ) -> Result<(), Stop> {
         let capture = &self.shard.capture;
         if is_peek {
-            let pos = capture.position(capture.head());
+            let head = capture.sync_now().await.unwrap_or_else(|_| capture.head());
+            let pos = capture.position(head);
             return out
                 .send(SyncResponse {
                     cursor: Some(self.cursor(pos, None)),
@@ -472,7 +604,7 @@ impl StreamCtx<'_> {
         let from = match start_gtid {
             Some(n) => n,
             None => {
-                let snapshot = capture.head();
+                let snapshot = capture.sync_now().await.unwrap_or_else(|_| capture.head());
                 self.copy(out, snapshot, cursor.last_known_pk.as_ref())
                     .await?;
                 snapshot
@@ -530,7 +662,9 @@ impl StreamCtx<'_> {
             Ok(r) => r,
             Err(e) => return out.fail(internal(e)).await,
         };
-        let mut rows: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
+        let batch_rows = self.st.copy_batch_rows.max(1);
+        let mut rows: Vec<(Vec<i64>, usize, usize)> = Vec::with_capacity(batch_rows.min(65_536));
+        let mut buf: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (64 << 10));
         let mut bytes = 0usize;
         let mut last_pk_row: Option<Row> = None;
         loop {
@@ -541,24 +675,30 @@ impl StreamCtx<'_> {
             let done = next.is_none();
             if let Some(row) = next {
                 let cells = row.unwrap_raw();
+                // Cells of a whole batch go into one buffer; rows become
+                // slices of it at flush time (one allocation per batch).
                 let mut lengths = Vec::with_capacity(n_out);
-                let mut values = Vec::with_capacity(64 * n_out);
+                let start = buf.len();
                 for cell in cells.iter().take(n_out) {
-                    push_cell(cell.as_ref(), &mut lengths, &mut values);
+                    push_cell(cell.as_ref(), &mut lengths, &mut buf);
                 }
-                let mut pk_row = Row::default();
+                let mut pk_lengths = Vec::with_capacity(sel.pk_pos.len());
+                let mut pk_values = Vec::new();
                 for &p in &sel.pk_pos {
                     push_cell(
                         cells.get(p).and_then(|c| c.as_ref()),
-                        &mut pk_row.lengths,
-                        &mut pk_row.values,
+                        &mut pk_lengths,
+                        &mut pk_values,
                     );
                 }
-                last_pk_row = Some(pk_row);
-                bytes += values.len();
-                rows.push(Row { lengths, values });
+                last_pk_row = Some(Row {
+                    lengths: pk_lengths,
+                    values: pk_values.into(),
+                });
+                bytes += buf.len() - start;
+                rows.push((lengths, start, buf.len()));
             }
-            if !rows.is_empty() && (done || rows.len() >= BATCH_ROWS || bytes >= BATCH_BYTES) {
+            if !rows.is_empty() && (done || rows.len() >= batch_rows || bytes >= BATCH_BYTES) {
                 let lkp = QueryResult {
                     fields: pk_fields.clone(),
                     rows: last_pk_row.take().into_iter().collect(),
@@ -567,7 +707,18 @@ impl StreamCtx<'_> {
                 let resp = SyncResponse {
                     result: vec![QueryResult {
                         fields: out_fields.clone(),
-                        rows: std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS)),
+                        rows: {
+                            let block = prost::bytes::Bytes::from(std::mem::replace(
+                                &mut buf,
+                                Vec::with_capacity(BATCH_BYTES + (64 << 10)),
+                            ));
+                            rows.drain(..)
+                                .map(|(lengths, s, e)| Row {
+                                    lengths,
+                                    values: block.slice(s..e),
+                                })
+                                .collect()
+                        },
                         ..Default::default()
                     }],
                     cursor: Some(self.cursor(position.clone(), Some(lkp))),
@@ -665,11 +816,13 @@ impl StreamCtx<'_> {
             quote_ident(&shadow_name(&meta.name)),
             crate::values::quote_literal(meta.name.as_bytes()),
         );
-        let rows: Vec<mysql_async::Row> = match self.shard.pool.get_conn().await {
-            Ok(mut c) => match c.query(sql).await {
-                Ok(r) => r,
-                Err(e) => return out.fail(internal(e)).await,
-            },
+        // Streamed, not collected: one transaction can hold millions of rows.
+        let mut conn = match self.shard.pool.get_conn().await {
+            Ok(c) => c,
+            Err(e) => return out.fail(internal(e)).await,
+        };
+        let mut result = match conn.query_iter(sql).await {
+            Ok(r) => r,
             Err(e) => return out.fail(internal(e)).await,
         };
         let legacy =
@@ -680,7 +833,12 @@ impl StreamCtx<'_> {
         let mut done_pos = from;
         let mut cur_gtid = 0u64;
         let mut before: Option<Vec<Option<Vec<u8>>>> = None;
-        for row in rows {
+        loop {
+            let row = match result.next().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return out.fail(internal(e)).await,
+            };
             let cells = row.unwrap_raw();
             let gtid = cells
                 .first()
@@ -700,7 +858,7 @@ impl StreamCtx<'_> {
             if gtid != cur_gtid {
                 if cur_gtid != 0 {
                     done_pos = cur_gtid;
-                    if batch.rows() >= BATCH_ROWS {
+                    if batch.rows() >= CHANGE_BATCH_ROWS {
                         out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
                             .await?;
                     }
@@ -760,32 +918,41 @@ impl StreamCtx<'_> {
                 }
                 Kind::Delete => batch.deletes.push(self.encode(&values, &sel.pk_pos)),
             }
+            // A huge transaction is cut too; its responses carry the position
+            // before it, so a resume replays it (at-least-once).
+            if batch.rows() >= 20 * CHANGE_BATCH_ROWS {
+                out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
+                    .await?;
+            }
         }
-        let _ = cur_gtid;
         out.send(batch.take(self, &out_fields, &pk_fields, upto))
             .await
     }
 
     /// Encodes selected cells of a change image as a Vitess row.
     fn encode(&self, values: &[Option<Vec<u8>>], positions: &[usize]) -> Row {
-        let mut row = Row::default();
+        let mut lengths = Vec::with_capacity(positions.len());
+        let mut out = Vec::new();
         for &p in positions {
             let v = values.get(p).and_then(|v| v.as_deref());
             match v {
-                None => row.lengths.push(-1),
+                None => lengths.push(-1),
                 Some(b) => {
-                    let start = row.values.len();
+                    let start = out.len();
                     if self.st.change_text == ChangeText::ChangeForms {
                         let col = &self.meta.columns[self.sel.select[p]];
-                        push_change_form(col, b, &mut row.values);
+                        push_change_form(col, b, &mut out);
                     } else {
-                        row.values.extend_from_slice(b);
+                        out.extend_from_slice(b);
                     }
-                    row.lengths.push((row.values.len() - start) as i64);
+                    lengths.push((out.len() - start) as i64);
                 }
             }
         }
-        row
+        Row {
+            lengths,
+            values: out.into(),
+        }
     }
 }
 

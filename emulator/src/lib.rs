@@ -1,5 +1,26 @@
 //! psdb-emulator: a local PlanetScale stand-in backed by a real MariaDB.
 //!
+//! Nobody here can reach PlanetScale, so every honest test and benchmark of
+//! the tap runs against this: a vtgate-like MySQL front and the
+//! `psdbconnect.v1alpha1.Connect/Sync` gRPC API over real MariaDB databases
+//! (one per shard), with change capture from ordinary SQL.
+//!
+//! Typical use from a test:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use psdb_emulator::{mariadb::MariaDb, Emulator, EmulatorConfig};
+//! let db = MariaDb::shared()?; // one private mariadbd per test process
+//! let emu = Emulator::start(EmulatorConfig::new(db, "ks").shards(&["-80", "80-"])).await?;
+//! for shard in ["-80", "80-"] {
+//!     db.execute(emu.shard_database(shard), "CREATE TABLE t (id INT PRIMARY KEY)").await?;
+//! }
+//! emu.refresh_capture().await?; // capture the new table before writing to it
+//! db.execute(emu.shard_database("-80"), "INSERT INTO t VALUES (1)").await?;
+//! let config = emu.tap_config(); // hand this to the tap
+//! # let _ = config; Ok(()) }
+//! ```
+//!
 //! - [`mariadb`]: the harness that starts a private `mariadbd`.
 //! - [`emulator`]: the library entry point ([`Emulator`], [`EmulatorConfig`]).
 //! - [`grpc`]: the `psdbconnect.v1alpha1.Connect/Sync` front.

@@ -77,6 +77,9 @@ struct Args {
     /// `change` (old Vitess: `.50`, `1.5E+00`, ENUM index, SET bitmask).
     #[arg(long, default_value = "copy", value_parser = ["copy", "change"])]
     change_text: String,
+    /// Rows per copy-phase response (responses are also cut at 1 MiB of cells).
+    #[arg(long, default_value_t = psdb_emulator::grpc::DEFAULT_COPY_BATCH_ROWS)]
+    copy_batch_rows: usize,
     /// Arm a stream fault: `status:CODE:MESSAGE@N` (end with gRPC status CODE
     /// after N responses), `stall@N` (stop sending, keep the stream open),
     /// `drop@N` (reset the TCP connection), `malformed@N` (one response with a
@@ -164,6 +167,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mysql_listen: args.mysql_listen,
         cert_dir: args.cert_dir.clone(),
         cell: "zone1".into(),
+        copy_batch_rows: args.copy_batch_rows,
     };
     let emu = Emulator::start(cfg).await?;
     if let Some(f) = fault {

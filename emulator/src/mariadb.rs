@@ -332,6 +332,27 @@ fn pct(s: &str) -> String {
     out
 }
 
+/// Finds a server program: `$<env>` if set, else on PATH, else in the sbin/bin
+/// directories Debian installs to (`/usr/sbin` is often not on a user's PATH).
+fn find_program(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(
+        ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"]
+            .iter()
+            .map(PathBuf::from),
+    );
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    PathBuf::from(name)
+}
+
 fn free_port() -> Result<u16, HarnessError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
     let port = l
@@ -395,7 +416,7 @@ async fn start_once(opts: &StartOptions) -> Result<MariaDb, HarnessError> {
     )
     .map_err(io_err("writing init.sql"))?;
 
-    let install = Command::new("mariadb-install-db")
+    let install = Command::new(find_program("mariadb-install-db", "MARIADB_INSTALL_DB"))
         .arg("--no-defaults")
         .arg(format!("--datadir={}", datadir.display()))
         .arg("--auth-root-authentication-method=normal")
@@ -422,7 +443,7 @@ async fn start_once(opts: &StartOptions) -> Result<MariaDb, HarnessError> {
     }
 
     let port = free_port()?;
-    let mut cmd = Command::new("mariadbd");
+    let mut cmd = Command::new(find_program("mariadbd", "MARIADBD"));
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", datadir.display()))
         .arg(format!("--socket={}", socket.display()))

@@ -88,7 +88,9 @@ impl MysqlFront {
         if let Err(e) = create_views(&self.cfg).await {
             tracing::warn!(error = %e, "could not create information_schema views");
         }
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = crate::emulator::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e.to_string()))?;
         let local = listener.local_addr()?;
         let cfg = self.cfg.clone();
         let task = tokio::spawn(async move {
@@ -308,14 +310,18 @@ impl Shim {
         None
     }
 
-    /// Rewrites keyspace qualifiers and mapped information_schema tables.
+    /// Rewrites keyspace qualifiers and mapped information_schema tables, and
+    /// hides the backend's Unix socket: mysql_async (`prefer_socket`, on by
+    /// default) reads `@@socket` after connecting to a loopback address and
+    /// would reconnect straight to MariaDB's socket, bypassing the front.
     fn rewrite(&self, query: &str) -> String {
-        rewrite_sql(
+        let sql = rewrite_sql(
             query,
             &self.cfg.keyspace,
             &self.database(),
             &MysqlFront::views_database(&self.cfg),
-        )
+        );
+        hide_socket(&sql)
     }
 
     async fn run_text(&mut self, query: &str) -> Result<Vec<ResultSet>, mysql_async::Error> {
@@ -367,6 +373,25 @@ impl Shim {
         }
         Ok(sets)
     }
+}
+
+/// Replaces `@@socket` (any case) with `NULL`.
+fn hide_socket(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("@@socket") {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    let mut rest_lower = lower.as_str();
+    while let Some(i) = rest_lower.find("@@socket") {
+        out.push_str(&rest[..i]);
+        out.push_str("NULL");
+        rest = &rest[i + 8..];
+        rest_lower = &rest_lower[i + 8..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Statements vtgate applies to every shard of the keyspace.
@@ -938,18 +963,32 @@ fn write_value<W: AsyncWrite + Unpin>(
         V::Double(d) if col.coltype == ColumnType::MYSQL_TYPE_FLOAT => rw.write_col(*d as f32),
         V::Double(d) => rw.write_col(*d),
         V::Date(y, mo, d, h, mi, s, us) => {
-            let dt = chrono::NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*mo), u32::from(*d))
-                .and_then(|date| {
-                    date.and_hms_micro_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *us)
-                });
-            match dt {
+            let date =
+                chrono::NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*mo), u32::from(*d));
+            let Some(date) = date else {
+                // Zero dates have no chrono form; NULL beats a dropped connection.
+                return if binary {
+                    rw.write_col(None::<i64>)
+                } else {
+                    rw.write_col(v.as_sql(true).trim_matches('\''))
+                };
+            };
+            if col.coltype == ColumnType::MYSQL_TYPE_DATE {
+                return rw.write_col(date);
+            }
+            match date.and_hms_micro_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *us) {
                 Some(dt) => rw.write_col(dt),
-                None => rw.write_col(v.as_sql(true).trim_matches('\'')),
+                None => rw.write_col(None::<i64>),
             }
         }
         V::Time(neg, d, h, mi, s, us) => {
             if *neg {
-                return rw.write_col(v.as_sql(true).trim_matches('\''));
+                // opensrv-mysql cannot encode negative TIME values.
+                return if binary {
+                    rw.write_col(None::<i64>)
+                } else {
+                    rw.write_col(v.as_sql(true).trim_matches('\''))
+                };
             }
             let dur = std::time::Duration::from_secs(
                 u64::from(*d) * 86_400 + u64::from(*h) * 3600 + u64::from(*mi) * 60 + u64::from(*s),

@@ -27,6 +27,33 @@ pub struct Certificates {
 }
 
 impl Certificates {
+    /// Loads `ca.pem`, `server.pem` and `server.key` from `dir` if all three
+    /// exist (so a restarted emulator keeps the CA its clients trust), else
+    /// generates new ones and writes them there.
+    pub fn load_or_generate(dir: &Path) -> Result<Certificates, TlsError> {
+        let ca_file = dir.join("ca.pem");
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        if let (Some(ca_pem), Some(cert_pem), Some(key_pem)) =
+            (read("ca.pem"), read("server.pem"), read("server.key"))
+        {
+            return Ok(Certificates {
+                ca_pem,
+                cert_pem,
+                key_pem,
+                ca_file,
+            });
+        }
+        let certs = Self::generate(dir)?;
+        for (name, text) in [
+            ("server.pem", &certs.cert_pem),
+            ("server.key", &certs.key_pem),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| TlsError::Write { path, source })?;
+        }
+        Ok(certs)
+    }
+
     /// Generates a CA and a server certificate, writing the CA to `dir/ca.pem`.
     pub fn generate(dir: &Path) -> Result<Certificates, TlsError> {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};

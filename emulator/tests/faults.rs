@@ -85,6 +85,38 @@ async fn drop_connection_mid_stream() {
 }
 
 #[tokio::test]
+async fn interrupted_copy_resumes_with_small_batches() {
+    let db = mariadb();
+    let emu = start(EmulatorConfig::new(db, "ks").copy_batch_rows(3)).await;
+    db.execute(
+        emu.shard_database("-"),
+        "CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_10;",
+    )
+    .await
+    .expect("setup");
+    emu.faults().set(Fault::new(FaultKind::DropConnection, 2));
+    let (first, st) = sync_collect(&emu, request(&emu, "-", "t", ""), T).await;
+    assert_eq!(first.len(), 2, "{st:?}");
+    let ids: Vec<_> = first.iter().flat_map(|r| rows_of(&r.result)).collect();
+    assert_eq!(ids.len(), 6);
+    let mut req = request(&emu, "-", "t", "");
+    req.cursor = first.last().and_then(|r| r.cursor.clone());
+    req.cursor.as_mut().expect("cursor").position.clear();
+    let rest = sync_until(&emu, req, |r| {
+        r.iter()
+            .any(|x| x.cursor.as_ref().is_some_and(|c| c.last_known_pk.is_none()))
+    })
+    .await;
+    let more: Vec<_> = rest.iter().flat_map(|r| rows_of(&r.result)).collect();
+    assert_eq!(
+        more,
+        (7..=10)
+            .map(|i| vec![s(&i.to_string())])
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn malformed_row() {
     let emu = table_emulator().await;
     emu.faults().set(Fault::new(FaultKind::MalformedRow, 0));
@@ -106,6 +138,28 @@ async fn purged_positions() {
     assert!(st
         .message()
         .contains("Cannot replicate because the master purged required binary logs"));
+
+    emu.faults().clear();
+    let old = current(&emu, "-", "t").await;
+    mariadb()
+        .execute(emu.shard_database("-"), "INSERT INTO t VALUES (3, 'c')")
+        .await
+        .expect("insert");
+    emu.purge_positions_before_now().await.expect("purge");
+    let (_, st) = sync_collect(&emu, request(&emu, "-", "t", &old), T).await;
+    assert_eq!(st.code(), tonic::Code::Unknown);
+    let now = current(&emu, "-", "t").await;
+    let (_, st) = sync_collect(
+        &emu,
+        request(&emu, "-", "t", &now),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(
+        st.code(),
+        tonic::Code::DeadlineExceeded,
+        "current position still works"
+    );
 }
 
 #[tokio::test]

@@ -102,6 +102,26 @@ async fn vitess_statements_and_forwarding() {
         .expect("one row");
     assert_eq!(row, (1, None, Some("{\"a\": 1}".into()), 7));
 
+    let typed: mysql_async::Row = conn
+        .exec_first(
+            "select cast('2024-01-02' as date), cast('2024-01-02 03:04:05.5' as datetime(1)), \
+             cast('01:02:03' as time), 1.5e0, cast(2.25 as decimal(5,2)), ?",
+            ("x",),
+        )
+        .await
+        .expect("typed")
+        .expect("row");
+    use mysql_async::Value as V;
+    let vals: Vec<V> = (0..6)
+        .map(|i| typed.as_ref(i).cloned().expect("cell"))
+        .collect();
+    assert_eq!(vals[0], V::Date(2024, 1, 2, 0, 0, 0, 0));
+    assert_eq!(vals[1], V::Date(2024, 1, 2, 3, 4, 5, 500_000));
+    assert_eq!(vals[2], V::Time(false, 0, 1, 2, 3, 0));
+    assert_eq!(vals[3], V::Double(1.5));
+    assert_eq!(vals[4], V::Bytes(b"2.25".to_vec()));
+    assert_eq!(vals[5], V::Bytes(b"x".to_vec()));
+
     let err = conn
         .query_drop("select * from nosuch")
         .await
@@ -143,6 +163,17 @@ async fn vitess_statements_and_forwarding() {
     let t80: Vec<String> = c80.query("show tables").await.expect("tables");
     assert_eq!(t80, vec!["made_here"]);
 
+    // Default client options (prefer_socket on) must stay on the front.
+    let url = format!(
+        "mysql://emu:{pw}@127.0.0.1:{}/ks%40primary",
+        emu.mysql_addr().port()
+    );
+    let mut by_url = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).expect("url"))
+        .await
+        .expect("url login");
+    let again: Vec<String> = by_url.query("show vitess_shards").await.expect("via front");
+    assert_eq!(again.len(), 2);
+
     let bad = mysql_async::Conn::new(opts(&emu, "ks@primary", "wrong")).await;
     assert!(bad.is_err(), "wrong password must fail");
     let bad_db = mysql_async::Conn::new(opts(&emu, "other", &pw)).await;
@@ -173,4 +204,30 @@ async fn tls_on_both_fronts() {
     emu.refresh_capture().await.expect("refresh");
     let pos = current(&emu, "-", "t").await;
     assert!(pos.starts_with("MySQL56/"));
+
+    // The tap dials the configured host, an IP address: its SAN must verify.
+    let pem = std::fs::read_to_string(&ca).expect("ca");
+    let ch = tonic::transport::Endpoint::from_shared(format!(
+        "https://127.0.0.1:{}",
+        emu.grpc_addr().port()
+    ))
+    .expect("uri")
+    .tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name("127.0.0.1"),
+    )
+    .expect("tls")
+    .connect()
+    .await
+    .expect("TLS by IP");
+    let mut c = client(ch);
+    let r = auth(
+        tonic::Request::new(request(&emu, "-", "t", "current")),
+        "emu",
+        "emu-secret",
+    );
+    let mut stream = c.sync(r).await.expect("sync").into_inner();
+    let first = stream.message().await.expect("message").expect("one");
+    assert_eq!(first.cursor.expect("cursor").position, pos);
 }

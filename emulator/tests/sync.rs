@@ -146,7 +146,7 @@ async fn resume_copy_from_last_known_pk() {
         ],
         rows: vec![Row {
             lengths: vec![1, 1],
-            values: b"2x".to_vec(),
+            values: b"2x".to_vec().into(),
         }],
         ..Default::default()
     });
@@ -361,4 +361,51 @@ async fn uuid_and_position_survive_restart() {
     let p2 = current(&emu, "-", "t").await;
     assert_eq!(p1, p2);
     assert!(p1.ends_with(":1-2"), "{p1}");
+}
+
+#[tokio::test]
+async fn commit_order_and_other_tables_advance_position() {
+    use mysql_async::prelude::Queryable;
+    let db = mariadb();
+    let emu = start(EmulatorConfig::new(db, "ks")).await;
+    let d = emu.shard_database("-").to_string();
+    db.execute(
+        &d,
+        "CREATE TABLE t (id INT PRIMARY KEY); CREATE TABLE u (id INT PRIMARY KEY);",
+    )
+    .await
+    .expect("setup");
+    emu.refresh_capture().await.expect("refresh");
+    let start_pos = current(&emu, "-", "t").await;
+    let n = |p: &str| {
+        p.rsplit('-')
+            .next()
+            .and_then(|x| x.parse::<u64>().ok())
+            .expect("n")
+    };
+
+    // A starts first but commits last: the stream follows commit order.
+    let mut a = db.connect(Some(&d)).await.expect("a");
+    let mut b = db.connect(Some(&d)).await.expect("b");
+    a.query_drop("BEGIN").await.expect("begin");
+    a.query_drop("INSERT INTO t VALUES (1)")
+        .await
+        .expect("a insert");
+    b.query_drop("INSERT INTO t VALUES (2)")
+        .await
+        .expect("b insert");
+    a.query_drop("COMMIT").await.expect("commit");
+    // A transaction on another table only moves the position.
+    db.execute(&d, "INSERT INTO u VALUES (9)").await.expect("u");
+
+    let target = n(&start_pos) + 3;
+    let resps = sync_until(&emu, request(&emu, "-", "t", &start_pos), |r| {
+        r.iter()
+            .any(|x| x.cursor.as_ref().is_some_and(|c| n(&c.position) >= target))
+    })
+    .await;
+    let rows: Vec<_> = resps.iter().flat_map(|r| rows_of(&r.result)).collect();
+    assert_eq!(rows, vec![vec![s("2")], vec![s("1")]]);
+    let last = resps.last().and_then(|r| r.cursor.clone()).expect("cursor");
+    assert_eq!(n(&last.position), target);
 }

@@ -1,6 +1,8 @@
 //! Minimal Sync client for the emulator's drain benchmark: streams the copy
 //! phase of one table (until the cursor no longer carries `last_known_pk`)
-//! and prints rows, bytes and rows per second.
+//! and prints rows, bytes and rows per second. With `--from-position` it
+//! drains the change phase instead, until `--expect-changes` row changes
+//! have arrived.
 
 use std::time::Instant;
 
@@ -25,6 +27,12 @@ struct Args {
     username: String,
     #[arg(long, default_value = "emu-secret")]
     password: String,
+    /// Start from this position (change phase) instead of copying.
+    #[arg(long)]
+    from_position: Option<String>,
+    /// With --from-position: stop after this many row changes.
+    #[arg(long, default_value_t = 0)]
+    expect_changes: u64,
     /// CA file; enables TLS (server name `localhost`).
     #[arg(long)]
     tls_ca_file: Option<std::path::PathBuf>,
@@ -60,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         cursor: Some(TableCursor {
             shard: args.shard.clone(),
             keyspace: args.keyspace.clone(),
-            position: String::new(),
+            position: args.from_position.clone().unwrap_or_default(),
             last_known_pk: None,
         }),
         tablet_type: 1,
@@ -80,11 +88,16 @@ async fn main() -> anyhow::Result<()> {
             rows += r.rows.len() as u64;
             bytes += r.rows.iter().map(|x| x.values.len() as u64).sum::<u64>();
         }
-        if resp
+        rows += (resp.updates.len() + resp.deletes.len()) as u64;
+        let copy_done = resp
             .cursor
             .as_ref()
-            .is_some_and(|c| c.last_known_pk.is_none())
-        {
+            .is_some_and(|c| c.last_known_pk.is_none());
+        let done = match args.from_position {
+            Some(_) => rows >= args.expect_changes,
+            None => copy_done,
+        };
+        if done {
             break;
         }
     }
