@@ -379,6 +379,51 @@ async fn fault_tcp_drop_during_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_emulator_restarted_mid_run() {
+    let mut t = Trial::new("f_restart", 30_000, 30).await;
+    // a stalled stream makes sure the restart lands mid-run
+    t.emu
+        .emu
+        .faults()
+        .set(Fault::new(FaultKind::Stall, 1).persistent());
+    let d = dbs(&t.emu);
+    let config = t.config.clone();
+    let catalog = t.catalog.clone();
+    // the tap runs in the background while the server goes away and comes back
+    let run = tokio::spawn(async move {
+        tap(
+            &[
+                "sync",
+                "--config",
+                config.to_str().expect("p"),
+                "--catalog",
+                catalog.to_str().expect("p"),
+            ],
+            &[],
+        )
+        .await
+    });
+    let churning = tokio::spawn(churn(d, 19, 150, Duration::from_millis(3)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    t.emu.restart().await;
+    churning.await.expect("churn");
+    let out = Singer::parse(run.await.expect("join"));
+    assert_eq!(
+        out.run.code, 0,
+        "the run survives a restart: {}",
+        out.run.stderr
+    );
+    assert!(
+        out.run.stderr.contains("retrying") || out.run.stderr.contains("resuming"),
+        "the restart hit the run: {}",
+        out.run.stderr
+    );
+    t.messages.extend(out.messages.iter().cloned());
+    t.state = last_state(&out.messages);
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_unauthenticated_mid_run() {
     permanent(
         "f_unauth",

@@ -146,10 +146,20 @@ pub fn replace_strings(v: &Value, from: &str, to: &str) -> Value {
     }
 }
 
+/// The emulator of a test, replaceable by a restarted one.
+pub struct Running(Option<psdb_emulator::Emulator>);
+
+impl std::ops::Deref for Running {
+    type Target = psdb_emulator::Emulator;
+    fn deref(&self) -> &psdb_emulator::Emulator {
+        self.0.as_ref().expect("the emulator is running")
+    }
+}
+
 /// A running emulator over fresh backing databases, with a fixture loaded
 /// into every shard, and the tap config to reach it.
 pub struct Emu {
-    pub emu: psdb_emulator::Emulator,
+    pub emu: Running,
     pub scratch: Scratch,
     pub config: PathBuf,
 }
@@ -188,10 +198,22 @@ impl Emu {
         let scratch = Scratch::new();
         let config = scratch.write_json("config.json", &emu.tap_config());
         Emu {
-            emu,
+            emu: Running(Some(emu)),
             scratch,
             config,
         }
+    }
+
+    /// Stops the emulator and starts it again on the same ports, databases
+    /// and CA, as a restarted server would come back.
+    pub async fn restart(&mut self) {
+        let old = self.emu.0.take().expect("the emulator is running");
+        let cfg = old.restart_config().expect("restart config");
+        old.stop().await;
+        let new = psdb_emulator::Emulator::start(cfg)
+            .await
+            .expect("restart emulator");
+        self.emu.0 = Some(new);
     }
 
     pub fn config(&self) -> &str {
