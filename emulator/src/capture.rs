@@ -284,29 +284,40 @@ async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Cap
 async fn scan(conn: &mut mysql_async::Conn, database: &str) -> Result<(), CaptureError> {
     conn.query_drop("SET SESSION group_concat_max_len = 1048576")
         .await?;
-    // (table, signature of its columns, comment of its shadow or NULL)
-    let rows: Vec<(String, Option<String>, Option<String>)> = conn
+    // Two flat per-schema queries: a correlated subquery over
+    // information_schema.columns opens every table on the server per row
+    // (seconds on a busy shared server).
+    let tables: Vec<(String, String, String)> = conn
         .exec(
-            "SELECT CAST(t.table_name AS CHAR), \
-               (SELECT MD5(GROUP_CONCAT(CONCAT(c.column_name, ' ', c.column_type) \
-                  ORDER BY c.ordinal_position SEPARATOR ',')) \
-                FROM information_schema.columns c \
-                WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name), \
-               NULL \
-             FROM information_schema.tables t \
-             WHERE t.table_schema = ? AND t.table_type = 'BASE TABLE' \
-               AND t.table_name NOT LIKE '\\_psdb\\_%'",
+            "SELECT CAST(table_name AS CHAR), CAST(table_type AS CHAR), \
+             CAST(table_comment AS CHAR) FROM information_schema.tables WHERE table_schema = ?",
             (database,),
         )
         .await?;
-    let shadows: Vec<(String, String)> = conn
+    let signatures: Vec<(String, String)> = conn
         .exec(
-            "SELECT CAST(table_name AS CHAR), CAST(table_comment AS CHAR) \
-             FROM information_schema.tables \
-             WHERE table_schema = ? AND table_name LIKE '\\_psdb\\_s\\_%'",
+            "SELECT CAST(table_name AS CHAR), MD5(GROUP_CONCAT(CONCAT(column_name, ' ', \
+             column_type) ORDER BY ordinal_position SEPARATOR ',')) \
+             FROM information_schema.columns WHERE table_schema = ? GROUP BY table_name",
             (database,),
         )
         .await?;
+    let shadows: Vec<(String, String)> = tables
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("_psdb_s_"))
+        .map(|(n, _, c)| (n.clone(), c.clone()))
+        .collect();
+    let rows: Vec<(String, Option<String>)> = tables
+        .iter()
+        .filter(|(n, ty, _)| ty == "BASE TABLE" && !n.starts_with(PREFIX))
+        .map(|(n, _, _)| {
+            let sig = signatures
+                .iter()
+                .find(|(t, _)| t == n)
+                .map(|(_, s)| s.clone());
+            (n.clone(), sig)
+        })
+        .collect();
     let triggers: Vec<String> = conn
         .exec(
             "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers \
@@ -314,7 +325,7 @@ async fn scan(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Captur
             (database,),
         )
         .await?;
-    for (table, sig, _) in rows {
+    for (table, sig) in rows {
         let Some(sig) = sig else { continue };
         let shadow = shadow_name(&table);
         let current = shadows.iter().find(|(n, _)| *n == shadow).map(|(_, c)| c);

@@ -70,7 +70,10 @@ struct Args {
     /// Serve plaintext (the default).
     #[arg(long, overrides_with = "tls")]
     no_tls: bool,
-    /// Directory for the generated CA file (default: a temp dir removed on exit).
+    /// Directory for the CA (`ca.pem`) and server certificate/key
+    /// (`server.pem`, `server.key`). Existing files there are reused, so a
+    /// restarted emulator keeps the CA its clients trust. Default: a temp dir
+    /// removed on exit.
     #[arg(long)]
     cert_dir: Option<PathBuf>,
     /// Change-phase cell text: `copy` (same as copy phase, Vitess v20+) or

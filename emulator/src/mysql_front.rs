@@ -625,9 +625,13 @@ async fn create_views(cfg: &FrontConfig) -> Result<(), mysql_async::Error> {
                 (table.to_ascii_uppercase(),),
             )
             .await?;
-        let json = "EXISTS (SELECT 1 FROM information_schema.check_constraints k \
-             WHERE k.constraint_schema = x.table_schema AND k.table_name = x.table_name \
-             AND k.check_clause = CONCAT('json_valid(`', x.column_name, '`)'))";
+        // The schema is a constant so information_schema only opens this
+        // database's tables for each evaluation.
+        let json = format!(
+            "EXISTS (SELECT 1 FROM information_schema.check_constraints k \
+             WHERE k.constraint_schema = {db_lit} AND k.table_name = x.table_name \
+             AND k.check_clause = CONCAT('json_valid(`', x.column_name, '`)'))"
+        );
         let select: Vec<String> = cols
             .iter()
             .map(|c| {

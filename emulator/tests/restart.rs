@@ -67,4 +67,9 @@ async fn restart_keeps_addresses_ca_and_positions() {
     .await;
     let rows: Vec<_> = resps.iter().flat_map(|r| rows_of(&r.result)).collect();
     assert_eq!(rows, vec![vec![s("2")]]);
+
+    // The kept certificate directory is the test's to remove.
+    let dir = emu.config().cert_dir.clone().expect("kept cert dir");
+    emu.stop().await;
+    std::fs::remove_dir_all(dir).expect("remove cert dir");
 }
