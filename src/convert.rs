@@ -608,6 +608,21 @@ impl RecordPlan {
         res
     }
 
+    /// Names the first field whose length runs past the row's bytes, for a
+    /// malformed-row error that points at a column.
+    fn overflowing_field(&self, row: &Row) -> Option<&str> {
+        let mut total = 0u64;
+        for (i, l) in row.lengths.iter().enumerate() {
+            if *l > 0 {
+                total = total.saturating_add(*l as u64);
+            }
+            if total > row.values.len() as u64 {
+                return self.fields.get(i).map(|f| f.name.as_str());
+            }
+        }
+        None
+    }
+
     fn write_record_inner(
         &self,
         out: &mut Vec<u8>,
@@ -622,7 +637,14 @@ impl RecordPlan {
         }
         out.push(b'{');
         let mut first = true;
-        for (cell, plan) in cells(row, self.columns.len())?.zip(&self.columns) {
+        let cells =
+            cells(row, self.columns.len()).map_err(|e| match (e, self.overflowing_field(row)) {
+                (ConvertError::Malformed(m), Some(col)) => {
+                    ConvertError::Malformed(format!("{m} (at column `{col}`)"))
+                }
+                (e, _) => e,
+            })?;
+        for (cell, plan) in cells.zip(&self.columns) {
             let Some(plan) = plan else { continue };
             if !first {
                 out.push(b',');

@@ -851,3 +851,78 @@ async fn include_metadata_adds_declared_sdc_columns() {
             .starts_with("MySQL56/"));
     }
 }
+
+#[tokio::test]
+async fn schema_changes_between_runs_never_crash() {
+    // GIVEN a synced table
+    let emu = Emu::start("ddl", &["-"], false, &[("-", numbers_sql("items", 1, 5))]).await;
+    let catalog = emu.catalog(&[]).await;
+    let first = emu.sync(&catalog, None).await.ok();
+
+    // WHEN a column is added (not in the catalog): it is ignored
+    emu.front_sql("ALTER TABLE items ADD COLUMN extra VARCHAR(10) DEFAULT 'x'")
+        .await;
+    emu.sql(
+        "-",
+        "INSERT INTO items (id, v, amount, extra) VALUES (6, 'six', 6, 'new')",
+    )
+    .await;
+    let second = emu.sync(&catalog, Some(&first.last_state())).await.ok();
+    let recs = second.records("items");
+    assert_eq!(ids(&recs), vec![6]);
+    assert!(
+        recs[0].get("extra").is_none(),
+        "a column the catalog lacks is not emitted"
+    );
+    assert_eq!(
+        second.count("SCHEMA"),
+        1,
+        "the catalog's property set did not change"
+    );
+
+    // AND a selected column is dropped: null, with a warning
+    emu.front_sql("ALTER TABLE items DROP COLUMN v").await;
+    emu.sql("-", "INSERT INTO items (id, amount) VALUES (7, 7)")
+        .await;
+    let third = emu.sync(&catalog, Some(&second.last_state())).await.ok();
+    let recs = third.records("items");
+    assert_eq!(ids(&recs), vec![7]);
+    assert_eq!(recs[0]["v"], Value::Null);
+    assert!(
+        third.run.stderr.contains("not in the table (dropped?)"),
+        "{}",
+        third.run.stderr
+    );
+
+    // AND a column is retyped to a wider type: values still convert
+    emu.front_sql("ALTER TABLE items MODIFY COLUMN amount DECIMAL(20,4)")
+        .await;
+    emu.sql("-", "INSERT INTO items (id, amount) VALUES (8, 8.125)")
+        .await;
+    let fourth = emu.sync(&catalog, Some(&third.last_state())).await.ok();
+    assert_eq!(ids(&fourth.records("items")), vec![8]);
+    assert!(
+        fourth.run.stdout.contains("\"amount\":8.1250"),
+        "{}",
+        fourth.run.stdout
+    );
+
+    // AND a retype the catalog type cannot hold is a clear error, not a crash
+    emu.front_sql("ALTER TABLE items MODIFY COLUMN amount VARCHAR(20)")
+        .await;
+    emu.sql("-", "INSERT INTO items (id, amount) VALUES (9, 'lots')")
+        .await;
+    let fifth = emu.sync(&catalog, Some(&fourth.last_state())).await;
+    assert_eq!(fifth.run.code, 1, "{}", fifth.run.stderr);
+    let line = fifth.run.error_line();
+    assert!(
+        line.contains("stream `items` shard `-`") && line.contains("column `amount`"),
+        "{line}"
+    );
+    assert!(!fifth.run.stderr.contains("panicked"));
+    assert_eq!(
+        fifth.last_state(),
+        fourth.last_state(),
+        "the state does not move past the bad row"
+    );
+}

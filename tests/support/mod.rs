@@ -230,6 +230,25 @@ impl Emu {
         self.emu.settle().await.expect("settle");
     }
 
+    /// Runs SQL through the emulator's MySQL front, as a user of the
+    /// database would (DDL there also refreshes change capture at once).
+    pub async fn front_sql(&self, sql: &str) {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(self.emu.mysql_addr().ip().to_string())
+            .tcp_port(self.emu.mysql_addr().port())
+            .user(Some(self.emu.config().username.clone()))
+            .pass(Some(self.emu.config().password.clone()))
+            .db_name(Some(self.emu.keyspace().to_string()))
+            .prefer_socket(false);
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .expect("connect to the front");
+        use mysql_async::prelude::Queryable;
+        conn.query_drop(sql).await.expect("front statement");
+        let _ = conn.disconnect().await;
+        self.emu.settle().await.expect("settle");
+    }
+
     /// Discovers with --auto-select and returns the catalog path.
     pub async fn catalog(&self, extra: &[&str]) -> PathBuf {
         let mut args = vec!["discover", "--config", self.config(), "--auto-select"];
