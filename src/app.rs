@@ -151,6 +151,12 @@ impl SyncInputs {
         let catalog = Catalog::from_path(&catalog_path)?;
         catalog.selected()?;
         let state = match &args.state {
+            // Schedulers pass the state path before the first run has
+            // written it: a missing file is a first run, not an error.
+            Some(p) if !p.exists() => {
+                warn!(state = %p.display(), "state file does not exist yet; starting from scratch");
+                State::default()
+            }
             Some(p) => {
                 let s = State::from_path(p)?;
                 s.check_keyspace(&p.display().to_string(), &settings.database)?;

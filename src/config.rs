@@ -61,6 +61,8 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "Length of one Sync session; when it ends the tap peeks at the position again and continues." },
     SettingDoc { name: "max_retries", kind: "integer", required: false, secret: false, default: Some("5"),
         description: "Retries of a transient error before the run fails." },
+    SettingDoc { name: "retry_budget_seconds", kind: "integer", required: false, secret: false, default: Some("300"),
+        description: "Longest time one (stream, shard) keeps retrying a transient error before the run fails." },
     SettingDoc { name: "include_metadata", kind: "boolean", required: false, secret: false, default: Some("false"),
         description: "Add `_sdc_` metadata columns (position, sequence) to every record." },
     SettingDoc { name: "options.do_not_treat_tiny_int_as_boolean", kind: "boolean", required: false, secret: false, default: None,
@@ -212,6 +214,7 @@ pub struct Settings {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_retries: u32,
+    pub retry_budget: Duration,
     pub include_metadata: bool,
     /// `Some(false)` when `options.do_not_treat_tiny_int_as_boolean` is
     /// explicitly false: then tinyint(1) is discovered as boolean.
@@ -528,6 +531,7 @@ impl RawConfig {
             connect_timeout: Duration::from_secs(self.u64("connect_timeout_seconds", 10, 1)?),
             max_retries: u32::try_from(self.u64("max_retries", 5, 0)?)
                 .map_err(|_| self.invalid("max_retries", "is too large"))?,
+            retry_budget: Duration::from_secs(self.u64("retry_budget_seconds", 300, 1)?),
             include_metadata: self.bool("include_metadata", false)?,
             do_not_treat_tiny_int_as_boolean: self
                 .optional_bool("options.do_not_treat_tiny_int_as_boolean")?,

@@ -12,6 +12,8 @@ use mysql_async::prelude::Queryable;
 use psdb_emulator::{Fault, FaultKind};
 use serde_json::{json, Value};
 
+use psdb_emulator::mariadb::MariaDb;
+
 use crate::support::{mariadb, tap, Emu, Singer, BIN};
 
 const SHARDS: [&str; 2] = ["-80", "80-"];
@@ -44,11 +46,11 @@ impl Rng {
 }
 
 /// Random single- and multi-row transactions on both shards.
-async fn churn(dbs: Vec<String>, seed: u64, ops: u32, pause: Duration) {
+async fn churn(dbs: Vec<mysql_async::Opts>, seed: u64, ops: u32, pause: Duration) {
     let mut rng = Rng(seed.wrapping_mul(2_654_435_761).max(1));
     let mut conns = Vec::new();
-    for db in &dbs {
-        conns.push(mariadb().connect(Some(db)).await.expect("connect"));
+    for opts in dbs {
+        conns.push(mysql_async::Conn::new(opts).await.expect("connect"));
     }
     for op in 0..ops {
         let s = rng.below(2) as usize;
@@ -74,10 +76,10 @@ async fn churn(dbs: Vec<String>, seed: u64, ops: u32, pause: Duration) {
 }
 
 /// MariaDB's final table, over both shards.
-async fn table(emu: &Emu) -> BTreeMap<u64, (String, i64)> {
+async fn table(server: &MariaDb, emu: &Emu) -> BTreeMap<u64, (String, i64)> {
     let mut out = BTreeMap::new();
     for shard in SHARDS {
-        let mut conn = mariadb()
+        let mut conn = server
             .connect(Some(emu.emu.shard_database(shard)))
             .await
             .expect("connect");
@@ -133,6 +135,8 @@ fn last_state(messages: &[Value]) -> Option<Value> {
 }
 
 struct Trial {
+    /// A private MariaDB when the trial restarts it; else the shared one.
+    server: Option<MariaDb>,
     emu: Emu,
     catalog: std::path::PathBuf,
     config: std::path::PathBuf,
@@ -141,11 +145,15 @@ struct Trial {
     runs: usize,
 }
 
-fn dbs(emu: &Emu) -> Vec<String> {
+fn dbs_on(server: &MariaDb, emu: &Emu) -> Vec<mysql_async::Opts> {
     SHARDS
         .iter()
-        .map(|s| emu.emu.shard_database(s).to_string())
+        .map(|s| server.opts(Some(emu.emu.shard_database(s))))
         .collect()
+}
+
+fn dbs(emu: &Emu) -> Vec<mysql_async::Opts> {
+    dbs_on(mariadb(), emu)
 }
 
 impl Trial {
@@ -169,6 +177,7 @@ impl Trial {
         cfg["max_retries"] = json!(8);
         let config = emu.scratch.write_json("trial-config.json", &cfg);
         Trial {
+            server: None,
             emu,
             catalog,
             config,
@@ -176,6 +185,10 @@ impl Trial {
             state: None,
             runs: 0,
         }
+    }
+
+    fn maria(&self) -> &MariaDb {
+        self.server.as_ref().unwrap_or_else(|| mariadb())
     }
 
     /// One sync from the current state; its output joins the record.
@@ -215,7 +228,7 @@ impl Trial {
         assert_eq!(last.run.code, 0, "final run: {}", last.run.stderr);
         let mut replayed = BTreeMap::new();
         let (records, duplicates) = replay(&self.messages, &mut replayed);
-        let want = table(&self.emu).await;
+        let want = table(self.maria(), &self.emu).await;
         let missing: Vec<&u64> = want
             .keys()
             .filter(|k| !replayed.contains_key(k))
@@ -420,6 +433,47 @@ async fn fault_emulator_restarted_mid_run() {
     );
     t.messages.extend(out.messages.iter().cloned());
     t.state = last_state(&out.messages);
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_mariadb_restarted_between_runs() {
+    // GIVEN a keyspace on a private MariaDB (the shared one serves other tests)
+    let mut server = MariaDb::start().await.expect("private MariaDB");
+    let cfg = psdb_emulator::EmulatorConfig::new(&server, "f_mdb").shards(&SHARDS);
+    let emu = Emu::start_with(cfg, &[]).await;
+    for shard in SHARDS {
+        server
+            .execute(emu.emu.shard_database(shard), &seed_sql(shard, 3000))
+            .await
+            .expect("seed");
+    }
+    emu.emu.refresh_capture().await.expect("refresh");
+    let catalog = emu.catalog(&[]).await;
+    let mut cfgv: Value =
+        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
+    cfgv["max_retries"] = json!(8);
+    let config = emu.scratch.write_json("trial-config.json", &cfgv);
+    let mut t = Trial {
+        server: None,
+        emu,
+        catalog,
+        config,
+        messages: Vec::new(),
+        state: None,
+        runs: 0,
+    };
+    let first = t.run().await;
+    assert_eq!(first.run.code, 0, "{}", first.run.stderr);
+    churn(dbs_on(&server, &t.emu), 23, 100, Duration::ZERO).await;
+    t.emu.emu.settle().await.expect("settle");
+
+    // WHEN MariaDB goes down hard and comes back between runs
+    server.restart().await.expect("restart MariaDB");
+    churn(dbs_on(&server, &t.emu), 29, 100, Duration::ZERO).await;
+
+    // THEN the next runs pick up every change
+    t.server = Some(server);
     t.finish().await;
 }
 

@@ -92,6 +92,9 @@ enum KeeperMsg {
 /// The running child, owned by its keeper thread.
 struct Server {
     pid: u32,
+    /// How it was launched, so [`MariaDb::restart`] can launch it again.
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
     stop: mpsc::Sender<KeeperMsg>,
     /// Set by the keeper when the child exits on its own.
     exited: Arc<Mutex<Option<String>>>,
@@ -285,6 +288,49 @@ impl MariaDb {
         conn.query_drop(sql).await?;
         conn.disconnect().await?;
         Ok(())
+    }
+}
+
+impl MariaDb {
+    /// Kills the server, as a crash would, and starts it again on the same
+    /// datadir and port; returns once it accepts connections again. Only
+    /// for servers this harness started (not the shared one: other tests
+    /// use it).
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        let Some(mut old) = self.server.take() else {
+            return Err(HarnessError::Shared(
+                "only a server started by this harness can be restarted".into(),
+            ));
+        };
+        let (ack_tx, ack_rx) = mpsc::channel();
+        if old.stop.send(KeeperMsg::Stop(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(Duration::from_secs(10));
+        }
+        let mut cmd = Command::new(&old.program);
+        cmd.args(&old.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut next = spawn_keeper(cmd, old.log.clone())?;
+        next.datadir = old.datadir.take();
+        self.server = Some(next);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.connect(None)).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.disconnect().await;
+                    return Ok(());
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(HarnessError::StartTimeout {
+                        timeout: START_TIMEOUT,
+                        log: old.log.clone(),
+                        last: "no answer after restart".into(),
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 }
 
@@ -552,6 +598,8 @@ fn spawn_keeper(mut cmd: Command, log: PathBuf) -> Result<Server, HarnessError> 
             Ok(())
         });
     }
+    let program = PathBuf::from(cmd.get_program());
+    let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
     let (stop_tx, stop_rx) = mpsc::channel::<KeeperMsg>();
     let (pid_tx, pid_rx) = mpsc::channel::<std::io::Result<u32>>();
     let exited = Arc::new(Mutex::new(None));
@@ -603,6 +651,8 @@ fn spawn_keeper(mut cmd: Command, log: PathBuf) -> Result<Server, HarnessError> 
         .map_err(io_err("spawning mariadbd"))?;
     Ok(Server {
         pid,
+        program,
+        args,
         stop: stop_tx,
         exited,
         datadir: None,

@@ -89,6 +89,41 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+type MySqlAnswers = (
+    Result<Vec<String>, mysql::MySqlError>,
+    Result<Vec<mysql::Tablet>, mysql::MySqlError>,
+    Result<Vec<RawTable>, mysql::MySqlError>,
+);
+
+/// One round of the MySQL queries a sync needs. A connection failure is the
+/// outer error (retryable or not); a query's own failure is inside.
+async fn mysql_phase(
+    settings: &Settings,
+    keyspace: &str,
+) -> Result<MySqlAnswers, mysql::MySqlError> {
+    let mut conn = mysql::connect(settings).await?;
+    let shards = mysql::shards(&mut conn, keyspace).await;
+    let tablets = mysql::tablets(&mut conn).await;
+    let tables = mysql::describe_schema(&mut conn, keyspace).await;
+    mysql::close(conn).await;
+    for r in [
+        shards.as_ref().err(),
+        tablets.as_ref().err(),
+        tables.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if r.is_retryable() {
+            return Err(mysql::MySqlError::Unreachable {
+                endpoint: settings.mysql.to_string(),
+                reason: r.to_string(),
+            });
+        }
+    }
+    Ok((shards, tablets, tables))
+}
+
 /// Per-slot progress, for checkpoints and the summary.
 struct SlotState {
     stream: usize,
@@ -113,12 +148,21 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
     let selected = catalog.selected()?;
     let keyspace = settings.database.clone();
 
-    // MySQL: shards, cells and the tables' real columns.
-    let mut conn = mysql::connect(settings).await?;
-    let shards_res = mysql::shards(&mut conn, &keyspace).await;
-    let tablets_res = mysql::tablets(&mut conn).await;
-    let tables_res = mysql::describe_schema(&mut conn, &keyspace).await;
-    mysql::close(conn).await;
+    // MySQL: shards, cells and the tables' real columns. A server that has
+    // gone away is retried like any transient error.
+    let mut attempt = 0;
+    let (shards_res, tablets_res, tables_res) = loop {
+        match mysql_phase(settings, &keyspace).await {
+            Ok(answers) => break answers,
+            Err(e) if e.is_retryable() && attempt < settings.max_retries => {
+                attempt += 1;
+                let wait = reader::backoff(attempt);
+                warn!(attempt, error = %e, wait_ms = wait.as_millis() as u64, "MySQL failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let available = shards_res?;
     if available.is_empty() {
         return Err(TapError::Runtime(format!(
@@ -303,6 +347,7 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
         cells,
         timeout: settings.timeout,
         max_retries: settings.max_retries,
+        retry_budget: settings.retry_budget,
         include_metadata: settings.include_metadata,
         resync_on_purged: settings.resync_on_purged,
         sequence: AtomicU64::new(

@@ -52,6 +52,8 @@ pub struct ReaderContext {
     pub cells: Vec<String>,
     pub timeout: Duration,
     pub max_retries: u32,
+    /// Longest streak of retries before giving up.
+    pub retry_budget: Duration,
     pub include_metadata: bool,
     pub resync_on_purged: bool,
     /// `_sdc_sequence`: rises across the run (and across runs, being seeded
@@ -262,8 +264,39 @@ fn apply_floor(floor: &mut Option<String>, c: &mut TableCursor, resumed: bool) -
     newer
 }
 
+/// Counts one streak of retries; progress ends the streak.
+struct Retries {
+    attempts: u32,
+    since: Option<Instant>,
+}
+
+impl Retries {
+    fn new() -> Retries {
+        Retries {
+            attempts: 0,
+            since: None,
+        }
+    }
+
+    /// The wait before the next attempt, or `None` when the attempts or the
+    /// time budget are used up.
+    fn next(&mut self, max: u32, budget: Duration) -> Option<Duration> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if self.attempts >= max || since.elapsed() >= budget {
+            return None;
+        }
+        self.attempts += 1;
+        Some(backoff(self.attempts))
+    }
+
+    fn progress(&mut self) {
+        self.attempts = 0;
+        self.since = None;
+    }
+}
+
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … capped at 30 s.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 500u64.saturating_mul(1u64 << attempt.min(6)).min(30_000);
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -581,7 +614,7 @@ async fn read(
     };
 
     let mut cursor = slot.start.clone();
-    let mut attempts: u32 = 0;
+    let mut retries = Retries::new();
     let mut first_stop = true;
     let mut copying = cursor.last_known_pk.is_some() || cursor.position.is_empty();
     // The copy's floor: the position where this copy began. A copy resumed
@@ -615,14 +648,17 @@ async fn read(
         let stop_text = match stop_text {
             Ok(s) => s,
             Err(status) => match classify(&status) {
-                StatusClass::Retryable | StatusClass::SessionEnd if attempts < ctx.max_retries => {
-                    attempts += 1;
-                    let wait = backoff(attempts);
-                    warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "peek failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
+                StatusClass::Retryable | StatusClass::SessionEnd => {
+                    match retries.next(ctx.max_retries, ctx.retry_budget) {
+                        Some(wait) => {
+                            warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = retries.attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "peek failed; retrying");
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        None => return Err(fail(&status, retries.attempts)),
+                    }
                 }
-                _ => return Err(fail(&status, attempts)),
+                _ => return Err(fail(&status, retries.attempts)),
             },
         };
         first_stop = false;
@@ -658,19 +694,20 @@ async fn read(
             Ok(s) => s,
             Err(status) => match classify(&status) {
                 StatusClass::SessionEnd => continue,
-                StatusClass::Retryable if attempts < ctx.max_retries => {
-                    attempts += 1;
-                    let wait = backoff(attempts);
-                    warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = attempts, code = ?status.code(), error = %status.message(), "sync failed to open; retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
+                StatusClass::Retryable => match retries.next(ctx.max_retries, ctx.retry_budget) {
+                    Some(wait) => {
+                        warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = retries.attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "sync failed to open; retrying");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    None => return Err(fail(&status, retries.attempts)),
+                },
                 StatusClass::Purged if ctx.resync_on_purged => {
                     cursor = restart(ctx, slot, tx).await;
                     copying = true;
                     continue;
                 }
-                _ => return Err(fail(&status, attempts)),
+                _ => return Err(fail(&status, retries.attempts)),
             },
         };
         loop {
@@ -705,7 +742,7 @@ async fn read(
                         break;
                     }
                     if had_cursor {
-                        attempts = 0;
+                        retries.progress();
                         if reached(&cursor, &stop) {
                             info!(stream = %slot.stream.name, shard = %slot.shard, secs = started.elapsed().as_secs_f64(), "caught up");
                             return Ok(());
@@ -714,19 +751,21 @@ async fn read(
                 }
                 Err(status) => match classify(&status) {
                     StatusClass::SessionEnd => break,
-                    StatusClass::Retryable if attempts < ctx.max_retries => {
-                        attempts += 1;
-                        let wait = backoff(attempts);
-                        warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "stream failed; resuming from the last cursor");
-                        tokio::time::sleep(wait).await;
-                        break;
-                    }
+                    StatusClass::Retryable => match retries.next(ctx.max_retries, ctx.retry_budget)
+                    {
+                        Some(wait) => {
+                            warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = retries.attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "stream failed; resuming from the last cursor after retrying");
+                            tokio::time::sleep(wait).await;
+                            break;
+                        }
+                        None => return Err(fail(&status, retries.attempts)),
+                    },
                     StatusClass::Purged if ctx.resync_on_purged => {
                         cursor = restart(ctx, slot, tx).await;
                         copying = true;
                         break;
                     }
-                    _ => return Err(fail(&status, attempts)),
+                    _ => return Err(fail(&status, retries.attempts)),
                 },
             }
         }
@@ -839,6 +878,22 @@ mod tests {
         let mut next = c(p2, false);
         assert!(!apply_floor(&mut floor, &mut next, true));
         assert_eq!(next.position, p2);
+    }
+
+    #[test]
+    fn retries_are_bounded_by_count_and_time() {
+        let mut r = Retries::new();
+        assert!(r.next(2, Duration::from_secs(60)).is_some());
+        assert!(r.next(2, Duration::from_secs(60)).is_some());
+        assert!(r.next(2, Duration::from_secs(60)).is_none(), "count");
+        r.progress();
+        assert!(
+            r.next(2, Duration::from_secs(60)).is_some(),
+            "progress resets"
+        );
+        let mut r = Retries::new();
+        r.since = Some(Instant::now() - Duration::from_secs(10));
+        assert!(r.next(100, Duration::from_secs(5)).is_none(), "budget");
     }
 
     #[test]
