@@ -119,22 +119,9 @@ fn classify_connect(e: mysql_async::Error, settings: &Settings, endpoint: String
                 reason: format!("{} (error {})", se.message, se.code),
             },
         },
-        mysql_async::Error::Io(io) => {
-            let text = io.to_string();
-            let lower = text.to_ascii_lowercase();
-            if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
-                MySqlError::Tls {
-                    endpoint,
-                    reason: text,
-                }
-            } else {
-                MySqlError::Unreachable {
-                    endpoint,
-                    reason: text,
-                }
-            }
-        }
         other => {
+            // TLS failures arrive as I/O or driver errors; tell them apart by
+            // their text, since mysql_async gives no kind for them.
             let text = other.to_string();
             let lower = text.to_ascii_lowercase();
             if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {

@@ -169,13 +169,11 @@ impl Trial {
         )
         .await;
         let catalog = emu.catalog(&[]).await;
-        let mut cfg: Value =
-            serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg"))
-                .expect("json");
-        cfg["timeout_seconds"] = json!(timeout_seconds);
-        cfg["state_interval_records"] = json!(500);
-        cfg["max_retries"] = json!(8);
-        let config = emu.scratch.write_json("trial-config.json", &cfg);
+        let config = emu.config_with("trial-config.json", |c| {
+            c["timeout_seconds"] = json!(timeout_seconds);
+            c["state_interval_records"] = json!(500);
+            c["max_retries"] = json!(8);
+        });
         Trial {
             server: None,
             emu,
@@ -450,10 +448,7 @@ async fn fault_mariadb_restarted_between_runs() {
     }
     emu.emu.refresh_capture().await.expect("refresh");
     let catalog = emu.catalog(&[]).await;
-    let mut cfgv: Value =
-        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
-    cfgv["max_retries"] = json!(8);
-    let config = emu.scratch.write_json("trial-config.json", &cfgv);
+    let config = emu.config_with("trial-config.json", |c| c["max_retries"] = json!(8));
     let mut t = Trial {
         server: None,
         emu,

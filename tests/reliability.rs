@@ -6,14 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Emu, Singer, BIN};
-
-fn numbers_sql(table: &str, from: u64, to: u64) -> String {
-    format!(
-        "CREATE TABLE `{table}` (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32), amount DECIMAL(10,2));\n\
-         INSERT INTO `{table}` SELECT seq, CONCAT('row-', seq), seq / 100 FROM seq_{from}_to_{to};\n"
-    )
-}
+use crate::support::{numbers_sql, Emu, Singer, BIN};
 
 fn spawn_sync(emu: &Emu, catalog: &std::path::Path, state: Option<&std::path::Path>) -> Child {
     let mut cmd = Command::new(BIN);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
-use crate::support::{fixture_path, mariadb, Emu};
+use crate::support::{fixture_path, mariadb, numbers_sql, Emu};
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(fixture_path(name)).expect("fixture")
@@ -185,14 +185,6 @@ async fn full_copy_of_every_type_matches_mariadb() {
     );
 }
 
-/// A table of `n` rows, for copy/resume tests.
-fn numbers_sql(table: &str, from: u64, to: u64) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS `{table}` (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32), amount DECIMAL(10,2));\n\
-         INSERT INTO `{table}` SELECT seq, CONCAT('row-', seq), seq / 100 FROM seq_{from}_to_{to};\n"
-    )
-}
-
 fn ids(records: &[&Value]) -> Vec<u64> {
     records
         .iter()
@@ -356,25 +348,8 @@ async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
 
     // THEN a run limited to shard 80- sees only its change, and keeps the
     // other shard's cursor untouched
-    let mut cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
-    cfg["shards"] = json!("80-");
-    let sub = emu.scratch.write_json("config-80.json", &cfg);
-    let st = emu.scratch.write_json("state-sub.json", &state);
-    let run = crate::support::tap(
-        &[
-            "sync",
-            "--config",
-            sub.to_str().expect("p"),
-            "--catalog",
-            catalog.to_str().expect("p"),
-            "--state",
-            st.to_str().expect("p"),
-        ],
-        &[],
-    )
-    .await;
-    let out = crate::support::Singer::parse(run).ok();
+    let sub = emu.config_with("config-80.json", |c| c["shards"] = json!("80-"));
+    let out = emu.sync_using(&sub, &catalog, Some(&state)).await.ok();
     assert_eq!(ids(&out.records("items")), vec![100]);
     let after = out.last_state();
     assert_eq!(
@@ -387,19 +362,8 @@ async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
     );
 
     // an unknown shard in the subset is an input error
-    cfg["shards"] = json!("-80,c0-");
-    let bad = emu.scratch.write_json("config-bad.json", &cfg);
-    let run = crate::support::tap(
-        &[
-            "sync",
-            "--config",
-            bad.to_str().expect("p"),
-            "--catalog",
-            catalog.to_str().expect("p"),
-        ],
-        &[],
-    )
-    .await;
+    let bad = emu.config_with("config-bad.json", |c| c["shards"] = json!("-80,c0-"));
+    let run = emu.sync_using(&bad, &catalog, None).await.run;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
@@ -429,22 +393,10 @@ async fn interrupted_copy_resumes_from_the_last_state() {
         },
         2,
     ));
-    let mut cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
-    cfg["state_interval_records"] = json!(1000);
-    let config = emu.scratch.write_json("config-small.json", &cfg);
-    let run = crate::support::tap(
-        &[
-            "sync",
-            "--config",
-            config.to_str().expect("p"),
-            "--catalog",
-            catalog.to_str().expect("p"),
-        ],
-        &[],
-    )
-    .await;
-    let first = crate::support::Singer::parse(run);
+    let config = emu.config_with("config-small.json", |c| {
+        c["state_interval_records"] = json!(1000)
+    });
+    let first = emu.sync_using(&config, &catalog, None).await;
 
     // WHEN the run fails part-way
     assert_eq!(first.run.code, 1, "{}", first.run.stderr);
@@ -463,21 +415,7 @@ async fn interrupted_copy_resumes_from_the_last_state() {
 
     // THEN a rerun from its last STATE delivers every row, with at most one
     // checkpoint interval of duplicates
-    let st = emu.scratch.write_json("state-resume.json", &state);
-    let run = crate::support::tap(
-        &[
-            "sync",
-            "--config",
-            config.to_str().expect("p"),
-            "--catalog",
-            catalog.to_str().expect("p"),
-            "--state",
-            st.to_str().expect("p"),
-        ],
-        &[],
-    )
-    .await;
-    let second = crate::support::Singer::parse(run).ok();
+    let second = emu.sync_using(&config, &catalog, Some(&state)).await.ok();
     let rest = ids(&second.records("items"));
     let mut all: Vec<u64> = partial.iter().chain(rest.iter()).copied().collect();
     let total = all.len();
@@ -733,25 +671,10 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     assert_eq!(failed.count("RECORD"), 0);
 
     // AND with resync_on_purged the stream restarts from a full copy
-    let mut cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
-    cfg["resync_on_purged"] = json!(true);
-    let c = emu.scratch.write_json("config-resync.json", &cfg);
-    let st = emu.scratch.write_json("state-purged.json", &state);
-    let run = crate::support::tap(
-        &[
-            "sync",
-            "--config",
-            c.to_str().expect("p"),
-            "--catalog",
-            catalog.to_str().expect("p"),
-            "--state",
-            st.to_str().expect("p"),
-        ],
-        &[],
-    )
-    .await;
-    let resynced = crate::support::Singer::parse(run).ok();
+    let c = emu.config_with("config-resync.json", |c| {
+        c["resync_on_purged"] = json!(true)
+    });
+    let resynced = emu.sync_using(&c, &catalog, Some(&state)).await.ok();
     let mut got = ids(&resynced.records("items"));
     got.sort();
     assert_eq!(got, (1..=21).collect::<Vec<_>>());
@@ -798,23 +721,11 @@ async fn include_metadata_adds_declared_sdc_columns() {
     )
     .await;
     let catalog = emu.catalog(&[]).await;
-    let mut cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(&emu.config).expect("cfg")).expect("json");
-    cfg["include_metadata"] = json!("true");
-    cfg["max_parallel_readers"] = json!(1);
-    let c = emu.scratch.write_json("config-meta.json", &cfg);
-    let run = crate::support::tap(
-        &[
-            "sync",
-            "--config",
-            c.to_str().expect("p"),
-            "--catalog",
-            catalog.to_str().expect("p"),
-        ],
-        &[],
-    )
-    .await;
-    let out = crate::support::Singer::parse(run).ok();
+    let c = emu.config_with("config-meta.json", |c| {
+        c["include_metadata"] = json!("true");
+        c["max_parallel_readers"] = json!(1);
+    });
+    let out = emu.sync_using(&c, &catalog, None).await.ok();
     let schema = out
         .messages
         .iter()

@@ -295,6 +295,23 @@ impl Retries {
     }
 }
 
+/// Logs a retry with its reason and waits for it; `Err(attempts)` when the
+/// attempts or the time budget are used up.
+async fn wait_to_retry(
+    ctx: &ReaderContext,
+    slot: &Slot,
+    retries: &mut Retries,
+    status: &tonic::Status,
+    what: &str,
+) -> Result<(), u32> {
+    let wait = retries
+        .next(ctx.max_retries, ctx.retry_budget)
+        .ok_or(retries.attempts)?;
+    warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = retries.attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "{what}; retrying");
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
+
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … capped at 30 s.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 500u64.saturating_mul(1u64 << attempt.min(6)).min(30_000);
@@ -649,14 +666,10 @@ async fn read(
             Ok(s) => s,
             Err(status) => match classify(&status) {
                 StatusClass::Retryable | StatusClass::SessionEnd => {
-                    match retries.next(ctx.max_retries, ctx.retry_budget) {
-                        Some(wait) => {
-                            warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = retries.attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "peek failed; retrying");
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                        None => return Err(fail(&status, retries.attempts)),
-                    }
+                    wait_to_retry(ctx, slot, &mut retries, &status, "peek failed")
+                        .await
+                        .map_err(|attempts| fail(&status, attempts))?;
+                    continue;
                 }
                 _ => return Err(fail(&status, retries.attempts)),
             },
@@ -694,14 +707,12 @@ async fn read(
             Ok(s) => s,
             Err(status) => match classify(&status) {
                 StatusClass::SessionEnd => continue,
-                StatusClass::Retryable => match retries.next(ctx.max_retries, ctx.retry_budget) {
-                    Some(wait) => {
-                        warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = retries.attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "sync failed to open; retrying");
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    None => return Err(fail(&status, retries.attempts)),
-                },
+                StatusClass::Retryable => {
+                    wait_to_retry(ctx, slot, &mut retries, &status, "sync failed to open")
+                        .await
+                        .map_err(|attempts| fail(&status, attempts))?;
+                    continue;
+                }
                 StatusClass::Purged if ctx.resync_on_purged => {
                     cursor = restart(ctx, slot, tx).await;
                     copying = true;
@@ -751,15 +762,18 @@ async fn read(
                 }
                 Err(status) => match classify(&status) {
                     StatusClass::SessionEnd => break,
-                    StatusClass::Retryable => match retries.next(ctx.max_retries, ctx.retry_budget)
-                    {
-                        Some(wait) => {
-                            warn!(stream = %slot.stream.name, shard = %slot.shard, attempt = retries.attempts, code = ?status.code(), error = %status.message(), wait_ms = wait.as_millis() as u64, "stream failed; resuming from the last cursor after retrying");
-                            tokio::time::sleep(wait).await;
-                            break;
-                        }
-                        None => return Err(fail(&status, retries.attempts)),
-                    },
+                    StatusClass::Retryable => {
+                        wait_to_retry(
+                            ctx,
+                            slot,
+                            &mut retries,
+                            &status,
+                            "stream failed; resuming from the last cursor",
+                        )
+                        .await
+                        .map_err(|attempts| fail(&status, attempts))?;
+                        break;
+                    }
                     StatusClass::Purged if ctx.resync_on_purged => {
                         cursor = restart(ctx, slot, tx).await;
                         copying = true;

@@ -275,10 +275,15 @@ impl Emu {
 
     /// `sync` with a catalog and optional state (written to a file).
     pub async fn sync(&self, catalog: &Path, state: Option<&Value>) -> Singer {
+        self.sync_using(&self.config, catalog, state).await
+    }
+
+    /// `sync` with another config file.
+    pub async fn sync_using(&self, config: &Path, catalog: &Path, state: Option<&Value>) -> Singer {
         let mut args = vec![
             "sync".to_string(),
             "--config".into(),
-            self.config().into(),
+            config.to_str().expect("p").into(),
             "--catalog".into(),
             catalog.to_str().expect("p").into(),
         ];
@@ -289,6 +294,13 @@ impl Emu {
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         Singer::parse(tap(&argv, &[]).await)
+    }
+
+    /// The tap config with some keys changed, written to its own file.
+    pub fn config_with(&self, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let mut cfg = self.emu.tap_config();
+        edit(&mut cfg);
+        self.scratch.write_json(name, &cfg)
     }
 }
 
@@ -337,6 +349,14 @@ impl Singer {
     pub fn count(&self, kind: &str) -> usize {
         self.messages.iter().filter(|m| m["type"] == kind).count()
     }
+}
+
+/// A table of rows `from..=to` with an id, a text and a decimal.
+pub fn numbers_sql(table: &str, from: u64, to: u64) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS `{table}` (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32), amount DECIMAL(10,2));\n\
+         INSERT INTO `{table}` SELECT seq, CONCAT('row-', seq), seq / 100 FROM seq_{from}_to_{to};\n"
+    )
 }
 
 /// A tool installed by scripts/setup into the project's venv.
