@@ -159,6 +159,8 @@ struct Shim {
     explicit_shard: bool,
     backend: Option<mysql_async::Conn>,
     stmts: HashMap<u32, mysql_async::Statement>,
+    /// Whether each prepared statement reads the `columns` view.
+    stmt_reads_columns: HashMap<u32, bool>,
     scratch: Vec<ResultSet>,
 }
 
@@ -187,6 +189,7 @@ impl Shim {
             explicit_shard: false,
             backend: None,
             stmts: HashMap::new(),
+            stmt_reads_columns: HashMap::new(),
             scratch: Vec::new(),
         }
     }
@@ -324,7 +327,35 @@ impl Shim {
         hide_socket(&sql)
     }
 
+    /// Brings the table of JSON columns up to date before a query reads
+    /// the `columns` view. One pass over check_constraints, committed as one
+    /// transaction so concurrent readers see the old or the new list.
+    async fn refresh_json_columns(&mut self) {
+        let views = quote_ident(&MysqlFront::views_database(&self.cfg));
+        let db_lit = crate::values::quote_literal(self.first_shard_database().as_bytes());
+        let sql = format!(
+            "START TRANSACTION; DELETE FROM {views}.`json_columns`; \
+             INSERT IGNORE INTO {views}.`json_columns` (table_name, column_name) \
+             SELECT table_name, SUBSTRING(check_clause, 13, CHAR_LENGTH(check_clause) - 14) \
+             FROM information_schema.check_constraints \
+             WHERE constraint_schema = {db_lit} AND check_clause LIKE 'json\\_valid(`%`)'; COMMIT"
+        );
+        if let Ok(conn) = self.backend().await {
+            if let Err(e) = conn.query_drop(sql).await {
+                tracing::warn!(error = %e, "could not refresh the JSON column list");
+                let _ = conn.query_drop("ROLLBACK").await;
+            }
+        }
+    }
+
+    fn first_shard_database(&self) -> String {
+        self.cfg.shards.values().next().cloned().unwrap_or_default()
+    }
+
     async fn run_text(&mut self, query: &str) -> Result<Vec<ResultSet>, mysql_async::Error> {
+        if reads_columns(query) {
+            self.refresh_json_columns().await;
+        }
         let sql = self.rewrite(query);
         let hide = is_show_tables(query);
         let db_name = self.database();
@@ -604,6 +635,13 @@ fn read_ident(chars: &[char], i: usize) -> (String, usize) {
     (chars[i..k].iter().collect(), k)
 }
 
+/// Whether a query reads `information_schema.columns`, whose view needs the
+/// JSON column list.
+fn reads_columns(query: &str) -> bool {
+    let lower = query.to_ascii_lowercase();
+    lower.contains("information_schema") && lower.contains("columns")
+}
+
 /// Creates the mapping views over information_schema for the first shard.
 async fn create_views(cfg: &FrontConfig) -> Result<(), mysql_async::Error> {
     let db = cfg.shards.values().next().cloned().unwrap_or_default();
@@ -616,6 +654,13 @@ async fn create_views(cfg: &FrontConfig) -> Result<(), mysql_async::Error> {
     .await?;
     let db_lit = crate::values::quote_literal(db.as_bytes());
     let ks_lit = crate::values::quote_literal(cfg.keyspace.as_bytes());
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {}.`json_columns` (table_name VARCHAR(64) NOT NULL, \
+         column_name VARCHAR(64) NOT NULL, PRIMARY KEY (table_name, column_name)) \
+         DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        quote_ident(&views)
+    ))
+    .await?;
     for table in MAPPED_TABLES {
         let cols: Vec<String> = conn
             .exec(
@@ -625,10 +670,10 @@ async fn create_views(cfg: &FrontConfig) -> Result<(), mysql_async::Error> {
                 (table.to_ascii_uppercase(),),
             )
             .await?;
-        // JSON columns come from one pass over check_constraints, joined
-        // in; a correlated lookup per column re-read every table's
-        // constraints for every row (minutes for a thousand tables).
-        let json = "j.tn IS NOT NULL";
+        // JSON columns come from a small indexed table the front refreshes
+        // before each read of this view; a correlated lookup in
+        // check_constraints per column took minutes over a thousand tables.
+        let json = "j.table_name IS NOT NULL";
         let select: Vec<String> = cols
             .iter()
             .map(|c| {
@@ -648,10 +693,9 @@ async fn create_views(cfg: &FrontConfig) -> Result<(), mysql_async::Error> {
             .collect();
         let join = if table == "columns" {
             format!(
-                " LEFT JOIN (SELECT table_name AS tn, check_clause AS cc \
-                 FROM information_schema.check_constraints \
-                 WHERE constraint_schema = {db_lit} AND check_clause LIKE 'json\\_valid(%') j \
-                 ON j.tn = x.table_name AND j.cc = CONCAT('json_valid(`', x.column_name, '`)')"
+                " LEFT JOIN {}.`json_columns` j ON j.table_name = x.table_name \
+                 AND j.column_name = x.column_name",
+                quote_ident(&views)
             )
         } else {
             String::new()
@@ -791,6 +835,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
                     .collect();
                 let columns: Vec<Column> = stmt.columns().iter().map(to_front_column).collect();
                 self.stmts.insert(id, stmt);
+                self.stmt_reads_columns.insert(id, reads_columns(query));
                 self.scratch = vec![
                     ResultSet {
                         columns: params,
@@ -820,6 +865,9 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         params: ParamParser<'a>,
         results: QueryResultWriter<'a, W>,
     ) -> std::io::Result<()> {
+        if self.stmt_reads_columns.get(&id).copied().unwrap_or(false) {
+            self.refresh_json_columns().await;
+        }
         let Some(stmt) = self.stmts.get(&id).cloned() else {
             return results
                 .error(ErrorKind::ER_UNKNOWN_STMT_HANDLER, b"unknown statement")
