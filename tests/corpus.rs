@@ -329,9 +329,9 @@ async fn bad_input_corpus() {
         ),
         // --- states
         c(
-            "state missing file",
-            sync(&good_config, &good_catalog, Some("/nonexistent/s.json")),
-            "cannot read state file /nonexistent/s.json",
+            "state is a directory",
+            sync(&good_config, &good_catalog, Some("/tmp")),
+            "cannot read state file /tmp",
         ),
         c(
             "state not JSON",

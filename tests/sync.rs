@@ -837,3 +837,36 @@ async fn schema_changes_between_runs_never_crash() {
         "the state does not move past the bad row"
     );
 }
+
+#[tokio::test]
+async fn a_state_file_that_does_not_exist_yet_is_a_first_run() {
+    let emu = Emu::start(
+        "nostate",
+        &["-"],
+        false,
+        &[("-", numbers_sql("items", 1, 3))],
+    )
+    .await;
+    let catalog = emu.catalog(&[]).await;
+    let missing = emu.scratch.dir.path().join("not-written-yet.json");
+    let run = crate::support::tap(
+        &[
+            "sync",
+            "--config",
+            emu.config(),
+            "--catalog",
+            catalog.to_str().expect("p"),
+            "--state",
+            missing.to_str().expect("p"),
+        ],
+        &[],
+    )
+    .await;
+    let out = crate::support::Singer::parse(run).ok();
+    assert_eq!(out.records("items").len(), 3);
+    assert!(
+        out.run.stderr.contains("does not exist yet"),
+        "{}",
+        out.run.stderr
+    );
+}
