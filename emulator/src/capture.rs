@@ -205,26 +205,38 @@ pub async fn start(
             while let Ok(r) = req_rx.try_recv() {
                 waiters.push(r);
             }
+            let want_scan = waiters.iter().any(|w| w.scan) || last_scan.elapsed() >= SCAN_INTERVAL;
             let mut failure = None;
-            if waiters.iter().any(|w| w.scan) || last_scan.elapsed() >= SCAN_INTERVAL {
-                last_scan = tokio::time::Instant::now();
-                if let Err(e) = scan(&mut conn, &db).await {
-                    tracing::warn!(database = %db, error = %e, "capture scan failed");
-                    failure = Some(e.to_string());
-                }
-            }
-            match poll(&mut conn, &db, head).await {
-                Ok(h) => {
-                    if h != head {
-                        head = h;
-                        let _ = head_tx.send(h);
+            // A broken connection (MariaDB restarted) gets one fresh
+            // connection and one more try before the waiters hear of it.
+            for attempt in 0..2 {
+                failure = None;
+                if want_scan {
+                    last_scan = tokio::time::Instant::now();
+                    if let Err(e) = scan(&mut conn, &db).await {
+                        tracing::warn!(database = %db, error = %e, "capture scan failed");
+                        failure = Some(e.to_string());
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(database = %db, error = %e, "capture poll failed");
-                    failure = Some(e.to_string());
-                    // The connection may be broken; take a fresh one.
-                    if let Ok(mut c) = pool.get_conn().await {
+                if failure.is_none() {
+                    match poll(&mut conn, &db, head).await {
+                        Ok(h) => {
+                            if h != head {
+                                head = h;
+                                let _ = head_tx.send(h);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(database = %db, error = %e, "capture poll failed");
+                            failure = Some(e.to_string());
+                        }
+                    }
+                }
+                if failure.is_none() || attempt == 1 {
+                    break;
+                }
+                match pool.get_conn().await {
+                    Ok(mut c) => {
                         if c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                             .await
                             .is_ok()
@@ -232,6 +244,7 @@ pub async fn start(
                             conn = c;
                         }
                     }
+                    Err(_) => break,
                 }
             }
             for w in waiters {
