@@ -87,6 +87,12 @@ pub async fn run(cli: Cli) -> Result<(), TapError> {
             discover(&cli.args, &settings).await
         }
         Mode::Sync => {
+            if cli.args.commit.unwrap_or(false) {
+                // Silently writing to stdout instead would lose the data.
+                return Err(TapError::Usage(
+                    "--commit (push to the Stitch Import API) is not supported yet; pipe the output into a Singer target instead".into(),
+                ));
+            }
             let settings = settings(&cli.args)?;
             let inputs = SyncInputs::load(&cli.args, &settings)?;
             crate::sync::run(&settings, inputs).await

@@ -463,6 +463,17 @@ async fn bad_input_corpus() {
             "maybe",
         ),
         ("cli unknown subcommand", vec!["upload"], "upload"),
+        (
+            "cli commit mode",
+            vec![
+                "--config",
+                "/nonexistent.json",
+                "--catalog",
+                "/nonexistent.json",
+                "--commit",
+            ],
+            "--commit",
+        ),
     ] {
         cases.push(case(name, &args, want));
     }
