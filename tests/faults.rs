@@ -614,3 +614,81 @@ async fn crash_and_resume_loses_nothing() {
         "at least 20 kills, got {total_kills}"
     );
 }
+
+/// Columns added and dropped while a sync is running: the run finishes,
+/// new columns are ignored, dropped ones become null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_during_a_run() {
+    let t = Trial::new("f_ddl", 4000, 2).await;
+    // the first session stalls after one response; the deadline (2 s)
+    // ends it and the next session sees the new table shape
+    t.emu.emu.faults().set(Fault::new(FaultKind::Stall, 1));
+    let config = t.config.clone();
+    let catalog = t.catalog.clone();
+    let run = tokio::spawn(async move {
+        tap(
+            &[
+                "sync",
+                "--config",
+                config.to_str().expect("p"),
+                "--catalog",
+                catalog.to_str().expect("p"),
+            ],
+            &[],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    t.emu
+        .front_sql("ALTER TABLE items ADD COLUMN extra INT DEFAULT 7")
+        .await;
+    t.emu.front_sql("ALTER TABLE items DROP COLUMN v").await;
+    t.emu
+        .front_sql("INSERT INTO items (id, n, extra) VALUES (100001, 1, 8)")
+        .await;
+    let out = Singer::parse(run.await.expect("join"));
+    assert_eq!(out.run.code, 0, "{}", out.run.stderr);
+    assert!(!out.run.stderr.contains("panicked"));
+    let recs: Vec<&Value> = out
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "RECORD")
+        .map(|m| &m["record"])
+        .collect();
+    assert!(
+        recs.iter().all(|r| r.get("extra").is_none()),
+        "a column the catalog lacks is never emitted"
+    );
+    let late: Vec<&&Value> = recs
+        .iter()
+        .filter(|r| r["id"] == json!(100001) || r["v"].is_null())
+        .collect();
+    assert!(!late.is_empty(), "rows read after the drop carry v = null");
+    assert!(out.run.stderr.contains("dropped?"), "{}", out.run.stderr);
+}
+
+/// A cursor the server cannot use fails clearly, naming stream and shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_the_server_cannot_use_is_a_clear_error() {
+    let t = Trial::new("f_badcur", 100, 30).await;
+    // a position on a server UUID this shard never had, far in the future
+    let bad = tap_planetscale::pb::psdbconnect::v1alpha1::TableCursor {
+        shard: "-80".into(),
+        keyspace: "f_badcur".into(),
+        position: "MySQL56/11111111-2222-3333-4444-555555555555:1-99999999".into(),
+        last_known_pk: None,
+    };
+    let good = t.emu.sync(&t.catalog, None).await.ok().last_state();
+    let mut state = good.clone();
+    state["bookmarks"]["items"]["shards"]["-80"]["cursor"] =
+        json!(tap_planetscale::state::encode_cursor(&bad));
+    // a change so that the shard has something newer than its saved cursor
+    t.emu
+        .front_sql("INSERT INTO items VALUES (100002, 'x', 1)")
+        .await;
+    let out = t.emu.sync(&t.catalog, Some(&state)).await;
+    assert_eq!(out.run.code, 1, "{}", out.run.stderr);
+    let line = out.run.error_line();
+    assert!(line.contains("stream `items` shard `-80`"), "{line}");
+    assert!(!out.run.stderr.contains("panicked"));
+}

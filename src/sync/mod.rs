@@ -342,6 +342,7 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
 
     let ctx = Arc::new(ReaderContext {
         client,
+        settings: settings.clone(),
         keyspace: keyspace.clone(),
         tablet_type: settings.tablet_type,
         cells,

@@ -47,6 +47,8 @@ pub struct StreamSpec {
 /// Settings shared by every reader.
 pub struct ReaderContext {
     pub client: PsdbClient,
+    /// For re-reading a table's columns after DDL during the run.
+    pub settings: crate::config::Settings,
     pub keyspace: String,
     pub tablet_type: TabletType,
     pub cells: Vec<String>,
@@ -206,7 +208,12 @@ pub fn trim_last_known_pk(qr: &QueryResult, keys: &[String]) -> QueryResult {
 
 /// The request that resumes from `cursor`: a copy resumes by primary key
 /// with an empty position, as every Go client does.
-fn request(ctx: &ReaderContext, slot: &Slot, cursor: &TableCursor) -> SyncRequest {
+fn request(
+    ctx: &ReaderContext,
+    slot: &Slot,
+    cursor: &TableCursor,
+    columns: &[String],
+) -> SyncRequest {
     let mut c = cursor.clone();
     if let Some(pk) = &cursor.last_known_pk {
         c.position = String::new();
@@ -221,7 +228,7 @@ fn request(ctx: &ReaderContext, slot: &Slot, cursor: &TableCursor) -> SyncReques
         include_inserts: true,
         include_updates: true,
         include_deletes: true,
-        columns: slot.stream.columns.clone(),
+        columns: columns.to_vec(),
         cells: ctx.cells.clone(),
     }
 }
@@ -293,6 +300,35 @@ impl Retries {
         self.attempts = 0;
         self.since = None;
     }
+}
+
+/// Whether a refusal is about a column (dropped or renamed by DDL).
+fn names_a_column(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument | tonic::Code::NotFound
+    ) && status.message().to_ascii_lowercase().contains("column")
+}
+
+/// The selected columns the table still has, read again over MySQL after
+/// the server refused one. Dropped columns are then written as null.
+async fn current_columns(ctx: &ReaderContext, slot: &Slot) -> Option<Vec<String>> {
+    let mut conn = crate::mysql::connect(&ctx.settings).await.ok()?;
+    let tables = crate::mysql::describe_schema(&mut conn, &ctx.keyspace).await;
+    crate::mysql::close(conn).await;
+    let table = tables
+        .ok()?
+        .into_iter()
+        .find(|t| t.name == slot.stream.table)?;
+    let now: Vec<String> = slot
+        .stream
+        .props
+        .iter()
+        .filter(|p| table.columns.iter().any(|c| c.name == p.name))
+        .map(|p| p.name.clone())
+        .collect();
+    warn!(stream = %slot.stream.name, shard = %slot.shard, columns = ?now, "re-read the table's columns after DDL");
+    Some(now)
 }
 
 /// Logs a retry with its reason and waits for it; `Err(attempts)` when the
@@ -632,6 +668,8 @@ async fn read(
 
     let mut cursor = slot.start.clone();
     let mut retries = Retries::new();
+    // The columns to request; re-read if the table loses one mid-run.
+    let mut columns = slot.stream.columns.clone();
     let mut first_stop = true;
     let mut copying = cursor.last_known_pk.is_some() || cursor.position.is_empty();
     // The copy's floor: the position where this copy began. A copy resumed
@@ -701,7 +739,7 @@ async fn read(
         if cursor.last_known_pk.is_some() {
             resumed = true;
         }
-        let req = request(ctx, slot, &cursor);
+        let req = request(ctx, slot, &cursor, &columns);
         let deadline = tokio::time::Instant::now() + ctx.timeout;
         let mut sync = match ctx.client.sync(req, ctx.timeout).await {
             Ok(s) => s,
@@ -718,16 +756,42 @@ async fn read(
                     copying = true;
                     continue;
                 }
+                StatusClass::Permanent if names_a_column(&status) => {
+                    wait_to_retry(
+                        ctx,
+                        slot,
+                        &mut retries,
+                        &status,
+                        "a requested column is gone",
+                    )
+                    .await
+                    .map_err(|attempts| fail(&status, attempts))?;
+                    columns = current_columns(ctx, slot).await.unwrap_or(columns);
+                    continue;
+                }
                 _ => return Err(fail(&status, retries.attempts)),
             },
         };
+        let mut progressed = false;
         loop {
             let msg = match tokio::time::timeout_at(deadline, sync.message()).await {
                 Err(_) => break, // our deadline: a normal end of session
                 Ok(m) => m,
             };
             match msg {
-                Ok(None) => break,
+                Ok(None) => {
+                    // The server ended the stream before the stop position.
+                    // Normal once in a while; a server that keeps doing it
+                    // without any progress must not make us spin.
+                    if !progressed {
+                        let status =
+                            tonic::Status::unavailable("the stream ended before the stop position");
+                        wait_to_retry(ctx, slot, &mut retries, &status, "stream ended early")
+                            .await
+                            .map_err(|attempts| fail(&status, attempts))?;
+                    }
+                    break;
+                }
                 Ok(Some(resp)) => {
                     let mut batch = conv.batch(ctx, slot, &resp, copying).map_err(|problem| {
                         ReadError::Data {
@@ -753,6 +817,7 @@ async fn read(
                         break;
                     }
                     if had_cursor {
+                        progressed = true;
                         retries.progress();
                         if reached(&cursor, &stop) {
                             info!(stream = %slot.stream.name, shard = %slot.shard, secs = started.elapsed().as_secs_f64(), "caught up");
