@@ -555,3 +555,59 @@ fn summary(slots: &[SlotState], specs: &[Arc<StreamSpec>], started: Instant) {
     }
     info!(secs = started.elapsed().as_secs_f64(), "sync finished");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Endpoint, Secret, TabletType};
+
+    fn settings(tablet_type: TabletType) -> Settings {
+        Settings {
+            database: "ks".into(),
+            username: "u".into(),
+            password: Secret::new("p"),
+            mysql: Endpoint { host: "h".into(), port: 1 },
+            grpc: Endpoint { host: "h".into(), port: 2 },
+            tls: false,
+            tls_ca_file: None,
+            shards: None,
+            tablet_type,
+            starting_gtids: BTreeMap::new(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            max_retries: 1,
+            retry_budget: Duration::from_secs(1),
+            include_metadata: false,
+            do_not_treat_tiny_int_as_boolean: None,
+            max_parallel_readers: 1,
+            state_interval_records: 1,
+            state_interval: Duration::from_secs(1),
+            resync_on_purged: false,
+        }
+    }
+
+    fn tablet(cell: &str, ks: &str, ty: &str) -> mysql::Tablet {
+        mysql::Tablet {
+            cell: cell.into(),
+            keyspace: ks.into(),
+            shard: "-".into(),
+            tablet_type: ty.into(),
+            state: "SERVING".into(),
+        }
+    }
+
+    #[test]
+    fn cells_follow_the_tablet_type_and_keyspace() {
+        let tablets = vec![
+            tablet("zone1", "ks", "PRIMARY"),
+            tablet("zone2", "ks", "REPLICA"),
+            tablet("zone1", "ks", "REPLICA"),
+            tablet("zone3", "other", "RDONLY"),
+            tablet("zone2", "ks", "REPLICA"),
+        ];
+        assert_eq!(cells_for(&settings(TabletType::Primary), &tablets), vec!["zone1"]);
+        assert_eq!(cells_for(&settings(TabletType::Replica), &tablets), vec!["zone1", "zone2"]);
+        // none of that type in this keyspace: empty, which sync reports as an error
+        assert!(cells_for(&settings(TabletType::Rdonly), &tablets).is_empty());
+    }
+}
