@@ -97,12 +97,44 @@ pub async fn run(cli: Cli) -> Result<(), TapError> {
             let inputs = SyncInputs::load(&cli.args, &settings)?;
             crate::sync::run(&settings, inputs).await
         }
-        Mode::Check => {
-            let _settings = settings(&cli.args)?;
-            Err(TapError::Runtime(
-                "check is not available in this build yet".into(),
-            ))
+        Mode::Check => check(&cli.args).await,
+    }
+}
+
+/// `check`: the report's JSON on stdout, each step on stderr; exit 1 when
+/// any step failed (a bad config is a failed step too).
+async fn check(args: &CommonArgs) -> Result<(), TapError> {
+    let catalog = args.catalog.as_deref().or(args.properties.as_deref());
+    let report = match settings(args) {
+        Ok(s) => crate::check::run(&s, catalog).await,
+        Err(e) => crate::check::Report {
+            status: "FAILED",
+            checks: vec![crate::check::Step {
+                name: "config",
+                status: "failed",
+                message: e.to_string(),
+                hint: Some("fix the config file or environment variable named above".into()),
+            }],
+        },
+    };
+    for step in &report.checks {
+        match &step.hint {
+            None => info!(check = step.name, "ok: {}", step.message),
+            Some(hint) => {
+                tracing::error!(check = step.name, hint = %hint, "FAILED: {}", step.message)
+            }
         }
+    }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &report).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    match report.checks.iter().find(|s| !s.passed()) {
+        None => Ok(()),
+        Some(step) => Err(TapError::Runtime(format!(
+            "check `{}` failed: {}",
+            step.name, step.message
+        ))),
     }
 }
 

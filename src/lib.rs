@@ -7,6 +7,7 @@
 pub mod about;
 pub mod app;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod convert;

@@ -566,8 +566,14 @@ mod tests {
             database: "ks".into(),
             username: "u".into(),
             password: Secret::new("p"),
-            mysql: Endpoint { host: "h".into(), port: 1 },
-            grpc: Endpoint { host: "h".into(), port: 2 },
+            mysql: Endpoint {
+                host: "h".into(),
+                port: 1,
+            },
+            grpc: Endpoint {
+                host: "h".into(),
+                port: 2,
+            },
             tls: false,
             tls_ca_file: None,
             shards: None,
@@ -605,8 +611,14 @@ mod tests {
             tablet("zone3", "other", "RDONLY"),
             tablet("zone2", "ks", "REPLICA"),
         ];
-        assert_eq!(cells_for(&settings(TabletType::Primary), &tablets), vec!["zone1"]);
-        assert_eq!(cells_for(&settings(TabletType::Replica), &tablets), vec!["zone1", "zone2"]);
+        assert_eq!(
+            cells_for(&settings(TabletType::Primary), &tablets),
+            vec!["zone1"]
+        );
+        assert_eq!(
+            cells_for(&settings(TabletType::Replica), &tablets),
+            vec!["zone1", "zone2"]
+        );
         // none of that type in this keyspace: empty, which sync reports as an error
         assert!(cells_for(&settings(TabletType::Rdonly), &tablets).is_empty());
     }
