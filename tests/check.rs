@@ -87,7 +87,8 @@ async fn check_reports_each_step_and_each_failure() {
         .expect("addr")
         .port();
     // (config edit, failing step, text in the message or hint)
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str, &str)> = vec![
         (
             "wrong password",
             Box::new(|c: &mut Value| c["password"] = json!("nope")),
