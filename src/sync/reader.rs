@@ -304,10 +304,13 @@ impl Retries {
 
 /// Whether a refusal is about a column (dropped or renamed by DDL).
 fn names_a_column(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::InvalidArgument | tonic::Code::NotFound
-    ) && status.message().to_ascii_lowercase().contains("column")
+    let msg = status.message().to_ascii_lowercase();
+    match status.code() {
+        tonic::Code::InvalidArgument | tonic::Code::NotFound => msg.contains("column"),
+        // A server whose own metadata lagged the DDL fails in its SQL.
+        tonic::Code::Internal | tonic::Code::Unknown => msg.contains("unknown column"),
+        _ => false,
+    }
 }
 
 /// The selected columns the table still has, read again over MySQL after
@@ -756,7 +759,7 @@ async fn read(
                     copying = true;
                     continue;
                 }
-                StatusClass::Permanent if names_a_column(&status) => {
+                _ if names_a_column(&status) => {
                     wait_to_retry(
                         ctx,
                         slot,
@@ -842,6 +845,19 @@ async fn read(
                     StatusClass::Purged if ctx.resync_on_purged => {
                         cursor = restart(ctx, slot, tx).await;
                         copying = true;
+                        break;
+                    }
+                    _ if names_a_column(&status) => {
+                        wait_to_retry(
+                            ctx,
+                            slot,
+                            &mut retries,
+                            &status,
+                            "a requested column is gone",
+                        )
+                        .await
+                        .map_err(|attempts| fail(&status, attempts))?;
+                        columns = current_columns(ctx, slot).await.unwrap_or(columns);
                         break;
                     }
                     _ => return Err(fail(&status, retries.attempts)),
@@ -957,6 +973,19 @@ mod tests {
         let mut next = c(p2, false);
         assert!(!apply_floor(&mut floor, &mut next, true));
         assert_eq!(next.position, p2);
+    }
+
+    #[test]
+    fn column_refusals_are_recognised() {
+        use tonic::Status;
+        assert!(names_a_column(&Status::invalid_argument(
+            "unknown column \"v\" in table \"items\""
+        )));
+        assert!(names_a_column(&Status::internal(
+            "Server error: `ERROR 1054 (42S22): Unknown column 'v' in 'SELECT'"
+        )));
+        assert!(!names_a_column(&Status::internal("connection reset")));
+        assert!(!names_a_column(&Status::unavailable("unknown column")));
     }
 
     #[test]
