@@ -177,22 +177,7 @@ pub async fn run(settings: &Settings, catalog_path: Option<&Path>) -> Report {
         ),
     ));
     let kind = settings.tablet_type.as_str();
-    let cells: Vec<String> = match &tablets {
-        Ok(t) => {
-            let mut c: Vec<String> = t
-                .iter()
-                .filter(|t| {
-                    t.tablet_type.eq_ignore_ascii_case(kind)
-                        && (t.keyspace.is_empty() || t.keyspace == settings.database)
-                })
-                .map(|t| t.cell.clone())
-                .collect();
-            c.sort();
-            c.dedup();
-            c
-        }
-        Err(_) => Vec::new(),
-    };
+    let cells = crate::sync::cells_for(settings, tablets.as_deref().unwrap_or_default());
     if cells.is_empty() {
         checks.push(Step::failed(
             "tablets",

@@ -537,7 +537,19 @@ pub struct Warnings {
 }
 
 impl RecordPlan {
+    /// A plan for whole rows: selected properties the fields lack (dropped
+    /// columns) are written as null, so every record carries every column.
     pub fn new(fields: &[Field], props: &[PropertySpec]) -> RecordPlan {
+        Self::build(fields, props, true)
+    }
+
+    /// A plan for delete rows, which carry only key columns: properties the
+    /// fields lack are left out rather than written as null.
+    pub fn keys_only(fields: &[Field], props: &[PropertySpec]) -> RecordPlan {
+        Self::build(fields, props, false)
+    }
+
+    fn build(fields: &[Field], props: &[PropertySpec], fill_missing: bool) -> RecordPlan {
         let mut columns = Vec::with_capacity(fields.len());
         let mut seen = vec![false; props.len()];
         for f in fields {
@@ -557,7 +569,7 @@ impl RecordPlan {
         let missing = props
             .iter()
             .zip(&seen)
-            .filter(|(_, s)| !**s)
+            .filter(|(_, s)| fill_missing && !**s)
             .map(|(p, _)| {
                 let mut key = Vec::new();
                 write_json_str(&mut key, &p.name);
@@ -1030,6 +1042,14 @@ mod tests {
             r#"{"id":7,"d":null,"amt":null,"gone":null,"_sdc_deleted_at":null}"#
         );
         assert_eq!(w.zero_dates[1], 1);
+
+        // a delete's key-only row writes its keys and nothing else
+        let keys = RecordPlan::keys_only(&fields[..1], &props);
+        assert!(keys.missing_names().is_empty());
+        let mut out = Vec::new();
+        keys.write_record(&mut out, &row(&[Some(b"9")]), &props, &[], &mut w)
+            .expect("delete record");
+        assert_eq!(String::from_utf8(out).expect("utf8"), r#"{"id":9}"#);
     }
 
     #[test]

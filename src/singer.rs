@@ -163,16 +163,13 @@ where
     }
     if let Some(v) = version {
         buf.extend_from_slice(b",\"version\":");
-        buf.extend_from_slice(itoa(v).as_bytes());
+        // Formats in place: no allocation per record.
+        let _ = write!(buf, "{v}");
     }
     buf.extend_from_slice(b",\"time_extracted\":\"");
     buf.extend_from_slice(time_extracted.as_bytes());
     buf.extend_from_slice(b"\"}\n");
     Ok(())
-}
-
-fn itoa(v: i64) -> String {
-    v.to_string()
 }
 
 /// RFC 3339 in UTC with microseconds (`2024-06-01T00:00:01.000000Z`), the

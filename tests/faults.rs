@@ -185,6 +185,22 @@ impl Trial {
         }
     }
 
+    /// Starts a fresh sync (no state) in the background, for faults that
+    /// must land while it runs.
+    fn spawn_run(&self) -> tokio::task::JoinHandle<crate::support::Run> {
+        let (config, catalog) = (self.config.clone(), self.catalog.clone());
+        tokio::spawn(async move {
+            let args = [
+                "sync",
+                "--config",
+                config.to_str().expect("p"),
+                "--catalog",
+                catalog.to_str().expect("p"),
+            ];
+            tap(&args, &[]).await
+        })
+    }
+
     fn maria(&self) -> &MariaDb {
         self.server.as_ref().unwrap_or_else(|| mariadb())
     }
@@ -398,22 +414,8 @@ async fn fault_emulator_restarted_mid_run() {
         .faults()
         .set(Fault::new(FaultKind::Stall, 1).persistent());
     let d = dbs(&t.emu);
-    let config = t.config.clone();
-    let catalog = t.catalog.clone();
     // the tap runs in the background while the server goes away and comes back
-    let run = tokio::spawn(async move {
-        tap(
-            &[
-                "sync",
-                "--config",
-                config.to_str().expect("p"),
-                "--catalog",
-                catalog.to_str().expect("p"),
-            ],
-            &[],
-        )
-        .await
-    });
+    let run = t.spawn_run();
     let churning = tokio::spawn(churn(d, 19, 150, Duration::from_millis(3)));
     tokio::time::sleep(Duration::from_millis(800)).await;
     t.emu.restart().await;
@@ -626,21 +628,7 @@ async fn schema_changes_during_a_run() {
         .emu
         .faults()
         .set(Fault::new(FaultKind::Stall, 1).persistent());
-    let config = t.config.clone();
-    let catalog = t.catalog.clone();
-    let run = tokio::spawn(async move {
-        tap(
-            &[
-                "sync",
-                "--config",
-                config.to_str().expect("p"),
-                "--catalog",
-                catalog.to_str().expect("p"),
-            ],
-            &[],
-        )
-        .await
-    });
+    let run = t.spawn_run();
     tokio::time::sleep(Duration::from_millis(500)).await;
     t.emu
         .front_sql("ALTER TABLE items ADD COLUMN extra INT DEFAULT 7")

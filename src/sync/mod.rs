@@ -67,7 +67,7 @@ fn stream_schema(s: &SelectedStream, include_metadata: bool) -> Value {
 }
 
 /// Cells of the tablets of the chosen type in this keyspace.
-fn cells_for(settings: &Settings, tablets: &[mysql::Tablet]) -> Vec<String> {
+pub(crate) fn cells_for(settings: &Settings, tablets: &[mysql::Tablet]) -> Vec<String> {
     let want = settings.tablet_type.as_str();
     let mut cells: Vec<String> = tablets
         .iter()

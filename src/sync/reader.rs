@@ -302,6 +302,88 @@ impl Retries {
     }
 }
 
+/// The error that ends a slot after `status`.
+fn read_error(slot: &Slot, status: &tonic::Status, attempts: u32) -> ReadError {
+    let (stream, shard) = (slot.stream.name.clone(), slot.shard.clone());
+    let (code, message) = (status.code(), status.message().to_string());
+    match classify(status) {
+        StatusClass::Purged => ReadError::Purged {
+            stream,
+            shard,
+            message,
+        },
+        StatusClass::Auth => ReadError::Auth {
+            stream,
+            shard,
+            code,
+            message,
+        },
+        StatusClass::Retryable | StatusClass::SessionEnd => ReadError::Exhausted {
+            stream,
+            shard,
+            attempts,
+            code,
+            message,
+        },
+        StatusClass::Permanent => ReadError::Server {
+            stream,
+            shard,
+            code,
+            message,
+        },
+    }
+}
+
+/// Where a session left the slot's reading, kept across sessions.
+struct Progress {
+    cursor: TableCursor,
+    copying: bool,
+    columns: Vec<String>,
+    retries: Retries,
+}
+
+/// Deals with a session that failed, whether opening it or while it ran:
+/// waits out a transient error, restarts a purged position as a full copy
+/// (by choice), or re-reads the table's columns after DDL. `Ok` means
+/// start a new session; `Err` ends the slot.
+async fn recover(
+    ctx: &ReaderContext,
+    slot: &Slot,
+    tx: &mpsc::Sender<Event>,
+    status: &tonic::Status,
+    what: &str,
+    p: &mut Progress,
+) -> Result<(), ReadError> {
+    let fail = |attempts: u32| read_error(slot, status, attempts);
+    match classify(status) {
+        StatusClass::SessionEnd => Ok(()),
+        StatusClass::Retryable => wait_to_retry(ctx, slot, &mut p.retries, status, what)
+            .await
+            .map_err(fail),
+        StatusClass::Purged if ctx.resync_on_purged => {
+            p.cursor = restart(ctx, slot, tx).await;
+            p.copying = true;
+            Ok(())
+        }
+        _ if names_a_column(status) => {
+            wait_to_retry(
+                ctx,
+                slot,
+                &mut p.retries,
+                status,
+                "a requested column is gone",
+            )
+            .await
+            .map_err(fail)?;
+            if let Some(now) = current_columns(ctx, slot).await {
+                p.columns = now;
+            }
+            Ok(())
+        }
+        _ => Err(fail(p.retries.attempts)),
+    }
+}
+
 /// Whether a refusal is about a column (dropped or renamed by DDL).
 fn names_a_column(status: &tonic::Status) -> bool {
     let msg = status.message().to_ascii_lowercase();
@@ -398,15 +480,7 @@ impl Converter {
             return i;
         }
         let plan = if delete {
-            // Deletes carry only keys: the plan covers the fields it gets and
-            // does not null-fill the rest.
-            let props: Vec<PropertySpec> = stream
-                .props
-                .iter()
-                .filter(|p| fields.iter().any(|f| f.name == p.name))
-                .cloned()
-                .collect();
-            RecordPlan::new(fields, &props)
+            RecordPlan::keys_only(fields, &stream.props)
         } else {
             let plan = RecordPlan::new(fields, &stream.props);
             let missing = plan.missing_names();
@@ -437,18 +511,7 @@ impl Converter {
         let stream = &slot.stream;
         let delete = kind == Kind::Delete;
         let pi = self.plan(&qr.fields, stream, delete);
-        let props_for_delete: Vec<PropertySpec>;
-        let props: &[PropertySpec] = if delete {
-            props_for_delete = stream
-                .props
-                .iter()
-                .filter(|p| qr.fields.iter().any(|f| f.name == p.name))
-                .cloned()
-                .collect();
-            &props_for_delete
-        } else {
-            &stream.props
-        };
+        let props: &[PropertySpec] = &stream.props;
         let plan = if delete {
             &self.delete_plans[pi]
         } else {
@@ -478,7 +541,7 @@ impl Converter {
                     write_json_str(&mut self.extra, position);
                     let seq = ctx.sequence.fetch_add(1, Ordering::Relaxed);
                     self.extra.extend_from_slice(b",\"_sdc_sequence\":");
-                    self.extra.extend_from_slice(seq.to_string().as_bytes());
+                    let _ = std::io::Write::write_fmt(&mut self.extra, format_args!("{seq}"));
                 }
                 members[0] = &self.extra;
             }
@@ -637,82 +700,47 @@ async fn read(
     tx: &mpsc::Sender<Event>,
     conv: &mut Converter,
 ) -> Result<(), ReadError> {
-    let stream_name = slot.stream.name.clone();
-    let shard = slot.shard.clone();
-    let fail = |status: &tonic::Status, attempts: u32| -> ReadError {
-        let (code, message) = (status.code(), status.message().to_string());
-        match classify(status) {
-            StatusClass::Purged => ReadError::Purged {
-                stream: stream_name.clone(),
-                shard: shard.clone(),
-                message,
-            },
-            StatusClass::Auth => ReadError::Auth {
-                stream: stream_name.clone(),
-                shard: shard.clone(),
-                code,
-                message,
-            },
-            StatusClass::Retryable | StatusClass::SessionEnd => ReadError::Exhausted {
-                stream: stream_name.clone(),
-                shard: shard.clone(),
-                attempts,
-                code,
-                message,
-            },
-            StatusClass::Permanent => ReadError::Server {
-                stream: stream_name.clone(),
-                shard: shard.clone(),
-                code,
-                message,
-            },
-        }
-    };
-
-    let mut cursor = slot.start.clone();
-    let mut retries = Retries::new();
-    // The columns to request; re-read if the table loses one mid-run.
-    let mut columns = slot.stream.columns.clone();
-    let mut first_stop = true;
-    let mut copying = cursor.last_known_pk.is_some() || cursor.position.is_empty();
+    let start = slot.start.clone();
     // The copy's floor: the position where this copy began. A copy resumed
     // by primary key gets a new snapshot from the server, so changes made
     // between the first snapshot and the new one to rows already copied
     // would be lost; the floor is kept in the saved copy cursor and, once
     // the copy ends, changes are read again from it.
-    let mut floor: Option<String> = cursor
+    let mut floor: Option<String> = start
         .last_known_pk
         .as_ref()
-        .and(Some(cursor.position.clone()))
+        .and(Some(start.position.clone()))
         .filter(|p| !p.is_empty())
         .or_else(|| slot.floor.clone());
     // Whether this copy has been restarted (here or in an earlier run); only
     // then can rows already emitted be older than the copy's snapshot.
     let mut resumed = floor.is_some();
+    let mut p = Progress {
+        copying: start.last_known_pk.is_some() || start.position.is_empty(),
+        cursor: start,
+        // The columns to request; re-read if the table loses one mid-run.
+        columns: slot.stream.columns.clone(),
+        retries: Retries::new(),
+    };
+    let mut first_stop = true;
     let started = Instant::now();
     loop {
         // The stop position: peeked once per shard for the whole run, and
         // again for this slot after a session ends early.
-        let stop_text = if first_stop {
-            let cell = stop_cell(ctx, &slot.shard);
-            let res = match cell {
-                Some(cell) => cell.get_or_try_init(|| peek(ctx, slot)).await.cloned(),
-                None => peek(ctx, slot).await,
-            };
-            res
-        } else {
-            peek(ctx, slot).await
+        let stop_text = match (first_stop, stop_cell(ctx, &slot.shard)) {
+            (true, Some(cell)) => cell.get_or_try_init(|| peek(ctx, slot)).await.cloned(),
+            _ => peek(ctx, slot).await,
         };
         let stop_text = match stop_text {
             Ok(s) => s,
             Err(status) => match classify(&status) {
                 StatusClass::Retryable | StatusClass::SessionEnd => {
-                    wait_to_retry(ctx, slot, &mut retries, &status, "peek failed")
+                    wait_to_retry(ctx, slot, &mut p.retries, &status, "peek failed")
                         .await
-                        .map_err(|attempts| fail(&status, attempts))?;
+                        .map_err(|attempts| read_error(slot, &status, attempts))?;
                     continue;
                 }
-                _ => return Err(fail(&status, retries.attempts)),
+                _ => return Err(read_error(slot, &status, p.retries.attempts)),
             },
         };
         first_stop = false;
@@ -721,12 +749,12 @@ async fn read(
             shard: slot.shard.clone(),
             problem: format!("the current position is unreadable: {e}"),
         })?;
-        if reached(&cursor, &stop) {
+        if reached(&p.cursor, &stop) {
             debug!(stream = %slot.stream.name, shard = %slot.shard, "nothing new");
             return Ok(());
         }
 
-        if cursor.position.is_empty() && cursor.last_known_pk.is_none() && floor.is_none() {
+        if p.cursor.position.is_empty() && p.cursor.last_known_pk.is_none() && floor.is_none() {
             // A fresh copy: its floor is the stop position just peeked, at or
             // before the copy's own snapshot. It reaches the state before
             // the copy's first record.
@@ -739,41 +767,17 @@ async fn read(
                 return Ok(());
             }
         }
-        if cursor.last_known_pk.is_some() {
+        if p.cursor.last_known_pk.is_some() {
             resumed = true;
         }
-        let req = request(ctx, slot, &cursor, &columns);
+        let req = request(ctx, slot, &p.cursor, &p.columns);
         let deadline = tokio::time::Instant::now() + ctx.timeout;
         let mut sync = match ctx.client.sync(req, ctx.timeout).await {
             Ok(s) => s,
-            Err(status) => match classify(&status) {
-                StatusClass::SessionEnd => continue,
-                StatusClass::Retryable => {
-                    wait_to_retry(ctx, slot, &mut retries, &status, "sync failed to open")
-                        .await
-                        .map_err(|attempts| fail(&status, attempts))?;
-                    continue;
-                }
-                StatusClass::Purged if ctx.resync_on_purged => {
-                    cursor = restart(ctx, slot, tx).await;
-                    copying = true;
-                    continue;
-                }
-                _ if names_a_column(&status) => {
-                    wait_to_retry(
-                        ctx,
-                        slot,
-                        &mut retries,
-                        &status,
-                        "a requested column is gone",
-                    )
-                    .await
-                    .map_err(|attempts| fail(&status, attempts))?;
-                    columns = current_columns(ctx, slot).await.unwrap_or(columns);
-                    continue;
-                }
-                _ => return Err(fail(&status, retries.attempts)),
-            },
+            Err(status) => {
+                recover(ctx, slot, tx, &status, "sync failed to open", &mut p).await?;
+                continue;
+            }
         };
         let mut progressed = false;
         loop {
@@ -789,26 +793,24 @@ async fn read(
                     if !progressed {
                         let status =
                             tonic::Status::unavailable("the stream ended before the stop position");
-                        wait_to_retry(ctx, slot, &mut retries, &status, "stream ended early")
-                            .await
-                            .map_err(|attempts| fail(&status, attempts))?;
+                        recover(ctx, slot, tx, &status, "stream ended early", &mut p).await?;
                     }
                     break;
                 }
                 Ok(Some(resp)) => {
-                    let mut batch = conv.batch(ctx, slot, &resp, copying).map_err(|problem| {
+                    let mut batch = conv.batch(ctx, slot, &resp, p.copying).map_err(|problem| {
                         ReadError::Data {
                             stream: slot.stream.name.clone(),
                             shard: slot.shard.clone(),
                             problem,
                         }
                     })?;
-                    copying = batch.copying;
+                    p.copying = batch.copying;
                     let had_cursor = batch.cursor.is_some();
                     let mut rewind = false;
                     if let Some(c) = batch.cursor.as_mut() {
                         rewind = apply_floor(&mut floor, c, resumed);
-                        cursor = c.clone();
+                        p.cursor = c.clone();
                     }
                     if (batch.records > 0 || had_cursor)
                         && tx.send(Event::Batch(batch)).await.is_err()
@@ -816,52 +818,30 @@ async fn read(
                         return Ok(()); // the writer is gone: shutting down
                     }
                     if rewind {
-                        debug!(stream = %slot.stream.name, shard = %slot.shard, from = %cursor.position, "copy was resumed; reading changes again from where it began");
+                        debug!(stream = %slot.stream.name, shard = %slot.shard, from = %p.cursor.position, "copy was resumed; reading changes again from where it began");
                         break;
                     }
                     if had_cursor {
                         progressed = true;
-                        retries.progress();
-                        if reached(&cursor, &stop) {
+                        p.retries.progress();
+                        if reached(&p.cursor, &stop) {
                             info!(stream = %slot.stream.name, shard = %slot.shard, secs = started.elapsed().as_secs_f64(), "caught up");
                             return Ok(());
                         }
                     }
                 }
-                Err(status) => match classify(&status) {
-                    StatusClass::SessionEnd => break,
-                    StatusClass::Retryable => {
-                        wait_to_retry(
-                            ctx,
-                            slot,
-                            &mut retries,
-                            &status,
-                            "stream failed; resuming from the last cursor",
-                        )
-                        .await
-                        .map_err(|attempts| fail(&status, attempts))?;
-                        break;
-                    }
-                    StatusClass::Purged if ctx.resync_on_purged => {
-                        cursor = restart(ctx, slot, tx).await;
-                        copying = true;
-                        break;
-                    }
-                    _ if names_a_column(&status) => {
-                        wait_to_retry(
-                            ctx,
-                            slot,
-                            &mut retries,
-                            &status,
-                            "a requested column is gone",
-                        )
-                        .await
-                        .map_err(|attempts| fail(&status, attempts))?;
-                        columns = current_columns(ctx, slot).await.unwrap_or(columns);
-                        break;
-                    }
-                    _ => return Err(fail(&status, retries.attempts)),
-                },
+                Err(status) => {
+                    recover(
+                        ctx,
+                        slot,
+                        tx,
+                        &status,
+                        "stream failed; resuming from the last cursor",
+                        &mut p,
+                    )
+                    .await?;
+                    break;
+                }
             }
         }
     }
