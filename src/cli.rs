@@ -110,10 +110,22 @@ pub struct CommonArgs {
     pub state_directory: Option<PathBuf>,
 
     /// Log level: error, warn, info, debug, trace (default info, or RUST_LOG).
-    #[arg(long, global = true, value_name = "LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        env = "TAP_PLANETSCALE_LOG_LEVEL"
+    )]
     pub log_level: Option<String>,
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    /// Log line format on stderr: text, or json in the Singer SDK's
+    /// structured shape that Meltano keeps the level of.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "TAP_PLANETSCALE_LOG_FORMAT"
+    )]
     pub log_format: Option<LogFormat>,
 }
 

@@ -85,6 +85,8 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "Emit STATE at least every this many records." },
     SettingDoc { name: "state_interval_seconds", kind: "integer", required: false, secret: false, default: Some("5"),
         description: "Emit STATE at least every this many seconds." },
+    SettingDoc { name: "progress_interval_seconds", kind: "integer", required: false, secret: false, default: Some("5"),
+        description: "Log a progress line per active (stream, shard) this often, when stderr is not a terminal (a terminal gets live bars)." },
 ];
 
 const DEFAULT_MYSQL_PORT: u16 = 3306;
@@ -222,6 +224,7 @@ pub struct Settings {
     pub max_parallel_readers: usize,
     pub state_interval_records: u64,
     pub state_interval: Duration,
+    pub progress_interval: Duration,
     pub resync_on_purged: bool,
 }
 
@@ -539,6 +542,7 @@ impl RawConfig {
                 .map_err(|_| self.invalid("max_parallel_readers", "is too large"))?,
             state_interval_records: self.u64("state_interval_records", 10_000, 1)?,
             state_interval: Duration::from_secs(self.u64("state_interval_seconds", 5, 1)?),
+            progress_interval: Duration::from_secs(self.u64("progress_interval_seconds", 5, 1)?),
             resync_on_purged: self.bool("resync_on_purged", false)?,
         })
     }

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tap_planetscale::cli::{self, Cli, LogFormat};
-use tap_planetscale::{app, singer};
-use tracing_subscriber::EnvFilter;
+use tap_planetscale::{app, log, singer};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(cli::normalize(std::env::args_os())) {
@@ -16,10 +15,8 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
-    init_logging(
-        cli.args.log_level.as_deref(),
-        cli.args.log_format.unwrap_or_default(),
-    );
+    let log_format = cli.args.log_format.unwrap_or_default();
+    log::init(cli.args.log_level.as_deref(), log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -38,23 +35,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if singer::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tap-planetscale: error: {e}");
+            match log_format {
+                // A structured line keeps its ERROR level in Meltano's log.
+                LogFormat::Json => tracing::error!(exit_code = e.exit_code(), "{e}"),
+                LogFormat::Text => eprintln!("tap-planetscale: error: {e}"),
+            }
             ExitCode::from(e.exit_code())
         }
-    }
-}
-
-fn init_logging(level: Option<&str>, format: LogFormat) {
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -10,5 +10,6 @@ mod corpus;
 mod discover;
 mod faults;
 mod fuzz;
+mod progress;
 mod reliability;
 mod sync;

@@ -32,11 +32,12 @@ use crate::convert::{PropertySpec, Target};
 use crate::error::TapError;
 use crate::mysql::{self, RawTable};
 use crate::pb::psdbconnect::v1alpha1::TableCursor;
+use crate::progress;
 use crate::psdb::PsdbClient;
 use crate::singer::SingerWriter;
 use crate::state;
 use crate::types::ColumnType;
-use reader::{Counts, Event, ReaderContext, Slot, StreamSpec};
+use reader::{Event, ReaderContext, Slot, StreamSpec};
 
 /// The `_sdc_deleted_at` property CDC streams declare.
 fn deleted_at_schema() -> Value {
@@ -124,18 +125,6 @@ async fn mysql_phase(
     Ok((shards, tablets, tables))
 }
 
-/// Per-slot progress, for checkpoints and the summary.
-struct SlotState {
-    stream: usize,
-    shard: String,
-    counts: Counts,
-    copying: bool,
-    done: bool,
-    started: Instant,
-    finished: Option<Duration>,
-    warnings: Vec<(String, String, u64)>,
-}
-
 /// Runs a sync to completion.
 pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError> {
     let SyncInputs {
@@ -204,6 +193,8 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
     let mut specs: Vec<Arc<StreamSpec>> = Vec::new();
     let mut schemas: Vec<(String, Value, Vec<String>)> = Vec::new();
     let mut activate_first: Vec<(String, i64)> = Vec::new();
+    // Each planned stream's estimated rows, for progress.
+    let mut row_counts: Vec<Option<u64>> = Vec::new();
     for s in &selected {
         let Some(table) = tables.get(&s.table) else {
             return Err(TapError::Usage(format!(
@@ -279,6 +270,7 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
             stream_schema(s, settings.include_metadata),
             s.key_properties.clone(),
         ));
+        row_counts.push(s.row_count.or(table.row_count));
         specs.push(Arc::new(StreamSpec {
             name: s.name.clone(),
             name_json: serde_json::to_string(&s.name).unwrap_or_else(|_| "\"\"".into()),
@@ -311,7 +303,9 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
 
     // Slots: every (stream, shard).
     let mut slots = Vec::new();
-    let mut slot_states = Vec::new();
+    let mut board_slots = Vec::new();
+    // Which stream each slot reads.
+    let mut slot_stream: Vec<usize> = Vec::new();
     for (si, spec) in specs.iter().enumerate() {
         for shard in &shards {
             let start = state.cursor(&spec.name, shard).unwrap_or(TableCursor {
@@ -320,16 +314,14 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
                 position: String::new(),
                 last_known_pk: None,
             });
-            slot_states.push(SlotState {
-                stream: si,
-                shard: shard.clone(),
-                counts: Counts::default(),
-                copying: start.last_known_pk.is_some() || start.position.is_empty(),
-                done: false,
-                started: Instant::now(),
-                finished: None,
-                warnings: Vec::new(),
-            });
+            let copying = start.last_known_pk.is_some() || start.position.is_empty();
+            board_slots.push(progress::Slot::new(
+                &spec.name,
+                shard,
+                progress::per_shard(row_counts[si], shards.len()),
+                copying,
+            ));
+            slot_stream.push(si);
             slots.push(Slot {
                 index: slots.len(),
                 stream: spec.clone(),
@@ -386,12 +378,16 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
     drop(tx);
 
     // The writer loop.
-    let run_started = Instant::now();
+    let mut board = progress::Board::new(board_slots, settings.progress_interval);
     let mut since_state: u64 = 0;
     let mut last_state = Instant::now();
-    let mut last_progress = Instant::now();
     let mut failure: Option<TapError> = None;
-    let mut ticker = tokio::time::interval(settings.state_interval.min(Duration::from_secs(5)));
+    let mut ticker = tokio::time::interval(
+        settings
+            .state_interval
+            .min(settings.progress_interval)
+            .min(Duration::from_secs(5)),
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = false;
     loop {
@@ -414,41 +410,34 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
                     last_state = Instant::now();
                     dirty = false;
                 }
-                if last_progress.elapsed() >= Duration::from_secs(5) {
-                    progress(&slot_states, &specs, run_started);
-                    last_progress = Instant::now();
-                }
+                board.tick();
                 continue;
             }
         };
         match event {
             Event::Batch(b) => {
-                let ss = &mut slot_states[b.slot];
-                let spec = &specs[ss.stream];
+                let spec = &specs[slot_stream[b.slot]];
+                let shard = board.slot(b.slot).shard.clone();
                 if b.records > 0 {
                     out.records_raw(&b.lines, b.records)?;
                     since_state += b.records;
                     dirty = true;
                 }
-                ss.counts.copied += b.counts.copied;
-                ss.counts.inserted += b.counts.inserted;
-                ss.counts.updated += b.counts.updated;
-                ss.counts.deleted += b.counts.deleted;
-                ss.copying = b.copying;
                 if let Some(c) = &b.cursor {
-                    match state.cursor(&spec.name, &ss.shard) {
+                    match state.cursor(&spec.name, &shard) {
                         Some(old) if !state::advances(&old, c) => {
-                            warn!(stream = %spec.name, shard = %ss.shard, old = %old.position, new = %c.position, "server sent an older cursor; keeping the newer one");
+                            warn!(stream = %spec.name, shard = %shard, old = %old.position, new = %c.position, "server sent an older cursor; keeping the newer one");
                         }
                         _ => {
-                            state.set_cursor(&spec.name, &ss.shard, c);
+                            state.set_cursor(&spec.name, &shard, c);
                             if c.last_known_pk.is_none() && !c.position.is_empty() {
-                                state.set_copy_floor(&spec.name, &ss.shard, None);
+                                state.set_copy_floor(&spec.name, &shard, None);
                             }
                             dirty = true;
                         }
                     }
                 }
+                board.add(b.slot, &b.counts, b.copying);
                 if since_state >= settings.state_interval_records
                     || last_state.elapsed() >= settings.state_interval
                 {
@@ -459,31 +448,29 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
                 }
             }
             Event::CopyFloor { slot, floor } => {
-                let ss = &slot_states[slot];
-                state.set_copy_floor(&specs[ss.stream].name, &ss.shard, Some(&floor));
+                let shard = &board.slot(slot).shard;
+                state.set_copy_floor(&specs[slot_stream[slot]].name, shard, Some(&floor));
                 out.state(&state.to_json())?;
                 last_state = Instant::now();
                 since_state = 0;
             }
             Event::Reset { slot, cursor } => {
-                let ss = &slot_states[slot];
-                state.set_cursor(&specs[ss.stream].name, &ss.shard, &cursor);
+                let shard = &board.slot(slot).shard;
+                state.set_cursor(&specs[slot_stream[slot]].name, shard, &cursor);
                 out.state(&state.to_json())?;
                 last_state = Instant::now();
                 since_state = 0;
             }
             Event::Done { slot, warnings } => {
-                let ss = &mut slot_states[slot];
-                ss.done = true;
-                ss.finished = Some(ss.started.elapsed());
-                ss.warnings = warnings;
-                let si = ss.stream;
+                board.done(slot, warnings);
+                let si = slot_stream[slot];
                 let spec = specs[si].clone();
                 if spec.method == ReplicationMethod::FullTable
-                    && slot_states
+                    && slot_stream
                         .iter()
-                        .filter(|s| s.stream == si)
-                        .all(|s| s.done)
+                        .enumerate()
+                        .filter(|(_, s)| **s == si)
+                        .all(|(i, _)| board.slot(i).done)
                 {
                     // The whole copy is in: activate it so older rows go.
                     if let Some(v) = spec.version {
@@ -500,8 +487,7 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
                 dirty = false;
             }
             Event::Failed { slot, error } => {
-                let ss = &slot_states[slot];
-                warn!(stream = %specs[ss.stream].name, shard = %ss.shard, error = %error, "reader failed; stopping the others");
+                warn!(stream = %specs[slot_stream[slot]].name, shard = %board.slot(slot).shard, error = %error, "reader failed; stopping the others");
                 if failure.is_none() {
                     failure = Some(TapError::Runtime(error.to_string()));
                 }
@@ -512,48 +498,11 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     out.state(&state.to_json())?;
-    summary(&slot_states, &specs, run_started);
+    board.finish();
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-fn progress(slots: &[SlotState], specs: &[Arc<StreamSpec>], started: Instant) {
-    let secs = started.elapsed().as_secs_f64().max(0.001);
-    for s in slots.iter().filter(|s| !s.done) {
-        let rows = s.counts.total();
-        info!(
-            stream = %specs[s.stream].name,
-            shard = %s.shard,
-            phase = if s.copying { "copy" } else { "changes" },
-            rows,
-            rows_per_sec = (rows as f64 / secs) as u64,
-            "progress"
-        );
-    }
-}
-
-fn summary(slots: &[SlotState], specs: &[Arc<StreamSpec>], started: Instant) {
-    for s in slots {
-        let warnings: u64 = s.warnings.iter().map(|w| w.2).sum();
-        info!(
-            stream = %specs[s.stream].name,
-            shard = %s.shard,
-            copied = s.counts.copied,
-            inserted = s.counts.inserted,
-            updated = s.counts.updated,
-            deleted = s.counts.deleted,
-            warnings,
-            secs = s.finished.unwrap_or_else(|| s.started.elapsed()).as_secs_f64(),
-            complete = s.done,
-            "summary"
-        );
-        for (column, what, n) in &s.warnings {
-            warn!(stream = %specs[s.stream].name, shard = %s.shard, column = %column, count = n, "{what}");
-        }
-    }
-    info!(secs = started.elapsed().as_secs_f64(), "sync finished");
 }
 
 #[cfg(test)]
@@ -588,6 +537,7 @@ mod tests {
             max_parallel_readers: 1,
             state_interval_records: 1,
             state_interval: Duration::from_secs(1),
+            progress_interval: Duration::from_secs(1),
             resync_on_purged: false,
         }
     }
