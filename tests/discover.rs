@@ -250,10 +250,7 @@ async fn discover_through_the_vitess_front_over_tls() {
         &["-80", "80-"],
         true,
         &[
-            (
-                "-80",
-                std::fs::read_to_string(support::fixture_path("every_type.sql")).expect("fixture"),
-            ),
+            ("-80", support::fixture("every_type.sql")),
             ("80-", String::new()),
         ],
     )

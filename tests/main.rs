@@ -13,3 +13,4 @@ mod fuzz;
 mod progress;
 mod reliability;
 mod sync;
+mod targets;

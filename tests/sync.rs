@@ -6,11 +6,7 @@ use std::collections::BTreeMap;
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
-use crate::support::{fixture_path, mariadb, numbers_sql, Emu};
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(fixture_path(name)).expect("fixture")
-}
+use crate::support::{fixture, mariadb, numbers_sql, Emu};
 
 /// MariaDB's own answer for every column of `every_type`, turned into the
 /// JSON the type mapping documents (README "Type mapping").
@@ -584,9 +580,7 @@ async fn column_subset_is_honoured() {
 
 #[tokio::test]
 async fn target_jsonl_accepts_the_output() {
-    let Some(target) = crate::support::venv_tool("target-jsonl") else {
-        panic!("target-jsonl is not installed: run scripts/setup");
-    };
+    let target = crate::support::venv_tool(".venv", "target-jsonl");
     let emu = Emu::start(
         "jsonl",
         &["-"],

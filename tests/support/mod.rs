@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 use psdb_emulator::mariadb::MariaDb;
 use serde_json::{json, Value};
 
+pub mod postgres;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tap-planetscale");
 
 /// The shared MariaDB of this test process.
@@ -21,6 +23,11 @@ pub async fn database_with(prefix: &str, fixture: &str) -> String {
     let sql = std::fs::read_to_string(fixture_path(fixture)).expect("read fixture");
     db.execute(&name, &sql).await.expect("load fixture");
     name
+}
+
+/// A fixture file's SQL text.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixture_path(name)).expect("fixture")
 }
 
 pub fn fixture_path(name: &str) -> PathBuf {
@@ -359,10 +366,18 @@ pub fn numbers_sql(table: &str, from: u64, to: u64) -> String {
     )
 }
 
-/// A tool installed by scripts/setup into the project's venv.
-pub fn venv_tool(name: &str) -> Option<PathBuf> {
+/// A tool that scripts/setup installed into one of the project's venvs
+/// (`.venv`, `.venv-meltano`, …). A missing tool fails the test: the suite
+/// never skips for lack of a tool.
+pub fn venv_tool(venv: &str, name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".venv/bin")
+        .join(venv)
+        .join("bin")
         .join(name);
-    p.exists().then_some(p)
+    assert!(
+        p.exists(),
+        "{} is not installed: run scripts/setup",
+        p.display()
+    );
+    p
 }
