@@ -10,6 +10,7 @@ mod corpus;
 mod discover;
 mod faults;
 mod fuzz;
+mod meltano;
 mod progress;
 mod reliability;
 mod sync;

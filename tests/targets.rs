@@ -259,7 +259,9 @@ async fn postgres_target_with_hard_deletes_mirrors_the_source() {
     for round in 1..=2u64 {
         let new: Vec<u64> = (600 + round * 100..600 + round * 100 + 50).collect();
         apply(&emu, &new, |ids| insert_sql(ids.iter().copied(), round)).await;
-        let updated: Vec<u64> = (1..=600u64).filter(|i| i.is_multiple_of(7 + round)).collect();
+        let updated: Vec<u64> = (1..=600u64)
+            .filter(|i| i.is_multiple_of(7 + round))
+            .collect();
         apply(&emu, &updated, |ids| {
             ids.iter()
                 .map(|id| format!("REPLACE INTO orders VALUES {};", row_sql(*id, round * 10)))
