@@ -861,4 +861,23 @@ mod tests {
             assert_eq!(got, want, "{text}");
         }
     }
+
+    /// The README is what people follow: its config table and its
+    /// `meltano.yml` must name every setting there is.
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../README.md");
+        for st in SETTINGS {
+            assert!(
+                readme.contains(&format!("| `{}` |", st.name)),
+                "README config table lacks `{}`",
+                st.name
+            );
+            assert!(
+                readme.contains(&format!("- {{name: {}", st.name)),
+                "README meltano.yml lacks `{}`",
+                st.name
+            );
+        }
+    }
 }
