@@ -981,17 +981,21 @@ mod tests {
     }
 
     fn row(cells: &[Option<&[u8]>]) -> Row {
-        let mut r = Row::default();
+        let mut lengths = Vec::new();
+        let mut values = Vec::new();
         for c in cells {
             match c {
-                None => r.lengths.push(-1),
+                None => lengths.push(-1),
                 Some(b) => {
-                    r.lengths.push(b.len() as i64);
-                    r.values.extend_from_slice(b);
+                    lengths.push(b.len() as i64);
+                    values.extend_from_slice(b);
                 }
             }
         }
-        r
+        Row {
+            lengths,
+            values: values.into(),
+        }
     }
 
     #[test]
@@ -1064,19 +1068,19 @@ mod tests {
         let bad = [
             Row {
                 lengths: vec![1],
-                values: b"x".to_vec(),
+                values: prost::bytes::Bytes::from_static(b"x"),
             },
             Row {
                 lengths: vec![5, 1],
-                values: b"abc".to_vec(),
+                values: prost::bytes::Bytes::from_static(b"abc"),
             },
             Row {
                 lengths: vec![1, 1],
-                values: b"abcdef".to_vec(),
+                values: prost::bytes::Bytes::from_static(b"abcdef"),
             },
             Row {
                 lengths: vec![i64::MAX, 1],
-                values: b"ab".to_vec(),
+                values: prost::bytes::Bytes::from_static(b"ab"),
             },
         ];
         for r in bad {

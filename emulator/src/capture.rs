@@ -16,7 +16,10 @@
 //! - `_psdb_gtid(trx, gtid, commit_id)`: the GTID number given to each
 //!   transaction.
 //! - `_psdb_s_<table>`: a shadow of each captured table with the same column
-//!   types (no keys) plus `_psdb_seq` and `_psdb_img` (`B` before, `A` after).
+//!   types plus `_psdb_seq` and `_psdb_img` (`B` before, `A` after), which
+//!   are its primary key: the change query reaches each image in one
+//!   clustered-index lookup. The change log's `(trx_start, tbl, seq, op)`
+//!   key covers its part of that query.
 //!   AFTER INSERT/UPDATE/DELETE triggers write the change log row and the
 //!   images in the writer's own transaction, so they commit or roll back with
 //!   it.
@@ -280,7 +283,7 @@ async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Cap
          tbl VARCHAR(64) NOT NULL, op CHAR(1) NOT NULL, \
          trx_start BIGINT UNSIGNED GENERATED ALWAYS AS ROW START INVISIBLE, \
          trx_end BIGINT UNSIGNED GENERATED ALWAYS AS ROW END INVISIBLE, \
-         PERIOD FOR SYSTEM_TIME(trx_start, trx_end), KEY trx_k (trx_start)) \
+         PERIOD FOR SYSTEM_TIME(trx_start, trx_end), KEY trx_k (trx_start, tbl, seq, op)) \
          ENGINE=InnoDB WITH SYSTEM VERSIONING;\
          CREATE TABLE IF NOT EXISTS {db}.`{GTIDS}` (trx BIGINT UNSIGNED NOT NULL PRIMARY KEY, \
          gtid BIGINT NOT NULL, commit_id BIGINT UNSIGNED NOT NULL, UNIQUE KEY gtid_k (gtid), \
@@ -392,7 +395,7 @@ async fn install_table(
     sql.push_str(&format!(
         "DROP TABLE IF EXISTS {db}.{shadow};\
          CREATE TABLE {db}.{shadow} (_psdb_seq BIGINT NOT NULL DEFAULT 0, _psdb_img CHAR(1) NOT NULL DEFAULT 'A', \
-         KEY (_psdb_seq)) ENGINE=InnoDB COMMENT={sig_lit} \
+         PRIMARY KEY (_psdb_seq, _psdb_img)) ENGINE=InnoDB COMMENT={sig_lit} \
          AS SELECT * FROM {db}.{t} LIMIT 0;"
     ));
     conn.query_drop(sql).await?;

@@ -827,8 +827,7 @@ impl StreamCtx<'_> {
         };
         let legacy =
             !(self.req.include_inserts || self.req.include_updates || self.req.include_deletes);
-        let out_fields = sel.fields(meta, &sel.out);
-        let pk_fields = sel.fields(meta, &meta.pk);
+        let fields = ChangeFields::new(sel.fields(meta, &sel.out), &sel.fields(meta, &meta.pk));
         let mut batch = Batch::default();
         let mut done_pos = from;
         let mut cur_gtid = 0u64;
@@ -859,8 +858,7 @@ impl StreamCtx<'_> {
                 if cur_gtid != 0 {
                     done_pos = cur_gtid;
                     if batch.rows() >= CHANGE_BATCH_ROWS {
-                        out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
-                            .await?;
+                        out.send(batch.take(self, &fields, done_pos)).await?;
                     }
                 }
                 cur_gtid = gtid;
@@ -901,8 +899,7 @@ impl StreamCtx<'_> {
                 kind
             };
             if batch.kind.is_some_and(|k| k != kind_for_batch) {
-                out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
-                    .await?;
+                out.send(batch.take(self, &fields, done_pos)).await?;
             }
             batch.kind = Some(kind_for_batch);
             match kind_for_batch {
@@ -921,12 +918,10 @@ impl StreamCtx<'_> {
             // A huge transaction is cut too; its responses carry the position
             // before it, so a resume replays it (at-least-once).
             if batch.rows() >= 20 * CHANGE_BATCH_ROWS {
-                out.send(batch.take(self, &out_fields, &pk_fields, done_pos))
-                    .await?;
+                out.send(batch.take(self, &fields, done_pos)).await?;
             }
         }
-        out.send(batch.take(self, &out_fields, &pk_fields, upto))
-            .await
+        out.send(batch.take(self, &fields, upto)).await
     }
 
     /// Encodes selected cells of a change image as a Vitess row.
@@ -983,13 +978,7 @@ impl Batch {
         self.inserts.len() + self.updates.len() + self.deletes.len()
     }
 
-    fn take(
-        &mut self,
-        ctx: &StreamCtx<'_>,
-        fields: &[Field],
-        pk_fields: &[Field],
-        pos: u64,
-    ) -> SyncResponse {
+    fn take(&mut self, ctx: &StreamCtx<'_>, fields: &ChangeFields, pos: u64) -> SyncResponse {
         let b = std::mem::take(self);
         let mut resp = SyncResponse {
             cursor: Some(ctx.cursor(ctx.shard.capture.position(pos), None)),
@@ -997,36 +986,60 @@ impl Batch {
         };
         if !b.inserts.is_empty() {
             resp.result.push(QueryResult {
-                fields: fields.to_vec(),
+                fields: fields.out.clone(),
                 rows: b.inserts,
                 ..Default::default()
             });
         }
         for (before, after) in b.updates {
             resp.updates.push(UpdatedRow {
-                before: Some(QueryResult {
-                    fields: fields.to_vec(),
-                    rows: vec![before],
-                    ..Default::default()
-                }),
-                after: Some(QueryResult {
-                    fields: fields.to_vec(),
-                    rows: vec![after],
-                    ..Default::default()
-                }),
+                before: one_row_result(&fields.out_encoded, &before),
+                after: one_row_result(&fields.out_encoded, &after),
             });
         }
         for key in b.deletes {
             resp.deletes.push(DeletedRow {
-                result: Some(QueryResult {
-                    fields: pk_fields.to_vec(),
-                    rows: vec![key],
-                    ..Default::default()
-                }),
+                result: one_row_result(&fields.pk_encoded, &key),
             });
         }
         resp
     }
+}
+
+/// The field descriptions of a change stream, plain for insert results and
+/// pre-encoded for the one-row results of updates and deletes.
+struct ChangeFields {
+    out: Vec<Field>,
+    out_encoded: Vec<u8>,
+    pk_encoded: Vec<u8>,
+}
+
+impl ChangeFields {
+    fn new(out: Vec<Field>, pk: &[Field]) -> ChangeFields {
+        ChangeFields {
+            out_encoded: encode_fields(&out),
+            pk_encoded: encode_fields(pk),
+            out,
+        }
+    }
+}
+
+/// `QueryResult.fields` (field 1) as it goes on the wire.
+fn encode_fields(fields: &[Field]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for f in fields {
+        prost::encoding::message::encode(1, f, &mut buf);
+    }
+    buf
+}
+
+/// A `QueryResult` of pre-encoded fields and one row (`rows` is field 4),
+/// byte for byte what prost would encode for the message.
+fn one_row_result(fields: &[u8], row: &Row) -> prost::bytes::Bytes {
+    let mut buf = Vec::with_capacity(fields.len() + row.values.len() + 4 * row.lengths.len() + 16);
+    buf.extend_from_slice(fields);
+    prost::encoding::message::encode(4, row, &mut buf);
+    buf.into()
 }
 
 fn as_u64(v: &mysql_async::Value) -> Option<u64> {

@@ -68,16 +68,13 @@ async fn copy_then_changes() {
         .iter()
         .flat_map(|r| r.updates.clone())
         .collect::<Vec<_>>()[0];
-    assert_eq!(
-        rows_of(&[upd.before.clone().expect("before")])[0][1],
-        s("b")
-    );
-    assert_eq!(rows_of(&[upd.after.clone().expect("after")])[0][1], s("bb"));
+    assert_eq!(rows_of(&[decoded(&upd.before)])[0][1], s("b"));
+    assert_eq!(rows_of(&[decoded(&upd.after)])[0][1], s("bb"));
     let del = &resps
         .iter()
         .flat_map(|r| r.deletes.clone())
         .collect::<Vec<_>>()[0];
-    let key = del.result.clone().expect("key");
+    let key = decoded(&del.result);
     assert_eq!(key.fields.len(), 1);
     assert_eq!(rows_of(&[key])[0], vec![s("1")]);
     // Positions advance one per transaction: 4 transactions after the snapshot.
@@ -408,4 +405,10 @@ async fn commit_order_and_other_tables_advance_position() {
     assert_eq!(rows, vec![vec![s("2")], vec![s("1")]]);
     let last = resps.last().and_then(|r| r.cursor.clone()).expect("cursor");
     assert_eq!(n(&last.position), target);
+}
+
+/// A row change's result, which the server sends pre-encoded (see build.rs).
+fn decoded(bytes: &[u8]) -> psdb_emulator::wire::query::QueryResult {
+    use prost::Message;
+    psdb_emulator::wire::query::QueryResult::decode(bytes).expect("a QueryResult")
 }

@@ -189,19 +189,23 @@ pub fn trim_last_known_pk(qr: &QueryResult, keys: &[String]) -> QueryResult {
         return qr.clone();
     };
     let all: Vec<Option<&[u8]>> = cell_iter.collect();
-    let mut out = Row::default();
+    let mut lengths = Vec::with_capacity(idx.len());
+    let mut values = Vec::new();
     for &i in &idx {
         match all[i] {
-            None => out.lengths.push(-1),
+            None => lengths.push(-1),
             Some(b) => {
-                out.lengths.push(b.len() as i64);
-                out.values.extend_from_slice(b);
+                lengths.push(b.len() as i64);
+                values.extend_from_slice(b);
             }
         }
     }
     QueryResult {
         fields: idx.iter().map(|&i| qr.fields[i].clone()).collect(),
-        rows: vec![out],
+        rows: vec![Row {
+            lengths,
+            values: values.into(),
+        }],
         ..Default::default()
     }
 }
@@ -885,7 +889,7 @@ mod tests {
             fields: vec![f("a"), f("id"), f("b"), f("tenant")],
             rows: vec![Row {
                 lengths: vec![1, 2, -1, 1],
-                values: b"x42y".to_vec(),
+                values: prost::bytes::Bytes::from_static(b"x42y"),
             }],
             ..Default::default()
         };
@@ -895,7 +899,7 @@ mod tests {
             vec!["tenant", "id"]
         );
         assert_eq!(t.rows[0].lengths, vec![1, 2]);
-        assert_eq!(t.rows[0].values, b"y42");
+        assert_eq!(&t.rows[0].values[..], b"y42");
         // already trimmed, or keys unknown: unchanged
         let same = trim_last_known_pk(&t, &["tenant".to_string(), "id".to_string()]);
         assert_eq!(same, t);
