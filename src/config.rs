@@ -906,6 +906,67 @@ mod tests {
     }
 
     #[test]
+    fn commit_settings_from_files_and_env() {
+        let c = RawConfig::default().commit_config().expect("defaults");
+        assert!(!c.enabled);
+        assert_eq!(c.api_url, "https://api.stitchdata.com");
+        assert!(c.api_token.is_none() && c.state_directory.is_none());
+        assert_eq!(c.batch_size, 9000);
+        assert_eq!(c.max_retries, 8);
+        assert_eq!(
+            (c.backoff, c.backoff_max),
+            (Duration::from_secs(1), Duration::from_secs(60))
+        );
+
+        let mut r = raw(
+            r#"{"commit":"true","singer_api_token":"tok-secret","batch_size":"250","state_directory":"/s","singer_api_url":"http://h:1"}"#,
+        );
+        r.apply_env(vec![
+            (
+                "TAP_PLANETSCALE_SINGER_API_BACKOFF_MS".to_string(),
+                "10".to_string(),
+            ),
+            (
+                "TAP_PLANETSCALE_SINGER_API_BACKOFF_MAX_MS".to_string(),
+                "20".to_string(),
+            ),
+            (
+                "TAP_PLANETSCALE_STATE_DIRECTORY".to_string(),
+                "/env".to_string(),
+            ),
+        ]);
+        let c = r.commit_config().expect("valid");
+        assert!(c.enabled);
+        assert_eq!(c.api_url, "http://h:1");
+        assert_eq!(c.batch_size, 250);
+        assert_eq!(c.state_directory, Some(PathBuf::from("/env")));
+        assert_eq!(c.backoff_max, Duration::from_millis(20));
+        assert!(!format!("{c:?}").contains("tok-secret"));
+
+        for (text, want) in [
+            (
+                r#"{"batch_size":0}"#,
+                "`batch_size` from config file c.json must be a whole number of at least 1",
+            ),
+            (
+                r#"{"commit":"perhaps"}"#,
+                "`commit` from config file c.json must be true or false",
+            ),
+            (
+                r#"{"singer_api_backoff_ms":500,"singer_api_backoff_max_ms":100}"#,
+                "must be at least singer_api_backoff_ms",
+            ),
+            (
+                r#"{"singer_api_token":["x"]}"#,
+                "`singer_api_token` from config file c.json must be a string",
+            ),
+        ] {
+            let err = raw(text).commit_config().expect_err(text).to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_collected() {
         let r = raw(r#"{"host":"h","database":"d","username":"u","password":"p","pasword":"x"}"#);
         assert_eq!(r.unknown.len(), 1);
