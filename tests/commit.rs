@@ -721,8 +721,8 @@ async fn a_record_too_big_for_any_request_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_server_errors_and_dropped_connections_are_retried() {
-    // GIVEN a server that answers 429, 500, drops the connection, 503, then
-    // accepts
+    // GIVEN a server that answers 429, 500, drops the connection, accepts,
+    // then answers 503
     let emu = Emu::start(
         "c_retry",
         &["-"],
@@ -794,6 +794,27 @@ async fn throttling_server_errors_and_dropped_connections_are_retried() {
     assert!(line.contains("after 3 attempts"), "{line}");
     assert!(line.contains("HTTP 503: down"), "{line}");
     assert_eq!(api.seen().len(), 3);
+
+    // WHEN the server takes too long to answer
+    let api = ImportApi::start().await;
+    api.script(vec![Answer::Hold(Arc::new(Notify::new()))]);
+    let config = commit_config(&emu, "commit-3.json", |c| {
+        c["singer_api_timeout_seconds"] = json!(1);
+    });
+    let r = run(&commit_args(
+        &config,
+        &catalog,
+        &api,
+        &emu.scratch.dir.path().join("s3"),
+        &[],
+    ))
+    .await;
+    // THEN the request times out and is sent again on a new connection
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("within 1 s"), "{}", r.stderr);
+    let seen = api.seen();
+    assert_eq!(seen[0].sequences, seen[1].sequences);
+    assert_eq!(api.by_id("items").len(), 2500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

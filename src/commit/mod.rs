@@ -85,6 +85,7 @@ impl CommitError {
         matches!(
             self,
             CommitError::Url(_)
+                | CommitError::StateFile(StateFileError::Create { .. })
                 | CommitError::RecordBeforeSchema { .. }
                 | CommitError::NotAnObject { .. }
         )
