@@ -204,10 +204,19 @@ async fn sync_commit(
             })();
             let _ = done_tx.send(relayed);
         })?;
-    let synced = crate::sync::run_into(settings, inputs, writer).await;
-    let relayed = done_rx
-        .await
-        .unwrap_or_else(|_| Err(TapError::Runtime("the import API writer stopped".into())));
+    let stopped = || Err(TapError::Runtime("the import API writer stopped".into()));
+    let sync = crate::sync::run_into(settings, inputs, writer);
+    tokio::pin!(sync);
+    let mut done_rx = done_rx;
+    let (synced, relayed) = tokio::select! {
+        synced = &mut sync => (synced, (&mut done_rx).await.unwrap_or_else(|_| stopped())),
+        // The relay only ends early on an error: stop the sync at once
+        // (dropping it stops its readers) rather than at its next write.
+        relayed = &mut done_rx => match relayed.unwrap_or_else(|_| stopped()) {
+            Err(e) => (Ok(()), Err(e)),
+            ok => ((&mut sync).await, ok),
+        },
+    };
     print_newest_state(&dir)?;
     match (synced, relayed) {
         // A failed relay closes the pipe, so the sync fails too; the
