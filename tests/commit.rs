@@ -1267,6 +1267,17 @@ async fn commit_mode_requires_a_token_and_a_state_directory() {
             vec![],
             "Import API URL `ftp://x` must start with http:// or https://",
         ),
+        (
+            vec![
+                "relay",
+                "--singer-api-token",
+                "tok\nen",
+                "--state-directory",
+                "/tmp/x",
+            ],
+            vec![],
+            "the Import API token has characters an HTTP header cannot carry",
+        ),
     ];
     for (args, env, want) in cases {
         let r = tap(&args, &env).await;

@@ -51,12 +51,13 @@ pub enum TransportError {
     Timeout { endpoint: String, secs: u64 },
 }
 
-/// A URL the client cannot use.
+/// Settings the client cannot use.
 #[derive(Debug, thiserror::Error)]
-#[error("Import API URL `{url}` {problem}; give a base URL like https://api.stitchdata.com")]
-pub struct UrlError {
-    pub url: String,
-    pub problem: &'static str,
+pub enum SetupError {
+    #[error("Import API URL `{url}` {problem}; give a base URL like https://api.stitchdata.com")]
+    Url { url: String, problem: &'static str },
+    #[error("the Import API token has characters an HTTP header cannot carry (control characters or non-ASCII); check the token")]
+    Token,
 }
 
 /// An HTTP answer.
@@ -94,8 +95,8 @@ impl std::fmt::Debug for ImportApi {
 }
 
 impl ImportApi {
-    pub fn new(url: &str, token: &Secret, timeout: Duration) -> Result<ImportApi, UrlError> {
-        let bad = |problem| UrlError {
+    pub fn new(url: &str, token: &Secret, timeout: Duration) -> Result<ImportApi, SetupError> {
+        let bad = |problem| SetupError::Url {
             url: url.to_string(),
             problem,
         };
@@ -117,10 +118,7 @@ impl ImportApi {
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let path = format!("{}{BATCH_PATH}", uri.path().trim_end_matches('/'));
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-            .map_err(|_| UrlError {
-                url: "(token)".into(),
-                problem: "cannot be sent: the token has characters not allowed in a header",
-            })?;
+            .map_err(|_| SetupError::Token)?;
         authorization.set_sensitive(true);
         let tls = if https {
             let roots = rustls::RootCertStore {

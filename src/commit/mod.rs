@@ -50,7 +50,7 @@ pub struct CommitSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error(transparent)]
-    Url(#[from] http::UrlError),
+    Setup(#[from] http::SetupError),
     #[error(transparent)]
     StateFile(#[from] StateFileError),
     #[error("stream `{stream}`: the record with key {key} makes a request body of {bytes} bytes on its own, over the Import API's limit of {limit}; nothing was sent for it. Deselect the large columns of that stream, or sync it in Singer mode")]
@@ -79,12 +79,12 @@ pub enum CommitError {
 }
 
 impl CommitError {
-    /// Input errors (bad messages, bad URL) exit 2 like other bad input;
+    /// Input errors (bad messages, bad URL or token) exit 2 like other bad input;
     /// what the server or the disk did exits 1.
     pub fn is_input(&self) -> bool {
         matches!(
             self,
-            CommitError::Url(_)
+            CommitError::Setup(_)
                 | CommitError::StateFile(StateFileError::Create { .. })
                 | CommitError::RecordBeforeSchema { .. }
                 | CommitError::NotAnObject { .. }

@@ -54,7 +54,9 @@ impl StateDirectory {
         }
         Ok(StateDirectory {
             dir: dir.to_path_buf(),
-            last_ms: 0,
+            // Later names stay above earlier runs' files even if the clock
+            // went back, so the newest state is always the largest name.
+            last_ms: newest_ms_in(dir).unwrap_or(0),
         })
     }
 
@@ -64,9 +66,7 @@ impl StateDirectory {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let ms = now
-            .max(self.last_ms + 1)
-            .max(self.newest_ms().unwrap_or(0) + 1);
+        let ms = now.max(self.last_ms + 1);
         self.last_ms = ms;
         let path = self.dir.join(format!("state-{ms}.json"));
         let tmp = self.dir.join(format!(".state-{ms}.json.tmp"));
@@ -90,10 +90,6 @@ impl StateDirectory {
     /// The file with the newest state, from this run or an earlier one.
     pub fn newest(&self) -> Option<PathBuf> {
         newest_in(&self.dir)
-    }
-
-    fn newest_ms(&self) -> Option<u64> {
-        newest_ms_in(&self.dir)
     }
 }
 
