@@ -182,7 +182,10 @@ async fn sync_commit(
 ) -> Result<(), TapError> {
     let dir = commit.state_directory.clone();
     let committer = Committer::new(commit)?;
-    let (reader, writer) = std::io::pipe()?;
+    let setup = |what: &str, e: std::io::Error| {
+        TapError::Runtime(format!("cannot start the import API writer ({what}): {e}"))
+    };
+    let (reader, writer) = std::io::pipe().map_err(|e| setup("pipe", e))?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("import-api".into())
@@ -191,11 +194,12 @@ async fn sync_commit(
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(TapError::Output)?;
+                    .map_err(|e| setup("runtime", e))?;
                 runtime.block_on(async move {
                     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(
                         std::os::fd::OwnedFd::from(reader),
-                    )?;
+                    )
+                    .map_err(|e| setup("pipe", e))?;
                     let input = tokio::io::BufReader::with_capacity(PIPE_BUFFER, pipe);
                     relay::run(input, committer, usize::MAX, "the sync's output")
                         .await
@@ -203,7 +207,8 @@ async fn sync_commit(
                 })
             })();
             let _ = done_tx.send(relayed);
-        })?;
+        })
+        .map_err(|e| setup("thread", e))?;
     let stopped = || Err(TapError::Runtime("the import API writer stopped".into()));
     let sync = crate::sync::run_into(settings, inputs, writer);
     tokio::pin!(sync);

@@ -53,20 +53,9 @@ impl TapError {
                 _ => 2,
             },
             TapError::Runtime(_) | TapError::Output(_) => 1,
-            TapError::Commit(e) => {
-                if e.is_input() {
-                    2
-                } else {
-                    1
-                }
-            }
-            TapError::Relay(e) => {
-                if e.is_input() {
-                    2
-                } else {
-                    1
-                }
-            }
+            TapError::Commit(e) if e.is_input() => 2,
+            TapError::Relay(e) if e.is_input() => 2,
+            TapError::Commit(_) | TapError::Relay(_) => 1,
             TapError::Interrupted { code, .. } => *code,
         }
     }

@@ -1287,3 +1287,66 @@ async fn commit_mode_requires_a_token_and_a_state_directory() {
         assert!(r.stdout.is_empty(), "{args:?}: nothing on stdout");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_commit_mode_sends_what_was_read_and_writes_a_final_state_file() {
+    // GIVEN a commit-mode run on a slow server
+    let emu = Emu::start(
+        "c_term",
+        &["-"],
+        false,
+        &[("-", numbers_sql("items", 1, 20_000))],
+    )
+    .await;
+    let catalog = emu.catalog(&[]).await;
+    let api = ImportApi::start().await;
+    api.set_delay(Duration::from_millis(40));
+    let config = commit_config(&emu, "commit.json", |_| {});
+    let dir = emu.scratch.dir.path().join("state");
+    let args = commit_args(&config, &catalog, &api, &dir, &["--batch-size", "250"]);
+    let child = Command::new(BIN)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+
+    // WHEN it gets SIGTERM mid-run
+    wait_until("some accepted batches", Duration::from_secs(60), || {
+        api.accepted().len() >= 2000
+    })
+    .await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let r = tokio::task::spawn_blocking(move || Run::from(child.wait_with_output().expect("wait")))
+        .await
+        .expect("join");
+
+    // THEN it exits 143 after the records it read were accepted, and the
+    // newest state file, printed on stdout, resumes without a gap
+    assert_eq!(r.code, 143, "{}", r.stderr);
+    let sent = api.by_id("items").len();
+    assert!(sent < 20_000, "the signal landed before the end");
+    let newest = assert_prints_newest(&r, &dir);
+    api.set_delay(Duration::ZERO);
+    let mut resume = args.clone();
+    resume.extend([
+        "--state".to_string(),
+        newest.to_str().expect("p").to_string(),
+    ]);
+    let r = run(&resume).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    api.assert_no_problems();
+    let ids: std::collections::BTreeSet<u64> = api
+        .accepted()
+        .iter()
+        .map(|a| a.data["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 20_000);
+    assert_eq!(ids.first(), Some(&1));
+    assert_eq!(ids.last(), Some(&20_000));
+}
