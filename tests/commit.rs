@@ -799,7 +799,7 @@ async fn throttling_server_errors_and_dropped_connections_are_retried() {
     let api = ImportApi::start().await;
     api.script(vec![Answer::Hold(Arc::new(Notify::new()))]);
     let config = commit_config(&emu, "commit-3.json", |c| {
-        c["singer_api_timeout_seconds"] = json!(1);
+        c["singer_api_timeout_seconds"] = json!(2);
     });
     let r = run(&commit_args(
         &config,
@@ -811,7 +811,7 @@ async fn throttling_server_errors_and_dropped_connections_are_retried() {
     .await;
     // THEN the request times out and is sent again on a new connection
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("within 1 s"), "{}", r.stderr);
+    assert!(r.stderr.contains("within 2 s"), "{}", r.stderr);
     let seen = api.seen();
     assert_eq!(seen[0].sequences, seen[1].sequences);
     assert_eq!(api.by_id("items").len(), 2500);
