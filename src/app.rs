@@ -12,9 +12,12 @@ use tracing::{info, warn};
 use crate::about;
 use crate::catalog::Catalog;
 use crate::cli::{Cli, Command, CommonArgs};
-use crate::config::{self, Settings, TabletType};
+use crate::commit::state_files;
+use crate::commit::{CommitSettings, Committer};
+use crate::config::{self, Secret, Settings, TabletType};
 use crate::discovery::{self, DiscoverOptions};
 use crate::error::TapError;
+use crate::relay;
 use crate::singer::SingerWriter;
 use crate::state::State;
 
@@ -25,6 +28,7 @@ pub enum Mode {
     Discover,
     Sync,
     Check,
+    Relay,
 }
 
 /// Decides the mode from the subcommand and the Singer flags.
@@ -37,6 +41,7 @@ pub fn mode(cli: &Cli) -> Result<Mode, TapError> {
         Some(Command::Discover) => return Ok(Mode::Discover),
         Some(Command::Sync) => return Ok(Mode::Sync),
         Some(Command::Check) => return Ok(Mode::Check),
+        Some(Command::Relay) => return Ok(Mode::Relay),
         None => {}
     }
     if a.discover {
@@ -87,18 +92,158 @@ pub async fn run(cli: Cli) -> Result<(), TapError> {
             discover(&cli.args, &settings).await
         }
         Mode::Sync => {
-            if cli.args.commit.unwrap_or(false) {
-                // Silently writing to stdout instead would lose the data.
-                return Err(TapError::Usage(
-                    "--commit (push to the Stitch Import API) is not supported yet; pipe the output into a Singer target instead".into(),
-                ));
-            }
             let settings = settings(&cli.args)?;
+            let commit = config::load_commit(&cli.args.config)?;
+            let commit = if cli.args.commit.unwrap_or(commit.enabled) {
+                Some(commit_settings(&cli.args, commit)?)
+            } else {
+                None
+            };
             let inputs = SyncInputs::load(&cli.args, &settings)?;
-            crate::sync::run(&settings, inputs).await
+            match commit {
+                Some(c) => sync_commit(&settings, inputs, c).await,
+                None => crate::sync::run(&settings, inputs).await,
+            }
         }
         Mode::Check => check(&cli.args).await,
+        Mode::Relay => {
+            let commit = commit_settings(&cli.args, config::load_commit(&cli.args.config)?)?;
+            let max_line = cli
+                .args
+                .buffer_size
+                .unwrap_or(relay::DEFAULT_BUFFER_KIB)
+                .saturating_mul(1024);
+            let dir = commit.state_directory.clone();
+            let committer = Committer::new(commit)?;
+            let stdin = tokio::io::BufReader::with_capacity(PIPE_BUFFER, tokio::io::stdin());
+            let relayed = relay::run(
+                stdin,
+                committer,
+                usize::try_from(max_line).unwrap_or(usize::MAX),
+                "stdin",
+            )
+            .await;
+            print_newest_state(&dir)?;
+            Ok(relayed.map(|_| ())?)
+        }
     }
+}
+
+/// Read buffer of the relay's input.
+const PIPE_BUFFER: usize = 256 * 1024;
+
+/// Commit mode's settings: config files and environment, then the flags
+/// (which win). The token and the state directory are required.
+pub fn commit_settings(
+    args: &CommonArgs,
+    config: config::CommitConfig,
+) -> Result<CommitSettings, TapError> {
+    let api_token = match (&args.singer_api_token, config.api_token) {
+        (Some(t), _) if !t.trim().is_empty() => Secret::new(t.trim()),
+        (None, Some(t)) => t,
+        _ => {
+            return Err(TapError::Usage(
+                "commit mode needs an Import API token: pass --singer-api-token TOKEN, or set `singer_api_token` in the config or TAP_PLANETSCALE_SINGER_API_TOKEN".into(),
+            ))
+        }
+    };
+    let state_directory = match (&args.state_directory, config.state_directory) {
+        (Some(d), _) if !d.as_os_str().is_empty() => d.clone(),
+        (None, Some(d)) => d,
+        _ => {
+            return Err(TapError::Usage(
+                "commit mode needs a directory for its state files: pass --state-directory DIR, or set `state_directory` in the config or TAP_PLANETSCALE_STATE_DIRECTORY".into(),
+            ))
+        }
+    };
+    let batch_size = match args.batch_size {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => config.batch_size,
+    };
+    Ok(CommitSettings {
+        api_url: args.singer_api_url.clone().unwrap_or(config.api_url),
+        api_token,
+        batch_size,
+        state_directory,
+        max_retries: config.max_retries,
+        backoff: config.backoff,
+        backoff_max: config.backoff_max,
+        timeout: config.timeout,
+    })
+}
+
+/// `sync --commit`: the sync writes its Singer messages into a pipe, and
+/// the relay on the other end pushes them to the Import API, on a thread of
+/// its own so that a sync blocked on a full pipe can never starve it.
+async fn sync_commit(
+    settings: &Settings,
+    inputs: SyncInputs,
+    commit: CommitSettings,
+) -> Result<(), TapError> {
+    let dir = commit.state_directory.clone();
+    let committer = Committer::new(commit)?;
+    let setup = |what: &str, e: std::io::Error| {
+        TapError::Runtime(format!("cannot start the import API writer ({what}): {e}"))
+    };
+    let (reader, writer) = std::io::pipe().map_err(|e| setup("pipe", e))?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("import-api".into())
+        .spawn(move || {
+            let relayed = (|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| setup("runtime", e))?;
+                runtime.block_on(async move {
+                    let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(
+                        std::os::fd::OwnedFd::from(reader),
+                    )
+                    .map_err(|e| setup("pipe", e))?;
+                    let input = tokio::io::BufReader::with_capacity(PIPE_BUFFER, pipe);
+                    relay::run(input, committer, usize::MAX, "the sync's output")
+                        .await
+                        .map_err(TapError::from)
+                })
+            })();
+            let _ = done_tx.send(relayed);
+        })
+        .map_err(|e| setup("thread", e))?;
+    let stopped = || Err(TapError::Runtime("the import API writer stopped".into()));
+    let sync = crate::sync::run_into(settings, inputs, writer);
+    tokio::pin!(sync);
+    let mut done_rx = done_rx;
+    let (synced, relayed) = tokio::select! {
+        synced = &mut sync => (synced, (&mut done_rx).await.unwrap_or_else(|_| stopped())),
+        // The relay only ends early on an error: stop the sync at once
+        // (dropping it stops its readers) rather than at its next write.
+        relayed = &mut done_rx => match relayed.unwrap_or_else(|_| stopped()) {
+            Err(e) => (Ok(()), Err(e)),
+            ok => ((&mut sync).await, ok),
+        },
+    };
+    print_newest_state(&dir)?;
+    match (synced, relayed) {
+        // A failed relay closes the pipe, so the sync fails too; the
+        // relay's error is the cause.
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(()), Ok(_)) => Ok(()),
+    }
+}
+
+/// Commit mode's only stdout line: the newest state file, for the next
+/// run's `--state`.
+fn print_newest_state(dir: &std::path::Path) -> Result<(), TapError> {
+    let Some(path) = state_files::newest_in(dir) else {
+        warn!(dir = %dir.display(), "no state file written yet");
+        return Ok(());
+    };
+    info!(path = %path.display(), "newest state file");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", path.display())?;
+    out.flush()?;
+    Ok(())
 }
 
 /// `check`: the report's JSON on stdout, each step on stderr; exit 1 when

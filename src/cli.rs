@@ -35,6 +35,10 @@ pub enum Command {
     Sync,
     /// Verify config, credentials, TLS and reachability.
     Check,
+    /// Read Singer messages from stdin (from this tap or any other) and push
+    /// them to the Stitch Import API, like the Go project's `http-tap`.
+    #[command(alias = "http-tap")]
+    Relay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,18 +100,21 @@ pub struct CommonArgs {
     /// (sync) Push records to the Stitch Import API instead of stdout.
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub commit: Option<bool>,
-    /// (commit mode) Import API base URL.
-    #[arg(long, global = true, value_name = "URL")]
+    /// (commit mode, relay) Import API base URL [default: https://api.stitchdata.com].
+    #[arg(long, global = true, alias = "api-url", value_name = "URL")]
     pub singer_api_url: Option<String>,
-    /// (commit mode) Import API token.
-    #[arg(long, global = true, value_name = "TOKEN")]
+    /// (commit mode, relay) Import API token.
+    #[arg(long, global = true, alias = "api-token", value_name = "TOKEN")]
     pub singer_api_token: Option<String>,
-    /// (commit mode) Records per batch.
-    #[arg(long, global = true, value_name = "N")]
-    pub batch_size: Option<usize>,
-    /// (commit mode) Directory for state files.
+    /// (commit mode, relay) Records per request, at most 1000 [default: 9000, meaning 1000].
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// (commit mode, relay) Directory for state files; created if missing.
     #[arg(long, global = true, value_name = "DIR")]
     pub state_directory: Option<PathBuf>,
+    /// (relay) Longest accepted input line, in KiB [default: 16384].
+    #[arg(long, global = true, value_name = "KIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub buffer_size: Option<u64>,
 
     /// Log level: error, warn, info, debug, trace (default info, or RUST_LOG).
     #[arg(
@@ -136,7 +143,13 @@ pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
     let cmd = Cli::command();
     let mut longs: Vec<String> = cmd
         .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
+        .flat_map(|a| {
+            a.get_long()
+                .into_iter()
+                .chain(a.get_all_aliases().unwrap_or_default())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect();
     longs.extend(["help".to_string(), "version".to_string()]);
     args.into_iter()
@@ -214,6 +227,22 @@ mod tests {
                 "--use-replica",
             ],
             &["check", "--config", "c.json"],
+            &[
+                "sync",
+                "--config",
+                "c.json",
+                "--catalog",
+                "k.json",
+                "--commit",
+                "--singer-api-token",
+                "t",
+                "--state-directory",
+                "st",
+                "--batch-size",
+                "500",
+            ],
+            &["relay", "--api-token", "t", "--state-directory", "st"],
+            &["http-tap", "-api-token", "t", "-buffer-size", "64"],
         ];
         for args in cases {
             assert!(parse(args).is_ok(), "{args:?}: {:?}", parse(args).err());

@@ -87,6 +87,24 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "Emit STATE at least every this many seconds." },
     SettingDoc { name: "progress_interval_seconds", kind: "integer", required: false, secret: false, default: Some("5"),
         description: "Log a progress line per active (stream, shard) this often, when stderr is not a terminal (a terminal gets live bars)." },
+    SettingDoc { name: "commit", kind: "boolean", required: false, secret: false, default: Some("false"),
+        description: "Commit mode: push records to the Stitch Import API instead of writing Singer messages to stdout (the Go tap's `--commit`)." },
+    SettingDoc { name: "singer_api_url", kind: "string", required: false, secret: false, default: Some("https://api.stitchdata.com"),
+        description: "(commit mode) Import API base URL, `http://` or `https://`; batches go to `<url>/v2/import/batch`." },
+    SettingDoc { name: "singer_api_token", kind: "string", required: false, secret: true, default: None,
+        description: "(commit mode, required there) Import API token, sent as `Authorization: Bearer`. Never logged." },
+    SettingDoc { name: "batch_size", kind: "integer", required: false, secret: false, default: Some("9000"),
+        description: "(commit mode) Records per request, as in the Go tap; a request never holds more than 1000 records or 2 MiB, so values above 1000 mean 1000." },
+    SettingDoc { name: "state_directory", kind: "string", required: false, secret: false, default: None,
+        description: "(commit mode, required there) Directory for `state-<epoch ms>.json` files; created if missing." },
+    SettingDoc { name: "singer_api_max_retries", kind: "integer", required: false, secret: false, default: Some("8"),
+        description: "(commit mode) Retries of one request after HTTP 408, 429, 5xx or a connection error before the run fails." },
+    SettingDoc { name: "singer_api_backoff_ms", kind: "integer", required: false, secret: false, default: Some("1000"),
+        description: "(commit mode) First retry delay; it doubles per attempt, with jitter." },
+    SettingDoc { name: "singer_api_backoff_max_ms", kind: "integer", required: false, secret: false, default: Some("60000"),
+        description: "(commit mode) Longest retry delay." },
+    SettingDoc { name: "singer_api_timeout_seconds", kind: "integer", required: false, secret: false, default: Some("120"),
+        description: "(commit mode) Longest wait for one request, connection included; a request that times out is retried." },
 ];
 
 const DEFAULT_MYSQL_PORT: u16 = 3306;
@@ -226,6 +244,24 @@ pub struct Settings {
     pub state_interval: Duration,
     pub progress_interval: Duration,
     pub resync_on_purged: bool,
+}
+
+/// The Go tap's default Import API.
+pub const DEFAULT_SINGER_API_URL: &str = "https://api.stitchdata.com";
+
+/// Commit-mode settings from config files and the environment, before the
+/// command-line flags are applied.
+#[derive(Debug, Clone)]
+pub struct CommitConfig {
+    pub enabled: bool,
+    pub api_url: String,
+    pub api_token: Option<Secret>,
+    pub batch_size: usize,
+    pub state_directory: Option<PathBuf>,
+    pub max_retries: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    pub timeout: Duration,
 }
 
 /// One raw value and its origin.
@@ -547,6 +583,37 @@ impl RawConfig {
         })
     }
 
+    /// The commit-mode settings. None of them is required here: whether
+    /// token and directory are needed depends on the mode, which `app`
+    /// decides after applying the flags.
+    pub fn commit_config(&self) -> Result<CommitConfig, ConfigError> {
+        let non_empty = |key: &str| -> Result<Option<String>, ConfigError> {
+            Ok(self.optional_string(key)?.filter(|s| !s.is_empty()))
+        };
+        let backoff = Duration::from_millis(self.u64("singer_api_backoff_ms", 1000, 1)?);
+        let backoff_max =
+            Duration::from_millis(self.u64("singer_api_backoff_max_ms", 60_000, 1)?);
+        if backoff_max < backoff {
+            return Err(self.invalid(
+                "singer_api_backoff_max_ms",
+                "must be at least singer_api_backoff_ms",
+            ));
+        }
+        Ok(CommitConfig {
+            enabled: self.bool("commit", false)?,
+            api_url: non_empty("singer_api_url")?.unwrap_or_else(|| DEFAULT_SINGER_API_URL.into()),
+            api_token: non_empty("singer_api_token")?.map(Secret::new),
+            batch_size: usize::try_from(self.u64("batch_size", 9000, 1)?)
+                .map_err(|_| self.invalid("batch_size", "is too large"))?,
+            state_directory: non_empty("state_directory")?.map(PathBuf::from),
+            max_retries: u32::try_from(self.u64("singer_api_max_retries", 8, 0)?)
+                .map_err(|_| self.invalid("singer_api_max_retries", "is too large"))?,
+            backoff,
+            backoff_max,
+            timeout: Duration::from_secs(self.u64("singer_api_timeout_seconds", 120, 1)?),
+        })
+    }
+
     fn starting_gtids(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, ConfigError> {
         let Some(raw) = self.get("starting_gtids") else {
             return Ok(BTreeMap::new());
@@ -653,6 +720,19 @@ pub fn load(paths: &[PathBuf]) -> Result<(Settings, Vec<(String, Origin)>), Conf
     raw.apply_env(std::env::vars());
     let unknown = raw.unknown.clone();
     Ok((raw.into_settings()?, unknown))
+}
+
+/// Loads the commit-mode settings. Config files are optional here: the
+/// stdin relay needs no database, so it may run on flags and environment
+/// alone.
+pub fn load_commit(paths: &[PathBuf]) -> Result<CommitConfig, ConfigError> {
+    let mut raw = if paths.is_empty() {
+        RawConfig::default()
+    } else {
+        RawConfig::from_files(paths)?
+    };
+    raw.apply_env(std::env::vars());
+    raw.commit_config()
 }
 
 /// For error messages that must name the file a setting came from.
@@ -827,6 +907,67 @@ mod tests {
             RawConfig::from_files(&[]),
             Err(ConfigError::NoConfig)
         ));
+    }
+
+    #[test]
+    fn commit_settings_from_files_and_env() {
+        let c = RawConfig::default().commit_config().expect("defaults");
+        assert!(!c.enabled);
+        assert_eq!(c.api_url, "https://api.stitchdata.com");
+        assert!(c.api_token.is_none() && c.state_directory.is_none());
+        assert_eq!(c.batch_size, 9000);
+        assert_eq!(c.max_retries, 8);
+        assert_eq!(
+            (c.backoff, c.backoff_max),
+            (Duration::from_secs(1), Duration::from_secs(60))
+        );
+
+        let mut r = raw(
+            r#"{"commit":"true","singer_api_token":"tok-secret","batch_size":"250","state_directory":"/s","singer_api_url":"http://h:1"}"#,
+        );
+        r.apply_env(vec![
+            (
+                "TAP_PLANETSCALE_SINGER_API_BACKOFF_MS".to_string(),
+                "10".to_string(),
+            ),
+            (
+                "TAP_PLANETSCALE_SINGER_API_BACKOFF_MAX_MS".to_string(),
+                "20".to_string(),
+            ),
+            (
+                "TAP_PLANETSCALE_STATE_DIRECTORY".to_string(),
+                "/env".to_string(),
+            ),
+        ]);
+        let c = r.commit_config().expect("valid");
+        assert!(c.enabled);
+        assert_eq!(c.api_url, "http://h:1");
+        assert_eq!(c.batch_size, 250);
+        assert_eq!(c.state_directory, Some(PathBuf::from("/env")));
+        assert_eq!(c.backoff_max, Duration::from_millis(20));
+        assert!(!format!("{c:?}").contains("tok-secret"));
+
+        for (text, want) in [
+            (
+                r#"{"batch_size":0}"#,
+                "`batch_size` from config file c.json must be a whole number of at least 1",
+            ),
+            (
+                r#"{"commit":"perhaps"}"#,
+                "`commit` from config file c.json must be true or false",
+            ),
+            (
+                r#"{"singer_api_backoff_ms":500,"singer_api_backoff_max_ms":100}"#,
+                "must be at least singer_api_backoff_ms",
+            ),
+            (
+                r#"{"singer_api_token":["x"]}"#,
+                "`singer_api_token` from config file c.json must be a string",
+            ),
+        ] {
+            let err = raw(text).commit_config().expect_err(text).to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Module errors are kept as sources, never flattened into strings.
 
 use crate::catalog::CatalogError;
+use crate::commit::CommitError;
 use crate::config::ConfigError;
 use crate::mysql::MySqlError;
+use crate::relay::RelayError;
 use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,10 @@ pub enum TapError {
     MySql(#[from] MySqlError),
     #[error("{0}")]
     Runtime(String),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
     #[error("writing to stdout failed: {0}")]
     Output(#[from] std::io::Error),
     #[error("stopped by {signal}; the last STATE covers every record written")]
@@ -47,6 +53,9 @@ impl TapError {
                 _ => 2,
             },
             TapError::Runtime(_) | TapError::Output(_) => 1,
+            TapError::Commit(e) if e.is_input() => 2,
+            TapError::Relay(e) if e.is_input() => 2,
+            TapError::Commit(_) | TapError::Relay(_) => 1,
             TapError::Interrupted { code, .. } => *code,
         }
     }

@@ -464,20 +464,61 @@ async fn bad_input_corpus() {
         ),
         ("cli unknown subcommand", vec!["upload"], "upload"),
         (
-            "cli commit mode",
+            "cli commit mode without a token",
             vec![
                 "--config",
-                "/nonexistent.json",
+                good_config.as_str(),
                 "--catalog",
                 "/nonexistent.json",
                 "--commit",
             ],
-            "--commit",
+            "--singer-api-token",
+        ),
+        (
+            "cli commit mode without a state directory",
+            vec![
+                "--config",
+                good_config.as_str(),
+                "--catalog",
+                "/nonexistent.json",
+                "--commit",
+                "--singer-api-token",
+                "t",
+            ],
+            "--state-directory",
+        ),
+        (
+            "cli relay with a bad URL",
+            vec![
+                "relay",
+                "--singer-api-token",
+                "t",
+                "--state-directory",
+                "/nonexistent/st",
+                "--singer-api-url",
+                "api.stitchdata.com",
+            ],
+            "must start with http:// or https://",
         ),
     ] {
         cases.push(case(name, &args, want));
     }
     // an environment override with a bad value names the variable
+    cases.push(Case {
+        name: "env bad batch size",
+        args: [
+            "relay",
+            "--singer-api-token",
+            "t",
+            "--state-directory",
+            "/nonexistent/st",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        env: vec![("TAP_PLANETSCALE_BATCH_SIZE", "0".into())],
+        want: "environment variable TAP_PLANETSCALE_BATCH_SIZE".into(),
+    });
     cases.push(Case {
         name: "env bad timeout",
         args: disc(&good_config),

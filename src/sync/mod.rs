@@ -125,8 +125,19 @@ async fn mysql_phase(
     Ok((shards, tablets, tables))
 }
 
-/// Runs a sync to completion.
+/// Runs a sync to completion, writing Singer messages to stdout.
 pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError> {
+    run_into(settings, inputs, std::io::stdout()).await
+}
+
+/// Runs a sync to completion, writing Singer messages to `output` (stdout,
+/// or in commit mode the pipe to the Import API writer). `output` is
+/// dropped, and so closed, when the run ends.
+pub async fn run_into<W: std::io::Write>(
+    settings: &Settings,
+    inputs: SyncInputs,
+    output: W,
+) -> Result<(), TapError> {
     let SyncInputs {
         catalog,
         state,
@@ -293,7 +304,7 @@ pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError
         |e: std::io::Error| TapError::Runtime(format!("cannot watch for signals: {e}"));
     let mut sigterm = unix_signal(SignalKind::terminate()).map_err(signal_err)?;
     let mut sigint = unix_signal(SignalKind::interrupt()).map_err(signal_err)?;
-    let mut out = SingerWriter::stdout();
+    let mut out = SingerWriter::new(output);
     for (name, schema, keys) in &schemas {
         out.schema(name, schema, keys, None)?;
     }

@@ -439,12 +439,23 @@ async fn wait_to_retry(
 
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … capped at 30 s.
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = 500u64.saturating_mul(1u64 << attempt.min(6)).min(30_000);
+    backoff_between(attempt, Duration::from_millis(500), Duration::from_secs(30))
+}
+
+/// Exponential backoff with jitter: `first × 2^attempt`, capped at `max`,
+/// and then a random point between half of that and all of it, so that
+/// clients failing together do not retry together.
+pub(crate) fn backoff_between(attempt: u32, first: Duration, max: Duration) -> Duration {
+    let first = first.as_millis().max(1) as u64;
+    let base = first
+        .saturating_mul(1u64 << attempt.min(32))
+        .min(max.as_millis() as u64)
+        .max(1);
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0) as u64;
-    Duration::from_millis(base / 2 + nanos % (base / 2 + 1))
+    Duration::from_millis(base - base / 2 + nanos % (base / 2 + 1))
 }
 
 /// Converts responses into batches, caching a plan per field set.
@@ -996,5 +1007,19 @@ mod tests {
             assert!(d >= Duration::from_millis(250), "{attempt}: {d:?}");
         }
         assert!(backoff(6) >= Duration::from_secs(15));
+        let (first, max) = (Duration::from_millis(10), Duration::from_millis(80));
+        for (attempt, low, high) in [
+            (0, 5, 10),
+            (1, 10, 20),
+            (2, 20, 40),
+            (3, 40, 80),
+            (9, 40, 80),
+        ] {
+            let d = backoff_between(attempt, first, max);
+            assert!(
+                d >= Duration::from_millis(low) && d <= Duration::from_millis(high),
+                "{attempt}: {d:?}"
+            );
+        }
     }
 }
