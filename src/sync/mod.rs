@@ -364,6 +364,7 @@ pub async fn run_into<W: std::io::Write>(
             .iter()
             .map(|s| (s.clone(), OnceCell::new()))
             .collect(),
+        lines: reader::LinePool::default(),
     });
     info!(
         streams = specs.len(),
@@ -449,6 +450,7 @@ pub async fn run_into<W: std::io::Write>(
                     }
                 }
                 board.add(b.slot, &b.counts, b.copying);
+                ctx.lines.give(b.lines);
                 if since_state >= settings.state_interval_records
                     || last_state.elapsed() >= settings.state_interval
                 {

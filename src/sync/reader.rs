@@ -63,6 +63,7 @@ pub struct ReaderContext {
     pub sequence: AtomicU64,
     /// The stop position of each shard, peeked once per run.
     pub stops: Vec<(String, OnceCell<String>)>,
+    pub lines: LinePool,
 }
 
 /// One (stream, shard) to read.
@@ -87,6 +88,37 @@ pub struct Counts {
 impl Counts {
     pub fn total(&self) -> u64 {
         self.copied + self.inserted + self.updated + self.deleted
+    }
+}
+
+/// Line buffers the writer hands back once it has written them, so readers
+/// reuse their capacity: a fresh buffer per batch would grow by doubling
+/// (copying everything each time) and, past glibc's mmap threshold, fault
+/// in fresh zeroed pages for every response.
+#[derive(Debug, Default)]
+pub struct LinePool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl LinePool {
+    /// More spare buffers than batches in flight would only hold memory.
+    const KEEP: usize = 16;
+
+    pub fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_else(|| Vec::with_capacity(64 * 1024))
+    }
+
+    pub fn give(&self, mut lines: Vec<u8>) {
+        lines.clear();
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < Self::KEEP {
+                free.push(lines);
+            }
+        }
     }
 }
 
@@ -647,7 +679,7 @@ impl Converter {
         }
         Ok(Batch {
             slot: slot.index,
-            lines: std::mem::replace(&mut self.buf, Vec::with_capacity(64 * 1024)),
+            lines: std::mem::replace(&mut self.buf, ctx.lines.take()),
             records: counts.total(),
             counts,
             cursor,
