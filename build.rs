@@ -1,4 +1,5 @@
-//! Generates the gRPC client for the Connect API from our own minimal protos.
+//! Generates the gRPC clients for the Connect API and vtgate's VStream from
+//! our own minimal protos.
 //! `protoc-bin-vendored` supplies protoc, so a fresh machine needs none.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -7,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
         .build_server(false)
-        .compile_protos(&["proto/psdbconnect.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/psdbconnect.proto", "proto/vtgateservice.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

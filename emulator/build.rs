@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // of copying every row (the drain benchmark's client is this code).
     tonic_prost_build::configure()
         .bytes(".query.Row.values")
-        .compile_protos(&["../proto/psdbconnect.proto"], &["../proto"])?;
+        .compile_protos(
+            &["../proto/psdbconnect.proto", "../proto/vtgateservice.proto"],
+            &["../proto"],
+        )?;
     Ok(())
 }
