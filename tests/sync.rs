@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
+use crate::both_apis;
 use crate::support::{fixture_path, mariadb, numbers_sql, Emu};
 
 fn fixture(name: &str) -> String {
@@ -109,6 +110,7 @@ fn numbers_close(a: &Value, b: &Value) -> bool {
     }
 }
 
+both_apis! {
 #[tokio::test]
 async fn full_copy_of_every_type_matches_mariadb() {
     // GIVEN the every-type schema behind the emulator
@@ -184,6 +186,7 @@ async fn full_copy_of_every_type_matches_mariadb() {
         out.run.stderr
     );
 }
+}
 
 fn ids(records: &[&Value]) -> Vec<u64> {
     records
@@ -192,6 +195,7 @@ fn ids(records: &[&Value]) -> Vec<u64> {
         .collect()
 }
 
+both_apis! {
 #[tokio::test]
 async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
     // GIVEN a copied table
@@ -272,7 +276,9 @@ async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
         started.elapsed()
     );
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn change_phase_text_forms_convert_like_copy_forms() {
     // GIVEN an emulator that sends older Vitess's change-phase text
@@ -314,7 +320,9 @@ async fn change_phase_text_forms_convert_like_copy_forms() {
         "leading zero restored"
     );
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
     // GIVEN a keyspace with two shards holding different rows
@@ -373,7 +381,9 @@ async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
     );
     assert!(run.stdout.is_empty());
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn interrupted_copy_resumes_from_the_last_state() {
     // GIVEN a 20,000-row table and a server that fails the stream after two
@@ -428,7 +438,9 @@ async fn interrupted_copy_resumes_from_the_last_state() {
         "duplicates {duplicates} exceed one response/checkpoint"
     );
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn go_format_state_resumes() {
     // GIVEN a state written in the Go tap's wrapped form
@@ -460,7 +472,9 @@ async fn go_format_state_resumes() {
     assert!(st["bookmarks"]["items"]["shards"]["-"]["cursor"].is_string());
     assert!(st.get("value").is_none());
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() {
     let emu = Emu::start(
@@ -547,7 +561,9 @@ async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() 
         .collect();
     assert_eq!(av3, vec![v3]);
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn column_subset_is_honoured() {
     let emu = Emu::start("cols", &["-"], false, &[("-", numbers_sql("items", 1, 5))]).await;
@@ -580,6 +596,7 @@ async fn column_subset_is_honoured() {
         .find(|m| m["type"] == "SCHEMA")
         .expect("schema");
     assert!(schema["schema"]["properties"].get("v").is_none());
+}
 }
 
 #[tokio::test]
@@ -641,6 +658,7 @@ async fn target_jsonl_accepts_the_output() {
     assert!(echoed.contains("bookmarks"), "target echoed: {echoed}");
 }
 
+both_apis! {
 #[tokio::test]
 async fn purged_positions_and_refused_credentials_fail_clearly() {
     let emu = Emu::start(
@@ -707,7 +725,9 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn include_metadata_adds_declared_sdc_columns() {
     let emu = Emu::start(
@@ -762,7 +782,9 @@ async fn include_metadata_adds_declared_sdc_columns() {
             .starts_with("MySQL56/"));
     }
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn schema_changes_between_runs_never_crash() {
     // GIVEN a synced table
@@ -837,7 +859,9 @@ async fn schema_changes_between_runs_never_crash() {
         "the state does not move past the bad row"
     );
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn a_state_file_that_does_not_exist_yet_is_a_first_run() {
     let emu = Emu::start(
@@ -869,4 +893,5 @@ async fn a_state_file_that_does_not_exist_yet_is_a_first_run() {
         "{}",
         out.run.stderr
     );
+}
 }

@@ -1,0 +1,484 @@
+//! The VStream side of a reader: vtgate's `/vtgateservice.Vitess/VStream`
+//! events turned into the Sync API's response shape, so the read loop, the
+//! stop rules, the copy floor, retries, conversion and checkpoints in
+//! [`super::reader`] are the same for both APIs, and so is the state.
+//!
+//! The mapping (wire-protocol.md §5, §6):
+//! - the cursor is the shard's VGTID: `position` = its gtid and, during the
+//!   copy, `last_known_pk` = its `table_p_ks` entry for the table (or the
+//!   last LASTPK event). A copy resumes by sending that lastpk with an empty
+//!   gtid, as the Sync API does (and airbyte's VStream reader), so the
+//!   reader's copy floor works unchanged;
+//! - FIELD events are kept per table (named `table` or `keyspace.table`),
+//!   with their `enum_set_string_values`; DDL drops them until the next
+//!   FIELD;
+//! - ROW changes: after-only is an insert (or a copied row), before+after an
+//!   update, before-only a delete, whose before-image is cut down to the key
+//!   columns, as Sync sends deletes;
+//! - a cursor is emitted only at a transaction boundary: the VGTID of a
+//!   transaction is adopted at its COMMIT, a VGTID outside one at once;
+//!   LASTPK with `completed` and COPY_COMPLETED end the copy;
+//! - BEGIN, HEARTBEAT, OTHER and the rest carry nothing the tap needs.
+//!
+//! Rows of different kinds, or under different fields, go out in separate
+//! units (without a cursor until the transaction ends), which keeps their
+//! order through the converter.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::pb::binlogdata::{Filter, Rule, ShardGtid, TableLastPk, VEvent, VEventType, VGtid};
+use crate::pb::psdbconnect::v1alpha1::{DeletedRow, SyncResponse, TableCursor, UpdatedRow};
+use crate::pb::query::{Field, QueryResult, Row};
+use crate::pb::vtgate::{VStreamFlags, VStreamRequest, VStreamResponse};
+use crate::psdb::{vitess_tablet_type, PsdbClient};
+
+use super::reader::{trim_last_known_pk, ReaderContext, Slot};
+
+/// One response's worth of rows (and maybe a cursor), in the Sync shape.
+pub struct Unit {
+    pub resp: SyncResponse,
+    /// The server sends ENUM and SET as member text (FIELD's
+    /// `enum_set_string_values`): never map digits to members.
+    pub enum_text: bool,
+}
+
+/// Why a session's next unit is not available.
+#[derive(Debug)]
+pub enum SessionError {
+    Status(tonic::Status),
+    /// The server sent something that cannot be read.
+    Data(String),
+}
+
+impl From<tonic::Status> for SessionError {
+    fn from(s: tonic::Status) -> Self {
+        SessionError::Status(s)
+    }
+}
+
+/// Seconds between heartbeats on an idle stream: often enough that a
+/// session sees its position move well before its deadline.
+fn heartbeat_seconds(timeout: Duration) -> u32 {
+    (timeout.as_secs() / 4).clamp(1, 10) as u32
+}
+
+/// Backtick-quotes an identifier for the filter's SELECT.
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// The filter streaming one table, with the requested columns.
+fn filter(table: &str, columns: &[String]) -> Filter {
+    let list = if columns.is_empty() {
+        "*".to_string()
+    } else {
+        columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Filter {
+        rules: vec![Rule {
+            r#match: table.to_string(),
+            filter: format!("SELECT {list} FROM {}", quote(table)),
+        }],
+        ..Default::default()
+    }
+}
+
+fn flags(ctx: &ReaderContext) -> VStreamFlags {
+    VStreamFlags {
+        heartbeat_interval: heartbeat_seconds(ctx.timeout),
+        cells: ctx.cells.join(","),
+        ..Default::default()
+    }
+}
+
+/// The request that resumes from `cursor`: a copy resumes by primary key
+/// with an empty gtid, changes from the position.
+pub fn request(
+    ctx: &ReaderContext,
+    slot: &Slot,
+    cursor: &TableCursor,
+    columns: &[String],
+) -> VStreamRequest {
+    let (gtid, table_p_ks) = match &cursor.last_known_pk {
+        Some(pk) => (
+            String::new(),
+            vec![TableLastPk {
+                table_name: slot.stream.table.clone(),
+                lastpk: Some(trim_last_known_pk(pk, &slot.stream.key_properties)),
+            }],
+        ),
+        None => (cursor.position.clone(), Vec::new()),
+    };
+    VStreamRequest {
+        tablet_type: vitess_tablet_type(ctx.tablet_type),
+        vgtid: Some(VGtid {
+            shard_gtids: vec![ShardGtid {
+                keyspace: ctx.keyspace.clone(),
+                shard: slot.shard.clone(),
+                gtid,
+                table_p_ks,
+            }],
+        }),
+        filter: Some(filter(&slot.stream.table, columns)),
+        flags: Some(flags(ctx)),
+        ..Default::default()
+    }
+}
+
+/// The shard's current position: a VStream from `current`, read until the
+/// first VGTID, then cancelled.
+pub async fn current_position(
+    client: &PsdbClient,
+    ctx: &ReaderContext,
+    slot: &Slot,
+    timeout: Duration,
+) -> Result<String, tonic::Status> {
+    let req = VStreamRequest {
+        tablet_type: vitess_tablet_type(ctx.tablet_type),
+        vgtid: Some(VGtid {
+            shard_gtids: vec![ShardGtid {
+                keyspace: ctx.keyspace.clone(),
+                shard: slot.shard.clone(),
+                gtid: "current".into(),
+                table_p_ks: Vec::new(),
+            }],
+        }),
+        filter: Some(filter(&slot.stream.table, &[])),
+        flags: Some(flags(ctx)),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = client.vstream(req, timeout).await?;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => {
+                return Err(tonic::Status::deadline_exceeded(
+                    "no VGTID before the deadline",
+                ))
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(tonic::Status::unavailable(
+                    "the server ended the `current` VStream without a VGTID",
+                ))
+            }
+            Ok(Ok(Some(resp))) => {
+                let found = resp
+                    .events
+                    .iter()
+                    .filter_map(|e| e.vgtid.as_ref())
+                    .find_map(|v| shard_gtid(v, &ctx.keyspace, &slot.shard));
+                if let Some(sg) = found {
+                    return Ok(sg.gtid.clone());
+                }
+            }
+        }
+    }
+}
+
+/// This shard's entry of a VGTID (vtgate may list several shards).
+fn shard_gtid<'a>(v: &'a VGtid, keyspace: &str, shard: &str) -> Option<&'a ShardGtid> {
+    v.shard_gtids
+        .iter()
+        .find(|s| s.shard == shard && (s.keyspace == keyspace || s.keyspace.is_empty()))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// Turns VStream events of one (table, shard) into [`Unit`]s.
+pub struct Events {
+    keyspace: String,
+    shard: String,
+    table: String,
+    qualified: String,
+    keys: Vec<String>,
+    /// The table's fields from its last FIELD event, and whether ENUM/SET
+    /// come as text.
+    fields: Option<(Vec<Field>, bool)>,
+    in_tx: bool,
+    /// This shard's VGTID within the open transaction.
+    vgtid: Option<ShardGtid>,
+    /// The copy is still running.
+    copying: bool,
+    /// The last copy progress from a LASTPK event.
+    lastpk: Option<QueryResult>,
+    /// The last position seen, for the cursor that ends the copy.
+    position: Option<String>,
+    pending: SyncResponse,
+    pending_kind: Option<Kind>,
+    ready: VecDeque<Unit>,
+}
+
+impl Events {
+    pub fn new(ctx: &ReaderContext, slot: &Slot, copying: bool) -> Events {
+        Events {
+            keyspace: ctx.keyspace.clone(),
+            shard: slot.shard.clone(),
+            table: slot.stream.table.clone(),
+            qualified: format!("{}.{}", ctx.keyspace, slot.stream.table),
+            keys: slot.stream.key_properties.clone(),
+            fields: None,
+            in_tx: false,
+            vgtid: None,
+            copying,
+            lastpk: None,
+            position: None,
+            pending: SyncResponse::default(),
+            pending_kind: None,
+            ready: VecDeque::new(),
+        }
+    }
+
+    fn ours(&self, table: &str) -> bool {
+        table == self.table || table == self.qualified
+    }
+
+    /// The next finished unit, if any.
+    pub fn next_unit(&mut self) -> Option<Unit> {
+        self.ready.pop_front()
+    }
+
+    /// Applies the events of one response.
+    pub fn apply(&mut self, resp: VStreamResponse) -> Result<(), String> {
+        for ev in resp.events {
+            self.event(ev)?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, ev: VEvent) -> Result<(), String> {
+        let kind = VEventType::try_from(ev.r#type).unwrap_or(VEventType::Unknown);
+        match kind {
+            VEventType::Begin => self.in_tx = true,
+            VEventType::Field => {
+                let Some(fe) = ev.field_event else {
+                    return Err("a FIELD event without its fields".into());
+                };
+                if self.ours(&fe.table_name) {
+                    self.flush(None);
+                    self.fields = Some((fe.fields, fe.enum_set_string_values));
+                }
+            }
+            VEventType::Row => {
+                let Some(re) = ev.row_event else {
+                    return Err("a ROW event without its rows".into());
+                };
+                if !self.ours(&re.table_name) {
+                    return Ok(());
+                }
+                let Some((fields, _)) = &self.fields else {
+                    return Err(format!(
+                        "a ROW event for `{}` came before its FIELD event",
+                        re.table_name
+                    ));
+                };
+                let fields = fields.clone();
+                for change in re.row_changes {
+                    self.row(&fields, change.before, change.after);
+                }
+            }
+            VEventType::Vgtid => {
+                let Some(v) = ev.vgtid else {
+                    return Err("a VGTID event without its VGTID".into());
+                };
+                if let Some(sg) = shard_gtid(&v, &self.keyspace, &self.shard) {
+                    self.position = Some(sg.gtid.clone());
+                    self.vgtid = Some(sg.clone());
+                    if !self.in_tx {
+                        self.commit();
+                    }
+                }
+            }
+            VEventType::Commit => {
+                self.in_tx = false;
+                self.commit();
+            }
+            VEventType::Lastpk => {
+                let Some(last) = ev.last_p_k_event else {
+                    return Ok(());
+                };
+                let Some(t) = last.table_last_p_k else {
+                    return Ok(());
+                };
+                if !self.ours(&t.table_name) {
+                    return Ok(());
+                }
+                if last.completed {
+                    self.copy_completed();
+                } else if t.lastpk.is_some() {
+                    self.lastpk = t.lastpk;
+                }
+            }
+            VEventType::CopyCompleted => {
+                let shard_matches = (ev.keyspace.is_empty() || ev.keyspace == self.keyspace)
+                    && (ev.shard.is_empty() || ev.shard == self.shard);
+                if shard_matches {
+                    self.copy_completed();
+                }
+            }
+            VEventType::Ddl => {
+                // The table may have changed: rows need the next FIELD.
+                self.flush(None);
+                self.fields = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, fields: &[Field], before: Option<Row>, after: Option<Row>) {
+        let result = |row: Row| QueryResult {
+            fields: fields.to_vec(),
+            rows: vec![row],
+            ..Default::default()
+        };
+        let kind = match (&before, &after) {
+            (None, Some(_)) => Kind::Insert,
+            (Some(_), Some(_)) => Kind::Update,
+            (Some(_), None) => Kind::Delete,
+            (None, None) => return,
+        };
+        if self.pending_kind.is_some_and(|k| k != kind) {
+            self.flush(None);
+        }
+        self.pending_kind = Some(kind);
+        match (before, after) {
+            (None, Some(a)) => match self.pending.result.first_mut() {
+                Some(qr) => qr.rows.push(a),
+                None => self.pending.result.push(result(a)),
+            },
+            (Some(b), Some(a)) => self.pending.updates.push(UpdatedRow {
+                before: Some(result(b)),
+                after: Some(result(a)),
+            }),
+            (Some(b), None) => {
+                let full = result(b);
+                // Sync deletes carry the key columns only; so do ours. A
+                // table without a key keeps every column, as Sync does.
+                let keyed = if self.keys.is_empty() {
+                    full
+                } else {
+                    trim_last_known_pk(&full, &self.keys)
+                };
+                self.pending.deletes.push(DeletedRow {
+                    result: Some(keyed),
+                });
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Ends the transaction: its rows go out with the cursor of its VGTID.
+    fn commit(&mut self) {
+        let Some(sg) = self.vgtid.take() else {
+            self.flush(None);
+            return;
+        };
+        if !self.copying {
+            let cursor = self.cursor(sg.gtid, None);
+            self.flush(Some(cursor));
+            return;
+        }
+        let pk = sg
+            .table_p_ks
+            .iter()
+            .find(|t| self.ours(&t.table_name))
+            .and_then(|t| t.lastpk.clone())
+            .or_else(|| self.lastpk.clone());
+        match pk {
+            Some(pk) => {
+                let cursor = self.cursor(sg.gtid, Some(pk));
+                self.flush(Some(cursor));
+            }
+            // A copy with no progress yet has nothing to save.
+            None => self.flush(None),
+        }
+    }
+
+    fn copy_completed(&mut self) {
+        if !self.copying {
+            return;
+        }
+        self.copying = false;
+        self.lastpk = None;
+        match self.position.clone() {
+            Some(position) => {
+                let cursor = self.cursor(position, None);
+                self.flush(Some(cursor));
+            }
+            None => self.flush(None),
+        }
+    }
+
+    fn cursor(&self, position: String, last_known_pk: Option<QueryResult>) -> TableCursor {
+        TableCursor {
+            shard: self.shard.clone(),
+            keyspace: self.keyspace.clone(),
+            position,
+            last_known_pk,
+        }
+    }
+
+    /// Sends the pending rows, with a cursor when one ends them.
+    fn flush(&mut self, cursor: Option<TableCursor>) {
+        let has_rows = !(self.pending.result.is_empty()
+            && self.pending.updates.is_empty()
+            && self.pending.deletes.is_empty());
+        if !has_rows && cursor.is_none() {
+            return;
+        }
+        let mut resp = std::mem::take(&mut self.pending);
+        resp.cursor = cursor;
+        self.pending_kind = None;
+        self.ready.push_back(Unit {
+            resp,
+            enum_text: self.fields.as_ref().is_some_and(|(_, text)| *text),
+        });
+    }
+}
+
+/// A VStream session of one reader.
+pub struct Session {
+    stream: tonic::Streaming<VStreamResponse>,
+    events: Box<Events>,
+}
+
+impl Session {
+    pub async fn open(
+        ctx: &ReaderContext,
+        slot: &Slot,
+        cursor: &TableCursor,
+        columns: &[String],
+        copying: bool,
+    ) -> Result<Session, tonic::Status> {
+        let req = request(ctx, slot, cursor, columns);
+        let stream = ctx.client.vstream(req, ctx.timeout).await?;
+        Ok(Session {
+            stream,
+            events: Box::new(Events::new(ctx, slot, copying)),
+        })
+    }
+
+    /// The next unit; `None` when the server ended the stream.
+    pub async fn message(&mut self) -> Result<Option<Unit>, SessionError> {
+        loop {
+            if let Some(unit) = self.events.next_unit() {
+                return Ok(Some(unit));
+            }
+            match self.stream.message().await? {
+                None => return Ok(None),
+                Some(resp) => self.events.apply(resp).map_err(SessionError::Data)?,
+            }
+        }
+    }
+}
