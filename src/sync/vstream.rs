@@ -220,13 +220,15 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn new(ctx: &ReaderContext, slot: &Slot, copying: bool) -> Events {
+    /// Events of `table` on one shard; `keys` are its key columns, and
+    /// `copying` says whether the session starts in (or resumes) a copy.
+    pub fn new(keyspace: &str, shard: &str, table: &str, keys: &[String], copying: bool) -> Events {
         Events {
-            keyspace: ctx.keyspace.clone(),
-            shard: slot.shard.clone(),
-            table: slot.stream.table.clone(),
-            qualified: format!("{}.{}", ctx.keyspace, slot.stream.table),
-            keys: slot.stream.key_properties.clone(),
+            keyspace: keyspace.to_string(),
+            shard: shard.to_string(),
+            table: table.to_string(),
+            qualified: format!("{keyspace}.{table}"),
+            keys: keys.to_vec(),
             fields: None,
             in_tx: false,
             vgtid: None,
@@ -465,7 +467,13 @@ impl Session {
         let stream = ctx.client.vstream(req, ctx.timeout).await?;
         Ok(Session {
             stream,
-            events: Box::new(Events::new(ctx, slot, copying)),
+            events: Box::new(Events::new(
+                &ctx.keyspace,
+                &slot.shard,
+                &slot.stream.table,
+                &slot.stream.key_properties,
+                copying,
+            )),
         })
     }
 
@@ -480,5 +488,264 @@ impl Session {
                 Some(resp) => self.events.apply(resp).map_err(SessionError::Data)?,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::binlogdata::{FieldEvent, LastPkEvent, RowChange, RowEvent};
+    use crate::pb::query::Type;
+
+    const P1: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
+    const P2: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-6";
+
+    fn field(name: &str) -> Field {
+        Field {
+            name: name.into(),
+            r#type: Type::Int64 as i32,
+            ..Default::default()
+        }
+    }
+
+    fn row(cells: &[&str]) -> Row {
+        Row {
+            lengths: cells.iter().map(|c| c.len() as i64).collect(),
+            values: cells.concat().into_bytes(),
+        }
+    }
+
+    fn ev(kind: VEventType) -> VEvent {
+        VEvent {
+            r#type: kind as i32,
+            ..Default::default()
+        }
+    }
+
+    fn fields(table: &str, text: bool) -> VEvent {
+        VEvent {
+            field_event: Some(FieldEvent {
+                table_name: table.into(),
+                fields: vec![field("id"), field("n")],
+                enum_set_string_values: text,
+                ..Default::default()
+            }),
+            ..ev(VEventType::Field)
+        }
+    }
+
+    fn rows(table: &str, changes: Vec<(Option<Row>, Option<Row>)>) -> VEvent {
+        VEvent {
+            row_event: Some(RowEvent {
+                table_name: table.into(),
+                row_changes: changes
+                    .into_iter()
+                    .map(|(before, after)| RowChange {
+                        before,
+                        after,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..ev(VEventType::Row)
+        }
+    }
+
+    fn vgtid(shard: &str, gtid: &str, pk: Option<&str>) -> VEvent {
+        VEvent {
+            vgtid: Some(VGtid {
+                shard_gtids: vec![ShardGtid {
+                    keyspace: "ks".into(),
+                    shard: shard.into(),
+                    gtid: gtid.into(),
+                    table_p_ks: pk
+                        .map(|pk| TableLastPk {
+                            table_name: "t".into(),
+                            lastpk: Some(QueryResult {
+                                fields: vec![field("id")],
+                                rows: vec![row(&[pk])],
+                                ..Default::default()
+                            }),
+                        })
+                        .into_iter()
+                        .collect(),
+                }],
+            }),
+            ..ev(VEventType::Vgtid)
+        }
+    }
+
+    fn apply(e: &mut Events, events: Vec<VEvent>) -> Vec<Unit> {
+        e.apply(VStreamResponse { events }).expect("apply");
+        std::iter::from_fn(|| e.next_unit()).collect()
+    }
+
+    fn events() -> Events {
+        Events::new("ks", "-", "t", &["id".to_string()], false)
+    }
+
+    #[test]
+    fn the_cursor_moves_only_at_commit() {
+        let mut e = events();
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Begin),
+                fields("ks.t", true),
+                rows("ks.t", vec![(None, Some(row(&["1", "10"])))]),
+                vgtid("-", P1, None),
+            ],
+        );
+        assert!(units.is_empty(), "nothing before COMMIT");
+        let units = apply(&mut e, vec![ev(VEventType::Commit)]);
+        assert_eq!(units.len(), 1);
+        assert_eq!(units[0].resp.result[0].rows.len(), 1);
+        assert_eq!(
+            units[0].resp.cursor.as_ref().map(|c| c.position.as_str()),
+            Some(P1)
+        );
+        assert!(units[0].enum_text);
+        // a VGTID outside a transaction (an idle stream) moves it at once;
+        // heartbeats and other shards' VGTIDs do not
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Heartbeat),
+                vgtid("80-", P2, None),
+                vgtid("-", P2, None),
+            ],
+        );
+        assert_eq!(units.len(), 1);
+        assert_eq!(
+            units[0].resp.cursor.as_ref().map(|c| c.position.as_str()),
+            Some(P2)
+        );
+    }
+
+    #[test]
+    fn kinds_keep_their_order_and_deletes_keep_their_keys() {
+        let mut e = events();
+        let units = apply(
+            &mut e,
+            vec![
+                fields("t", false),
+                ev(VEventType::Begin),
+                rows(
+                    "t",
+                    vec![
+                        (None, Some(row(&["1", "10"]))),
+                        (Some(row(&["2", "20"])), Some(row(&["2", "21"]))),
+                        (Some(row(&["3", "30"])), None),
+                        (None, Some(row(&["4", "40"]))),
+                    ],
+                ),
+                rows("other", vec![(None, Some(row(&["9", "90"])))]),
+                vgtid("-", P1, None),
+                ev(VEventType::Commit),
+            ],
+        );
+        let shape: Vec<(usize, usize, usize, bool)> = units
+            .iter()
+            .map(|u| {
+                (
+                    u.resp.result.iter().map(|q| q.rows.len()).sum(),
+                    u.resp.updates.len(),
+                    u.resp.deletes.len(),
+                    u.resp.cursor.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (1, 0, 0, false),
+                (0, 1, 0, false),
+                (0, 0, 1, false),
+                (1, 0, 0, true)
+            ]
+        );
+        let key = units[2].resp.deletes[0].result.as_ref().expect("key");
+        assert_eq!(key.fields.len(), 1, "only the key column");
+        assert_eq!(key.rows[0].values, b"3");
+        assert!(!units[0].enum_text);
+    }
+
+    #[test]
+    fn a_copy_saves_table_pks_and_ends_at_copy_completed() {
+        let mut e = Events::new("ks", "-", "t", &["id".to_string()], true);
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Begin),
+                fields("ks.t", true),
+                rows("ks.t", vec![(None, Some(row(&["1", "10"])))]),
+                VEvent {
+                    last_p_k_event: Some(LastPkEvent {
+                        table_last_p_k: Some(TableLastPk {
+                            table_name: "t".into(),
+                            lastpk: None,
+                        }),
+                        completed: false,
+                    }),
+                    ..ev(VEventType::Lastpk)
+                },
+                vgtid("-", P1, Some("1")),
+                ev(VEventType::Commit),
+            ],
+        );
+        let c = units[0].resp.cursor.as_ref().expect("cursor");
+        assert_eq!(c.position, P1);
+        let pk = c.last_known_pk.as_ref().expect("copy progress");
+        assert_eq!(pk.rows[0].values, b"1");
+        // the end of the copy: a VGTID without table_p_ks keeps the last pk
+        // until COPY_COMPLETED (of another shard: ignored; of ours: done)
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Begin),
+                vgtid("-", P2, None),
+                ev(VEventType::Commit),
+                VEvent {
+                    keyspace: "ks".into(),
+                    shard: "80-".into(),
+                    ..ev(VEventType::CopyCompleted)
+                },
+            ],
+        );
+        assert!(units.iter().all(|u| u
+            .resp
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.last_known_pk.is_some())));
+        let units = apply(
+            &mut e,
+            vec![ev(VEventType::CopyCompleted), ev(VEventType::CopyCompleted)],
+        );
+        assert_eq!(units.len(), 1, "once");
+        let c = units[0].resp.cursor.as_ref().expect("cursor");
+        assert_eq!((c.position.as_str(), c.last_known_pk.is_none()), (P2, true));
+    }
+
+    #[test]
+    fn rows_need_fields_again_after_ddl() {
+        let mut e = events();
+        apply(&mut e, vec![fields("ks.t", true), ev(VEventType::Ddl)]);
+        let err = e
+            .apply(VStreamResponse {
+                events: vec![rows("ks.t", vec![(None, Some(row(&["1", "1"])))])],
+            })
+            .expect_err("no fields");
+        assert!(err.contains("before its FIELD"), "{err}");
+    }
+
+    #[test]
+    fn filters_quote_names_and_heartbeats_beat_within_a_session() {
+        let f = filter("we`ird", &["id".to_string(), "n".to_string()]);
+        assert_eq!(f.rules[0].r#match, "we`ird");
+        assert_eq!(f.rules[0].filter, "SELECT `id`, `n` FROM `we``ird`");
+        assert_eq!(filter("t", &[]).rules[0].filter, "SELECT * FROM `t`");
+        assert_eq!(heartbeat_seconds(Duration::from_secs(90)), 10);
+        assert_eq!(heartbeat_seconds(Duration::from_secs(2)), 1);
     }
 }
