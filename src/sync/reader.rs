@@ -729,7 +729,18 @@ async fn peek(ctx: &ReaderContext, slot: &Slot) -> Result<String, tonic::Status>
                 )
                 .await
         }
-        Api::Vstream => vstream::current_position(&ctx.client, ctx, slot, timeout).await,
+        Api::Vstream => {
+            vstream::current_position(
+                &ctx.client,
+                &ctx.keyspace,
+                &slot.shard,
+                &slot.stream.table,
+                ctx.tablet_type,
+                &ctx.cells,
+                timeout,
+            )
+            .await
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::config::TabletType;
 use crate::pb::binlogdata::{Filter, Rule, ShardGtid, TableLastPk, VEvent, VEventType, VGtid};
 use crate::pb::psdbconnect::v1alpha1::{DeletedRow, SyncResponse, TableCursor, UpdatedRow};
 use crate::pb::query::{Field, QueryResult, Row};
@@ -134,22 +135,28 @@ pub fn request(
 /// first VGTID, then cancelled.
 pub async fn current_position(
     client: &PsdbClient,
-    ctx: &ReaderContext,
-    slot: &Slot,
+    keyspace: &str,
+    shard: &str,
+    table: &str,
+    tablet_type: TabletType,
+    cells: &[String],
     timeout: Duration,
 ) -> Result<String, tonic::Status> {
     let req = VStreamRequest {
-        tablet_type: vitess_tablet_type(ctx.tablet_type),
+        tablet_type: vitess_tablet_type(tablet_type),
         vgtid: Some(VGtid {
             shard_gtids: vec![ShardGtid {
-                keyspace: ctx.keyspace.clone(),
-                shard: slot.shard.clone(),
+                keyspace: keyspace.to_string(),
+                shard: shard.to_string(),
                 gtid: "current".into(),
                 table_p_ks: Vec::new(),
             }],
         }),
-        filter: Some(filter(&slot.stream.table, &[])),
-        flags: Some(flags(ctx)),
+        filter: Some(filter(table, &[])),
+        flags: Some(VStreamFlags {
+            cells: cells.join(","),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let deadline = tokio::time::Instant::now() + timeout;
@@ -172,7 +179,7 @@ pub async fn current_position(
                     .events
                     .iter()
                     .filter_map(|e| e.vgtid.as_ref())
-                    .find_map(|v| shard_gtid(v, &ctx.keyspace, &slot.shard));
+                    .find_map(|v| shard_gtid(v, keyspace, shard));
                 if let Some(sg) = found {
                     return Ok(sg.gtid.clone());
                 }
