@@ -77,9 +77,15 @@ impl Vitess for VStreamService {
                 ))
             }
         };
-        let table = match req.filter.as_ref().map(|f| f.rules.as_slice()) {
+        let (table, columns) = match req.filter.as_ref().map(|f| f.rules.as_slice()) {
             Some([rule]) if !rule.r#match.is_empty() && !rule.r#match.starts_with('/') => {
-                rule.r#match.clone()
+                let columns = select_list(&rule.filter).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unsupported filter {:?}: use SELECT * or SELECT `a`, `b` FROM `table`",
+                        rule.filter
+                    ))
+                })?;
+                (rule.r#match.clone(), columns)
             }
             _ => {
                 return Err(Status::invalid_argument(
@@ -109,6 +115,7 @@ impl Vitess for VStreamService {
             include_inserts: true,
             include_updates: true,
             include_deletes: true,
+            columns,
             ..Default::default()
         };
         let heartbeat = req
@@ -211,33 +218,34 @@ impl Translator {
 
     /// Appends the events of one response; returns its row count.
     fn translate(&mut self, resp: SyncResponse, events: &mut Vec<VEvent>) -> usize {
+        // Rows move from the response into the events, uncopied.
         let mut changes = Vec::new();
-        let mut fields: Option<&[Field]> = None;
-        for qr in &resp.result {
-            fields = fields.or(Some(&qr.fields));
-            changes.extend(qr.rows.iter().map(|r| RowChange {
-                after: Some(r.clone()),
+        let mut fields: Option<Vec<Field>> = None;
+        for qr in resp.result {
+            fields = fields.or(Some(qr.fields));
+            changes.extend(qr.rows.into_iter().map(|r| RowChange {
+                after: Some(r),
                 ..Default::default()
             }));
         }
-        for up in &resp.updates {
-            let (Some(b), Some(a)) = (&up.before, &up.after) else {
+        for up in resp.updates {
+            let (Some(b), Some(a)) = (up.before, up.after) else {
                 continue;
             };
-            fields = fields.or(Some(&a.fields));
-            for (before, after) in b.rows.iter().zip(&a.rows) {
+            fields = fields.or(Some(a.fields));
+            for (before, after) in b.rows.into_iter().zip(a.rows) {
                 changes.push(RowChange {
-                    before: Some(before.clone()),
-                    after: Some(after.clone()),
+                    before: Some(before),
+                    after: Some(after),
                     ..Default::default()
                 });
             }
         }
-        for del in &resp.deletes {
-            let Some(d) = &del.result else { continue };
-            fields = fields.or(Some(&d.fields));
-            changes.extend(d.rows.iter().map(|r| RowChange {
-                before: Some(r.clone()),
+        for del in resp.deletes {
+            let Some(d) = del.result else { continue };
+            fields = fields.or(Some(d.fields));
+            changes.extend(d.rows.into_iter().map(|r| RowChange {
+                before: Some(r),
                 ..Default::default()
             }));
         }
@@ -245,18 +253,18 @@ impl Translator {
         if !changes.is_empty() {
             self.begin(events);
             if let Some(f) = fields.filter(|f| !f.is_empty()) {
-                if self.fields.as_deref() != Some(f) {
+                if self.fields.as_ref() != Some(&f) {
                     let mut ev = event(VEventType::Field);
                     ev.field_event = Some(FieldEvent {
                         table_name: self.qualified.clone(),
-                        fields: f.to_vec(),
+                        fields: f.clone(),
                         keyspace: self.keyspace.clone(),
                         shard: self.shard.clone(),
                         enum_set_string_values: self.enum_text,
                         ..Default::default()
                     });
                     events.push(ev);
-                    self.fields = Some(f.to_vec());
+                    self.fields = Some(f);
                 }
             }
             let mut ev = event(VEventType::Row);
@@ -332,9 +340,82 @@ impl Translator {
     }
 }
 
+/// The columns of a rule's `SELECT a, `b` FROM t` (empty for `*` or no
+/// filter); `None` when the filter is something else.
+fn select_list(filter: &str) -> Option<Vec<String>> {
+    let text = filter.trim();
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = text
+        .get(..7)?
+        .eq_ignore_ascii_case("select ")
+        .then(|| &text[7..])?;
+    let upper = rest.to_ascii_uppercase();
+    let from = upper.rfind(" FROM ")?;
+    let list = rest[..from].trim();
+    if list == "*" {
+        return Some(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut chars = list.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut name = String::new();
+        if chars.peek() == Some(&'`') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '`' if chars.peek() == Some(&'`') => {
+                        chars.next();
+                        name.push('`');
+                    }
+                    '`' => break,
+                    c => name.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().filter(|c| **c != ',' && !c.is_whitespace()) {
+                name.push(*c);
+                chars.next();
+            }
+        }
+        if name.is_empty() {
+            return None;
+        }
+        out.push(name);
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            None => return Some(out),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select_list;
+
+    #[test]
+    fn filters() {
+        assert_eq!(select_list("SELECT * FROM `t`"), Some(vec![]));
+        assert_eq!(select_list(""), Some(vec![]));
+        assert_eq!(
+            select_list("select `id`, `we``ird`,plain FROM `t`"),
+            Some(vec!["id".into(), "we`ird".into(), "plain".into()])
+        );
+        assert_eq!(select_list("DELETE FROM t"), None);
+    }
 }

@@ -139,7 +139,7 @@ pub enum ReadError {
         shard: String,
         message: String,
     },
-    #[error("stream `{stream}` shard `{shard}`: the server refused the credentials ({code:?}: {message}); check `username`/`password` and that the password may use PlanetScale Connect")]
+    #[error("stream `{stream}` shard `{shard}`: the server refused the credentials ({code:?}: {message}); check `username`/`password` (and `grpc_auth` for a self-hosted vtgate), and that the password may use the gRPC API (PlanetScale Connect)")]
     Auth {
         stream: String,
         shard: String,
