@@ -58,6 +58,11 @@ impl From<tonic::Status> for SessionError {
     }
 }
 
+/// Rows of one transaction held back waiting for its COMMIT; beyond this
+/// they go out without a cursor, so a huge transaction does not grow memory
+/// (its cursor still moves only at the COMMIT).
+const MAX_PENDING_ROWS: usize = 10_000;
+
 /// Seconds between heartbeats on an idle stream: often enough that a
 /// session sees its position move well before its deadline.
 fn heartbeat_seconds(timeout: Duration) -> u32 {
@@ -223,6 +228,7 @@ pub struct Events {
     position: Option<String>,
     pending: SyncResponse,
     pending_kind: Option<Kind>,
+    pending_rows: usize,
     ready: VecDeque<Unit>,
 }
 
@@ -244,6 +250,7 @@ impl Events {
             position: None,
             pending: SyncResponse::default(),
             pending_kind: None,
+            pending_rows: 0,
             ready: VecDeque::new(),
         }
     }
@@ -385,6 +392,10 @@ impl Events {
             }
             (None, None) => {}
         }
+        self.pending_rows += 1;
+        if self.pending_rows >= MAX_PENDING_ROWS {
+            self.flush(None);
+        }
     }
 
     /// Ends the transaction: its rows go out with the cursor of its VGTID.
@@ -449,6 +460,7 @@ impl Events {
         let mut resp = std::mem::take(&mut self.pending);
         resp.cursor = cursor;
         self.pending_kind = None;
+        self.pending_rows = 0;
         self.ready.push_back(Unit {
             resp,
             enum_text: self.fields.as_ref().is_some_and(|(_, text)| *text),
@@ -732,6 +744,27 @@ mod tests {
         assert_eq!(units.len(), 1, "once");
         let c = units[0].resp.cursor.as_ref().expect("cursor");
         assert_eq!((c.position.as_str(), c.last_known_pk.is_none()), (P2, true));
+    }
+
+    #[test]
+    fn a_huge_transaction_is_not_held_in_memory() {
+        let mut e = events();
+        let many: Vec<(Option<Row>, Option<Row>)> = (0..MAX_PENDING_ROWS + 5)
+            .map(|i| (None, Some(row(&[&i.to_string(), "1"]))))
+            .collect();
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Begin),
+                fields("ks.t", true),
+                rows("ks.t", many),
+            ],
+        );
+        assert_eq!(units.len(), 1, "the first part goes out before COMMIT");
+        assert!(units[0].resp.cursor.is_none(), "without moving the cursor");
+        let units = apply(&mut e, vec![vgtid("-", P1, None), ev(VEventType::Commit)]);
+        assert_eq!(units[0].resp.result[0].rows.len(), 5);
+        assert!(units[0].resp.cursor.is_some());
     }
 
     #[test]
