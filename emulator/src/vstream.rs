@@ -193,7 +193,8 @@ impl Translator {
             let mut rows = 0;
             let mut failure = None;
             let mut next = Some(first);
-            // Merge what is ready now, ending at a transaction boundary.
+            // Merge what is ready now, up to a size (a big transaction then
+            // spans responses, as it does from vtgate).
             while let Some(msg) = next.take() {
                 match msg {
                     Ok(resp) => rows += self.translate(resp, &mut events),
@@ -202,7 +203,7 @@ impl Translator {
                         break;
                     }
                 }
-                if rows < MERGE_ROWS || self.in_tx {
+                if rows < MERGE_ROWS {
                     next = rx.try_recv().ok();
                 }
             }
