@@ -260,7 +260,9 @@ pub async fn run(settings: &Settings, catalog_path: Option<&Path>) -> Report {
                 )),
                 Err(status) => {
                     let hint = match classify(&status) {
+                        StatusClass::Auth if settings.api == Api::Vstream => "the gRPC login was refused: for a self-hosted vtgate set `grpc_auth` (`static` for --grpc_auth_mode static, `none` without auth); on PlanetScale use a password that may use the gRPC API",
                         StatusClass::Auth => "the password works for MySQL but not for the Connect API: create a password with the role that allows Connect (or ask the database owner)",
+                        _ if settings.api == Api::Vstream => "see the message; check `grpc_host` (vtgate's gRPC port) and `cells`",
                         _ => "see the message; the Connect API may be unavailable for this database",
                     };
                     checks.push(Step::failed(

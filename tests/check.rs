@@ -237,6 +237,13 @@ async fn self_hosted_vitess_settings_work_over_vstream() {
         refused.run.stderr
     );
 
+    // AND check says which setting to fix
+    let run = tap(&["check", "--config", none.to_str().expect("p")], &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let (step, _, hint) = failed_step(&report(&run));
+    assert_eq!(step, "grpc_login");
+    assert!(hint.contains("grpc_auth"), "{hint}");
+
     // AND a bad `api` value is a usage error naming the key
     let bad = plain.config_with("bad.json", |c| c["api"] = json!("grpc"));
     let run = tap(
