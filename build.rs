@@ -1,4 +1,5 @@
-//! Generates the gRPC client for the Connect API from our own minimal protos.
+//! Generates the gRPC clients for the Connect API and vtgate's VStream from
+//! our own minimal protos.
 //! `protoc-bin-vendored` supplies protoc, so a fresh machine needs none.
 //!
 //! The protos in `proto/` describe the wire as servers send it, and the
@@ -51,7 +52,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Row cells as `Bytes`: decoding slices the receive buffer instead
         // of copying every row.
         .bytes(".query.Row.values")
-        .compile_protos(&[out.join("psdbconnect.proto")], &[out])?;
+        .compile_protos(
+            &[
+                out.join("psdbconnect.proto"),
+                out.join("vtgateservice.proto"),
+            ],
+            &[out],
+        )?;
     Ok(())
 }
 

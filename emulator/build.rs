@@ -44,7 +44,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (message, member) in PRE_ENCODED {
         config = config.bytes(format!(".psdbconnect.v1alpha1.{message}.{member}"));
     }
-    config.compile_protos(&[out.join("psdbconnect.proto")], &[out])?;
+    config.compile_protos(
+        &[
+            out.join("psdbconnect.proto"),
+            out.join("vtgateservice.proto"),
+        ],
+        &[out],
+    )?;
     Ok(())
 }
 

@@ -74,6 +74,13 @@ pub fn settings(args: &CommonArgs) -> Result<Settings, TapError> {
     } else if rdonly {
         settings.tablet_type = TabletType::Rdonly;
     }
+    if let Some(text) = &args.api {
+        settings.api = config::Api::parse(text).ok_or_else(|| {
+            TapError::Usage(format!(
+                "--api {text:?}: must be `psdbconnect` or `vstream`"
+            ))
+        })?;
+    }
     Ok(settings)
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::config::Settings;
+use crate::config::{Api, Settings};
 use crate::mysql::{self, MySqlError};
 use crate::psdb::{classify, PsdbClient, PsdbError, StatusClass};
 
@@ -177,7 +177,10 @@ pub async fn run(settings: &Settings, catalog_path: Option<&Path>) -> Report {
         ),
     ));
     let kind = settings.tablet_type.as_str();
-    let cells = crate::sync::cells_for(settings, tablets.as_deref().unwrap_or_default());
+    let cells = match &settings.cells {
+        Some(given) => given.clone(),
+        None => crate::sync::cells_for(settings, tablets.as_deref().unwrap_or_default()),
+    };
     if cells.is_empty() {
         checks.push(Step::failed(
             "tablets",
@@ -220,24 +223,46 @@ pub async fn run(settings: &Settings, catalog_path: Option<&Path>) -> Report {
         }
         Ok(client) => {
             let timeout = settings.timeout.min(Duration::from_secs(30));
-            match client
-                .current_position(
-                    &probe.name,
-                    &settings.database,
-                    &wanted[0],
-                    settings.tablet_type,
-                    &cells,
-                    timeout,
-                )
-                .await
-            {
+            let answer = match settings.api {
+                Api::Psdbconnect => {
+                    client
+                        .current_position(
+                            &probe.name,
+                            &settings.database,
+                            &wanted[0],
+                            settings.tablet_type,
+                            &cells,
+                            timeout,
+                        )
+                        .await
+                }
+                Api::Vstream => {
+                    crate::sync::vstream::current_position(
+                        &client,
+                        &settings.database,
+                        &wanted[0],
+                        &probe.name,
+                        settings.tablet_type,
+                        &cells,
+                        timeout,
+                    )
+                    .await
+                }
+            };
+            let api = match settings.api {
+                Api::Psdbconnect => "Connect",
+                Api::Vstream => "VStream",
+            };
+            match answer {
                 Ok(pos) => checks.push(Step::ok(
                     "grpc_login",
-                    format!("Connect answered with position {pos}"),
+                    format!("{api} answered with position {pos}"),
                 )),
                 Err(status) => {
                     let hint = match classify(&status) {
+                        StatusClass::Auth if settings.api == Api::Vstream => "the gRPC login was refused: for a self-hosted vtgate set `grpc_auth` (`static` for --grpc_auth_mode static, `none` without auth); on PlanetScale use a password that may use the gRPC API",
                         StatusClass::Auth => "the password works for MySQL but not for the Connect API: create a password with the role that allows Connect (or ask the database owner)",
+                        _ if settings.api == Api::Vstream => "see the message; check `grpc_host` (vtgate's gRPC port) and `cells`",
                         _ => "see the message; the Connect API may be unavailable for this database",
                     };
                     checks.push(Step::failed(

@@ -97,6 +97,10 @@ pub struct CommonArgs {
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub use_rdonly: Option<bool>,
 
+    /// (sync) gRPC API to stream with: psdbconnect (default) or vstream.
+    #[arg(long, global = true, value_name = "API")]
+    pub api: Option<String>,
+
     /// (sync) Push records to the Stitch Import API instead of stdout.
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub commit: Option<bool>,

@@ -81,6 +81,12 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "How long to wait for a connection before failing." },
     SettingDoc { name: "resync_on_purged", kind: "boolean", required: false, secret: false, default: Some("false"),
         description: "When a saved position has been purged from the server's binary logs, restart that stream from a full copy instead of failing." },
+    SettingDoc { name: "api", kind: "string", required: false, secret: false, default: Some("psdbconnect"),
+        description: "gRPC API that streams the rows: `psdbconnect` (PlanetScale's Connect Sync) or `vstream` (vtgate's VStream, which every Vitess cluster serves, PlanetScale included). The state is the same for both, so a run may switch." },
+    SettingDoc { name: "grpc_auth", kind: "string", required: false, secret: false, default: Some("basic"),
+        description: "How gRPC calls carry the credentials: `basic` (an `authorization: Basic` header, PlanetScale), `static` (`username`/`password` metadata, vtgate's `--grpc_auth_mode static`) or `none`." },
+    SettingDoc { name: "cells", kind: "string", required: false, secret: false, default: None,
+        description: "Comma-separated cells to stream from. Default: the cells of the chosen tablet type in SHOW VITESS_TABLETS." },
     SettingDoc { name: "state_interval_records", kind: "integer", required: false, secret: false, default: Some("10000"),
         description: "Emit STATE at least every this many records." },
     SettingDoc { name: "state_interval_seconds", kind: "integer", required: false, secret: false, default: Some("5"),
@@ -199,6 +205,45 @@ impl TabletType {
     }
 }
 
+/// Which gRPC API streams the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Api {
+    /// `/psdbconnect.v1alpha1.Connect/Sync`, PlanetScale only.
+    #[default]
+    Psdbconnect,
+    /// `/vtgateservice.Vitess/VStream`, any vtgate.
+    Vstream,
+}
+
+impl Api {
+    pub fn parse(text: &str) -> Option<Api> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "psdbconnect" | "connect" | "sync" => Some(Api::Psdbconnect),
+            "vstream" => Some(Api::Vstream),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Psdbconnect => "psdbconnect",
+            Api::Vstream => "vstream",
+        }
+    }
+}
+
+/// How gRPC calls carry the credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GrpcAuth {
+    /// `authorization: Basic <base64 user:password>` (PlanetScale).
+    #[default]
+    Basic,
+    /// `username` and `password` metadata (Vitess static auth).
+    Static,
+    /// Nothing (a vtgate without gRPC auth).
+    None,
+}
+
 /// `name:port` of one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -244,6 +289,10 @@ pub struct Settings {
     pub state_interval: Duration,
     pub progress_interval: Duration,
     pub resync_on_purged: bool,
+    pub api: Api,
+    pub grpc_auth: GrpcAuth,
+    /// The `cells` setting; `None` derives cells from the tablets.
+    pub cells: Option<Vec<String>>,
 }
 
 /// The Go tap's default Import API.
@@ -554,6 +603,26 @@ impl RawConfig {
         };
 
         let starting_gtids = self.starting_gtids()?;
+        let api = match self.optional_string("api")? {
+            None => Api::default(),
+            Some(text) => Api::parse(&text)
+                .ok_or_else(|| self.invalid("api", "must be `psdbconnect` or `vstream`"))?,
+        };
+        let grpc_auth = match self.optional_string("grpc_auth")?.as_deref().map(str::trim) {
+            None | Some("basic") => GrpcAuth::Basic,
+            Some("static") => GrpcAuth::Static,
+            Some("none") => GrpcAuth::None,
+            Some(_) => return Err(self.invalid("grpc_auth", "must be `basic`, `static` or `none`")),
+        };
+        let cells = self
+            .optional_string("cells")?
+            .map(|text| {
+                text.split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|list| !list.is_empty());
 
         Ok(Settings {
             database,
@@ -580,6 +649,9 @@ impl RawConfig {
             state_interval: Duration::from_secs(self.u64("state_interval_seconds", 5, 1)?),
             progress_interval: Duration::from_secs(self.u64("progress_interval_seconds", 5, 1)?),
             resync_on_purged: self.bool("resync_on_purged", false)?,
+            api,
+            grpc_auth,
+            cells,
         })
     }
 

@@ -1,6 +1,7 @@
-//! The gRPC client for PlanetScale Connect: one channel shared by every
-//! reader, Basic auth on every call, TLS with system roots or a private CA,
-//! and the `current` peek.
+//! The gRPC client for PlanetScale Connect and vtgate's VStream: one channel
+//! shared by every reader and both APIs, the credentials on every call (Basic
+//! auth, Vitess static auth metadata, or none), TLS with system roots or a
+//! private CA or plaintext, and the `current` peeks.
 //!
 //! tonic cannot speak the Snappy framing the Go client asks for, so requests
 //! go uncompressed and advertise no compression; servers then answer
@@ -16,9 +17,11 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use crate::config::{Settings, TabletType};
+use crate::config::{GrpcAuth, Settings, TabletType};
 use crate::pb::psdbconnect::v1alpha1::connect_client::ConnectClient;
 use crate::pb::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
+use crate::pb::vtgate::{VStreamRequest, VStreamResponse};
+use crate::pb::vtgateservice::vitess_client::VitessClient;
 
 /// Largest message accepted from the server.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
@@ -89,11 +92,22 @@ pub fn tablet_type_number(t: TabletType) -> i32 {
     }
 }
 
+/// Vitess numbering (topodata: PRIMARY 1, REPLICA 2, RDONLY 3), for VStream.
+pub fn vitess_tablet_type(t: TabletType) -> i32 {
+    match t {
+        TabletType::Primary => 1,
+        TabletType::Replica => 2,
+        TabletType::Rdonly => 3,
+    }
+}
+
 /// A cloneable client: clones share one HTTP/2 channel.
 #[derive(Clone)]
 pub struct PsdbClient {
     inner: ConnectClient<Channel>,
-    auth: MetadataValue<tonic::metadata::Ascii>,
+    vitess: VitessClient<Channel>,
+    /// Metadata put on every call.
+    auth: Vec<(&'static str, MetadataValue<tonic::metadata::Ascii>)>,
 }
 
 impl PsdbClient {
@@ -137,20 +151,61 @@ impl PsdbClient {
                 endpoint: ep.clone(),
                 reason: error_chain(&e),
             })?;
-        let token = B64.encode(format!(
-            "{}:{}",
-            settings.username,
-            settings.password.expose()
-        ));
-        let auth =
-            MetadataValue::try_from(format!("Basic {token}")).map_err(|e| PsdbError::Endpoint {
-                endpoint: ep,
+        let header = |text: String| {
+            MetadataValue::try_from(text).map_err(|e| PsdbError::Endpoint {
+                endpoint: ep.clone(),
                 reason: format!("credentials cannot be sent as a header: {e}"),
-            })?;
-        let inner = ConnectClient::new(channel)
+            })
+        };
+        let auth = match settings.grpc_auth {
+            GrpcAuth::Basic => {
+                let token = B64.encode(format!(
+                    "{}:{}",
+                    settings.username,
+                    settings.password.expose()
+                ));
+                vec![("authorization", header(format!("Basic {token}"))?)]
+            }
+            GrpcAuth::Static => vec![
+                ("username", header(settings.username.clone())?),
+                ("password", header(settings.password.expose().to_string())?),
+            ],
+            GrpcAuth::None => Vec::new(),
+        };
+        let inner = ConnectClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        Ok(PsdbClient { inner, auth })
+        let vitess = VitessClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(PsdbClient {
+            inner,
+            vitess,
+            auth,
+        })
+    }
+
+    /// A request with the deadline and the credentials.
+    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        for (key, value) in &self.auth {
+            request.metadata_mut().insert(*key, value.clone());
+        }
+        request
+    }
+
+    /// Opens a VStream session with a server-side deadline.
+    pub async fn vstream(
+        &self,
+        req: VStreamRequest,
+        timeout: Duration,
+    ) -> Result<tonic::Streaming<VStreamResponse>, Status> {
+        let mut client = self.vitess.clone();
+        Ok(client
+            .v_stream(self.request(req, timeout))
+            .await?
+            .into_inner())
     }
 
     /// Opens a Sync session with a server-side deadline.
@@ -159,13 +214,8 @@ impl PsdbClient {
         req: SyncRequest,
         timeout: Duration,
     ) -> Result<tonic::Streaming<SyncResponse>, Status> {
-        let mut request = tonic::Request::new(req);
-        request.set_timeout(timeout);
-        request
-            .metadata_mut()
-            .insert("authorization", self.auth.clone());
         let mut client = self.inner.clone();
-        Ok(client.sync(request).await?.into_inner())
+        Ok(client.sync(self.request(req, timeout)).await?.into_inner())
     }
 
     /// Asks for the current position of a shard: a Sync with position

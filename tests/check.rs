@@ -186,3 +186,92 @@ async fn check_reports_each_step_and_each_failure() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_hosted_vitess_settings_work_over_vstream() {
+    let table = "CREATE TABLE items (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO items VALUES (1, 'a'), (2, 'b');";
+    // GIVEN a TLS server: check probes the VStream API when `api` says so
+    let tls = Emu::start("chk_vs_tls", &["-"], true, &[("-", table.into())]).await;
+    let cfg = tls.config_with("vstream.json", |c| c["api"] = json!("vstream"));
+    let run = tap(&["check", "--config", cfg.to_str().expect("p")], &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = report(&run);
+    let grpc = r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "grpc_login")
+        .expect("grpc_login");
+    assert!(
+        grpc["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("VStream answered with position MySQL56/"),
+        "{grpc}"
+    );
+
+    // GIVEN a plaintext vtgate with static gRPC auth and explicit cells
+    let plain = Emu::start("chk_vs_plain", &["-"], false, &[("-", table.into())]).await;
+    let catalog = plain.catalog(&[]).await;
+    let fixed = plain.config_with("static.json", |c| {
+        c["api"] = json!("vstream");
+        c["grpc_auth"] = json!("static");
+        c["cells"] = json!("zone1");
+        c["tls"] = json!(false);
+    });
+    // WHEN syncing
+    let out = plain.sync_using(&fixed, &catalog, None).await.ok();
+    // THEN the rows arrive
+    assert_eq!(out.records("items").len(), 2);
+
+    // AND without credentials the server's refusal is a clear error
+    let none = plain.config_with("none.json", |c| {
+        c["api"] = json!("vstream");
+        c["grpc_auth"] = json!("none");
+    });
+    let refused = plain.sync_using(&none, &catalog, None).await;
+    assert_eq!(refused.run.code, 1, "{}", refused.run.stderr);
+    assert!(
+        refused.run.error_line().contains("refused the credentials"),
+        "{}",
+        refused.run.stderr
+    );
+
+    // AND check says which setting to fix
+    let run = tap(&["check", "--config", none.to_str().expect("p")], &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let (step, _, hint) = failed_step(&report(&run));
+    assert_eq!(step, "grpc_login");
+    assert!(hint.contains("grpc_auth"), "{hint}");
+
+    // AND a bad `api` value is a usage error naming the key
+    let bad = plain.config_with("bad.json", |c| c["api"] = json!("grpc"));
+    let run = tap(
+        &[
+            "sync",
+            "--config",
+            bad.to_str().expect("p"),
+            "--catalog",
+            catalog.to_str().expect("p"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("`api`"), "{}", run.stderr);
+    // and the flag overrides the config
+    let run = tap(
+        &[
+            "sync",
+            "--config",
+            none.to_str().expect("p"),
+            "--catalog",
+            catalog.to_str().expect("p"),
+            "--api",
+            "psdbconnect",
+        ],
+        &[],
+    )
+    .await;
+    assert!(run.stderr.contains("api=psdbconnect"), "{}", run.stderr);
+}

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use psdb_emulator::mariadb::MariaDb;
 
+use crate::both_apis;
 use crate::support::{mariadb, tap, Emu, Singer, BIN};
 
 const SHARDS: [&str; 2] = ["-80", "80-"];
@@ -358,6 +359,7 @@ async fn permanent(name: &str, arm: impl FnOnce(&Emu), want: &str, during_change
     t.finish().await;
 }
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_unavailable_after_n_responses() {
     recoverable(
@@ -367,17 +369,23 @@ async fn fault_unavailable_after_n_responses() {
     )
     .await;
 }
+}
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_tcp_drop_mid_copy() {
     recoverable("f_dropcopy", Fault::new(FaultKind::DropConnection, 1), 30).await;
 }
+}
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_stall_past_the_deadline() {
     recoverable("f_stall", Fault::new(FaultKind::Stall, 1), 2).await;
 }
+}
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_tcp_drop_during_changes() {
     let mut t = Trial::new("f_dropchg", 2000, 30).await;
@@ -404,7 +412,9 @@ async fn fault_tcp_drop_during_changes() {
     );
     t.finish().await;
 }
+}
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_emulator_restarted_mid_run() {
     let mut t = Trial::new("f_restart", 30_000, 30).await;
@@ -435,7 +445,9 @@ async fn fault_emulator_restarted_mid_run() {
     t.state = last_state(&out.messages);
     t.finish().await;
 }
+}
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_mariadb_restarted_between_runs() {
     // GIVEN a keyspace on a private MariaDB (the shared one serves other tests)
@@ -473,7 +485,9 @@ async fn fault_mariadb_restarted_between_runs() {
     t.server = Some(server);
     t.finish().await;
 }
+}
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_unauthenticated_mid_run() {
     permanent(
@@ -489,7 +503,9 @@ async fn fault_unauthenticated_mid_run() {
     )
     .await;
 }
+}
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_purged_position() {
     permanent(
@@ -500,7 +516,9 @@ async fn fault_purged_position() {
     )
     .await;
 }
+}
 
+both_apis! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_malformed_row() {
     permanent(
@@ -511,7 +529,9 @@ async fn fault_malformed_row() {
     )
     .await;
 }
+}
 
+both_apis! {
 /// Crash and resume: SIGKILL the tap at seeded random moments while rows
 /// change, restart from the last STATE that reached stdout, and check the
 /// replay. At-least-once delivery is allowed; loss is not.
@@ -616,7 +636,9 @@ async fn crash_and_resume_loses_nothing() {
         "at least 20 kills, got {total_kills}"
     );
 }
+}
 
+both_apis! {
 /// Columns added and dropped while a sync is running: the run finishes,
 /// new columns are ignored, dropped ones become null.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,7 +681,9 @@ async fn schema_changes_during_a_run() {
     );
     assert!(out.run.stderr.contains("dropped?"), "{}", out.run.stderr);
 }
+}
 
+both_apis! {
 /// A cursor the server cannot use fails clearly, naming stream and shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_the_server_cannot_use_is_a_clear_error() {
@@ -684,4 +708,5 @@ async fn a_cursor_the_server_cannot_use_is_a_clear_error() {
     let line = out.run.error_line();
     assert!(line.contains("stream `items` shard `-80`"), "{line}");
     assert!(!out.run.stderr.contains("panicked"));
+}
 }

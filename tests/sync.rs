@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
+use crate::both_apis;
 use crate::support::{fixture, mariadb, numbers_sql, Emu};
 
 /// MariaDB's own answer for every column of `every_type`, turned into the
@@ -105,6 +106,7 @@ fn numbers_close(a: &Value, b: &Value) -> bool {
     }
 }
 
+both_apis! {
 #[tokio::test]
 async fn full_copy_of_every_type_matches_mariadb() {
     // GIVEN the every-type schema behind the emulator
@@ -180,6 +182,7 @@ async fn full_copy_of_every_type_matches_mariadb() {
         out.run.stderr
     );
 }
+}
 
 fn ids(records: &[&Value]) -> Vec<u64> {
     records
@@ -188,6 +191,7 @@ fn ids(records: &[&Value]) -> Vec<u64> {
         .collect()
 }
 
+both_apis! {
 #[tokio::test]
 async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
     // GIVEN a copied table
@@ -268,7 +272,9 @@ async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
         started.elapsed()
     );
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn change_phase_text_forms_convert_like_copy_forms() {
     // GIVEN an emulator that sends older Vitess's change-phase text
@@ -310,7 +316,9 @@ async fn change_phase_text_forms_convert_like_copy_forms() {
         "leading zero restored"
     );
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
     // GIVEN a keyspace with two shards holding different rows
@@ -369,7 +377,9 @@ async fn two_shards_keep_their_own_cursors_and_honour_the_subset() {
     );
     assert!(run.stdout.is_empty());
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn interrupted_copy_resumes_from_the_last_state() {
     // GIVEN a 20,000-row table and a server that fails the stream after two
@@ -424,7 +434,9 @@ async fn interrupted_copy_resumes_from_the_last_state() {
         "duplicates {duplicates} exceed one response/checkpoint"
     );
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn go_format_state_resumes() {
     // GIVEN a state written in the Go tap's wrapped form
@@ -456,7 +468,9 @@ async fn go_format_state_resumes() {
     assert!(st["bookmarks"]["items"]["shards"]["-"]["cursor"].is_string());
     assert!(st.get("value").is_none());
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() {
     let emu = Emu::start(
@@ -543,7 +557,9 @@ async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() 
         .collect();
     assert_eq!(av3, vec![v3]);
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn column_subset_is_honoured() {
     let emu = Emu::start("cols", &["-"], false, &[("-", numbers_sql("items", 1, 5))]).await;
@@ -576,6 +592,7 @@ async fn column_subset_is_honoured() {
         .find(|m| m["type"] == "SCHEMA")
         .expect("schema");
     assert!(schema["schema"]["properties"].get("v").is_none());
+}
 }
 
 #[tokio::test]
@@ -635,6 +652,7 @@ async fn target_jsonl_accepts_the_output() {
     assert!(echoed.contains("bookmarks"), "target echoed: {echoed}");
 }
 
+both_apis! {
 #[tokio::test]
 async fn purged_positions_and_refused_credentials_fail_clearly() {
     let emu = Emu::start(
@@ -701,7 +719,9 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn include_metadata_adds_declared_sdc_columns() {
     let emu = Emu::start(
@@ -756,7 +776,9 @@ async fn include_metadata_adds_declared_sdc_columns() {
             .starts_with("MySQL56/"));
     }
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn schema_changes_between_runs_never_crash() {
     // GIVEN a synced table
@@ -831,7 +853,9 @@ async fn schema_changes_between_runs_never_crash() {
         "the state does not move past the bad row"
     );
 }
+}
 
+both_apis! {
 #[tokio::test]
 async fn a_state_file_that_does_not_exist_yet_is_a_first_run() {
     let emu = Emu::start(
@@ -863,4 +887,210 @@ async fn a_state_file_that_does_not_exist_yet_is_a_first_run() {
         "{}",
         out.run.stderr
     );
+}
+}
+
+/// Replays RECORDs of `items` (id, v, amount) in order, honouring deletes.
+fn replay_items(runs: &[&crate::support::Singer]) -> BTreeMap<u64, (Value, Value)> {
+    let mut table = BTreeMap::new();
+    for run in runs {
+        for r in run.records("items") {
+            let id = r["id"].as_u64().expect("id");
+            if r["_sdc_deleted_at"].is_string() {
+                table.remove(&id);
+            } else {
+                table.insert(id, (r["v"].clone(), r["amount"].clone()));
+            }
+        }
+    }
+    table
+}
+
+/// MariaDB's `items`, in the JSON the tap writes.
+async fn items_in(database: &str) -> BTreeMap<u64, (Value, Value)> {
+    let mut conn = mariadb().connect(Some(database)).await.expect("connect");
+    let rows: Vec<(u64, Option<String>, Option<String>)> = conn
+        .query("SELECT id, v, CAST(amount AS CHAR) FROM items")
+        .await
+        .expect("select");
+    rows.into_iter()
+        .map(|(id, v, amount)| {
+            let amount = amount
+                .map(|a| serde_json::from_str(&a).expect("decimal"))
+                .unwrap_or(Value::Null);
+            (id, (v.map(Value::String).unwrap_or(Value::Null), amount))
+        })
+        .collect()
+}
+
+/// Changes between runs: one insert, one update and one delete.
+async fn change_items(emu: &Emu, round: u64) -> Vec<(u64, bool)> {
+    let new = 30_000 + round;
+    let upd = 100 + round;
+    let del = 200 + round;
+    emu.sql(
+        "-",
+        &format!(
+            "INSERT INTO items VALUES ({new}, 'new-{round}', 1); \
+             UPDATE items SET v = 'upd-{round}' WHERE id = {upd}; \
+             DELETE FROM items WHERE id = {del};"
+        ),
+    )
+    .await;
+    vec![(new, false), (upd, false), (del, true)]
+}
+
+#[tokio::test]
+async fn switching_api_between_runs_keeps_the_state() {
+    for (first, second) in [("psdbconnect", "vstream"), ("vstream", "psdbconnect")] {
+        // GIVEN a 20,000-row table and a copy interrupted after two
+        // responses over the first API
+        let emu = Emu::start(
+            &format!("switch_{first}"),
+            &["-"],
+            false,
+            &[("-", numbers_sql("items", 1, 20_000))],
+        )
+        .await;
+        let catalog = emu.catalog(&[]).await;
+        let config = |api: &str| {
+            emu.config_with(&format!("config-{api}.json"), |c| {
+                c["api"] = json!(api);
+                c["state_interval_records"] = json!(1000);
+            })
+        };
+        let (a, b) = (config(first), config(second));
+        emu.emu.faults().set(psdb_emulator::Fault::new(
+            psdb_emulator::FaultKind::Status {
+                code: tonic::Code::PermissionDenied as i32,
+                message: "injected".into(),
+            },
+            2,
+        ));
+        let broken = emu.sync_using(&a, &catalog, None).await;
+        assert_eq!(broken.run.code, 1, "{}", broken.run.stderr);
+        let partial = broken.records("items").len();
+        assert!(partial > 0 && partial < 20_000, "{partial}");
+
+        // WHEN the copy resumes over the other API, then incremental runs
+        // alternate between the two with changes in between
+        let resumed = emu
+            .sync_using(&b, &catalog, Some(&broken.last_state()))
+            .await
+            .ok();
+        let mut copied: Vec<u64> = broken
+            .records("items")
+            .iter()
+            .chain(resumed.records("items").iter())
+            .map(|r| r["id"].as_u64().expect("id"))
+            .collect();
+        let total = copied.len();
+        copied.sort();
+        copied.dedup();
+        assert_eq!(
+            copied,
+            (1..=20_000).collect::<Vec<_>>(),
+            "{first}→{second}: every row arrives"
+        );
+        assert!(
+            total - copied.len() <= 4000,
+            "{first}→{second}: {} duplicates exceed one response/checkpoint",
+            total - copied.len()
+        );
+        let mut runs = vec![broken, resumed];
+        for round in 1..=4u64 {
+            let want = change_items(&emu, round).await;
+            let config = if round % 2 == 1 { &a } else { &b };
+            let state = runs.last().expect("a run").last_state();
+            let out = emu.sync_using(config, &catalog, Some(&state)).await.ok();
+            // THEN each run emits exactly the changes since the last one
+            let got: Vec<(u64, bool)> = out
+                .records("items")
+                .iter()
+                .map(|r| {
+                    (
+                        r["id"].as_u64().expect("id"),
+                        r["_sdc_deleted_at"].is_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{first}→{second} round {round}");
+            runs.push(out);
+        }
+        // AND the replay of everything equals MariaDB's table
+        let all: Vec<&crate::support::Singer> = runs.iter().collect();
+        assert_eq!(
+            replay_items(&all),
+            items_in(emu.emu.shard_database("-")).await,
+            "{first}→{second}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn both_apis_emit_the_same_records() {
+    // GIVEN every type, copied and then changed
+    let cfg = psdb_emulator::EmulatorConfig::new(mariadb(), "same");
+    let emu = Emu::start_with(
+        cfg,
+        &[(
+            "-",
+            fixture("every_type.sql") + &numbers_sql("items", 1, 500),
+        )],
+    )
+    .await;
+    let catalog = emu.catalog(&[]).await;
+    let catalog = emu.select_only(&catalog, &["every_type", "composite_key", "items"]);
+    let over = |api: &'static str| {
+        emu.config_with(&format!("config-{api}.json"), |c| c["api"] = json!(api))
+    };
+    let (sync, vstream) = (over("psdbconnect"), over("vstream"));
+    let copy_s = emu.sync_using(&sync, &catalog, None).await.ok();
+    let copy_v = emu.sync_using(&vstream, &catalog, None).await.ok();
+    emu.sql("-", "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'; INSERT INTO every_type SELECT id + 100, t_tinyint, t_tinyint_u, t_bool, t_smallint, t_smallint_u, t_mediumint, t_mediumint_u, t_int, t_int_u, t_bigint, t_bigint_u, t_year, t_bit1, t_bit12, t_decimal, t_decimal_wide, t_float, t_double, t_date, t_datetime, t_datetime6, t_timestamp, t_timestamp3, t_time, t_time6, t_char, t_varchar, t_text, t_longtext, t_enum, t_set, t_binary, t_varbinary, t_blob, t_json, t_geometry, t_point FROM every_type WHERE id < 100; UPDATE every_type SET t_varchar = 'changed' WHERE id = 101; DELETE FROM every_type WHERE id = 102; DELETE FROM items WHERE id BETWEEN 10 AND 20; UPDATE items SET amount = amount * 2 WHERE id > 400").await;
+    // WHEN each API reads the same changes from its own copy's state
+    let chg_s = emu
+        .sync_using(&sync, &catalog, Some(&copy_s.last_state()))
+        .await
+        .ok();
+    let chg_v = emu
+        .sync_using(&vstream, &catalog, Some(&copy_v.last_state()))
+        .await
+        .ok();
+    // THEN the records are identical, in the same order per stream
+    let records = |out: &crate::support::Singer, stream: &str| -> Vec<Value> {
+        out.records(stream)
+            .into_iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if r["_sdc_deleted_at"].is_string() {
+                    r["_sdc_deleted_at"] = json!("deleted");
+                }
+                r
+            })
+            .collect()
+    };
+    for stream in ["every_type", "composite_key", "items"] {
+        let mut a = records(&copy_s, stream);
+        let mut b = records(&copy_v, stream);
+        a.sort_by_key(|r| r.to_string());
+        b.sort_by_key(|r| r.to_string());
+        assert_eq!(a, b, "copy of {stream}");
+        assert_eq!(
+            records(&chg_s, stream),
+            records(&chg_v, stream),
+            "changes of {stream}"
+        );
+    }
+    assert_eq!(chg_s.records("items").len(), 11 + 100);
+    assert_eq!(chg_v.records("every_type").len(), 3 + 2);
+    // AND the schemas are the same
+    let schemas = |out: &crate::support::Singer| -> Vec<Value> {
+        out.messages
+            .iter()
+            .filter(|m| m["type"] == "SCHEMA")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(schemas(&copy_s), schemas(&copy_v));
 }

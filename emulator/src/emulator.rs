@@ -15,7 +15,9 @@ use crate::grpc::{ShardBackend, SyncService, SyncState};
 use crate::mariadb::MariaDb;
 use crate::tls::Certificates;
 use crate::values::{quote_ident, ChangeText};
+use crate::vstream::VStreamService;
 use crate::wire::psdbconnect::v1alpha1::connect_server::ConnectServer;
+use crate::wire::vtgateservice::vitess_server::VitessServer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
@@ -291,8 +293,15 @@ impl Emulator {
         })
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(usize::MAX);
+        // vtgate's VStream on the same port, so the ready file and the tap
+        // config stay the same whichever API the tap uses.
+        let vstream = VitessServer::new(VStreamService {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(usize::MAX);
         let mut grpc_shutdown = shutdown_rx.clone();
-        let router = builder.add_service(svc);
+        let router = builder.add_service(svc).add_service(vstream);
         tasks.push(tokio::spawn(async move {
             let r = router
                 .serve_with_incoming_shutdown(incoming, async move {

@@ -96,117 +96,134 @@ impl Connect for SyncService {
         check_auth(&st, request.metadata())?;
         let deadline = parse_timeout(request.metadata()).map(|d| Instant::now() + d);
         let peer = request.remote_addr();
-        let req = request.into_inner();
-        let cursor = req
-            .cursor
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("SyncRequest.cursor is required"))?;
-        if cursor.keyspace != st.keyspace {
-            return Err(Status::not_found(format!(
-                "keyspace {:?} not found (this emulator serves {:?})",
-                cursor.keyspace, st.keyspace
-            )));
-        }
-        let shard = st.shards.get(&cursor.shard).ok_or_else(|| {
-            Status::not_found(format!(
-                "shard {:?} not found in keyspace {:?}",
-                cursor.shard, st.keyspace
-            ))
-        })?;
-        let mut conn = shard.pool.get_conn().await.map_err(internal)?;
-        let meta =
-            crate::values::load_table(&mut conn, &shard.database, &st.keyspace, &req.table_name)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| {
-                    Status::not_found(format!(
-                        "table {:?} not found in keyspace {:?}",
-                        req.table_name, st.keyspace
-                    ))
-                })?;
-        // A table created moments ago may not be captured yet; capture it now
-        // so the change phase has its shadow table.
-        let shadow: Option<String> = conn
-            .exec_first(
-                "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
-                 WHERE table_schema = ? AND table_name = ?",
-                (&shard.database, shadow_name(&meta.name)),
-            )
-            .await
-            .map_err(internal)?;
-        drop(conn);
-        if shadow.is_none() {
-            shard.capture.refresh().await.map_err(internal)?;
-        }
-        let sel = Selection::new(&meta, &req.columns)?;
-        let is_peek = cursor.position == "current";
-        let start_gtid = if is_peek || cursor.position.is_empty() {
-            None
-        } else {
-            let n = parse_position(&cursor.position, &shard.capture.uuid).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "invalid position {:?} for shard {:?}",
-                    cursor.position, cursor.shard
-                ))
-            })?;
-            if st.faults.is_purged(&cursor.shard, n) {
-                return Err(Status::unknown(PURGED_MESSAGE));
-            }
-            Some(n)
-        };
-        let fault = st.faults.take_for_stream(is_peek);
-        let (tx, rx) = mpsc::channel(4);
-        let shard_name = cursor.shard.clone();
-        let task_state = st.clone();
-        tokio::spawn(async move {
-            let st = task_state;
-            let Some(shard) = st.shards.get(&shard_name) else {
-                return;
-            };
-            let mut out = Out {
-                tx,
-                sent: 0,
-                fault,
-                deadline,
-                peer,
-                state: st.clone(),
-                shutdown: st.shutdown.clone(),
-            };
-            let stream = StreamCtx {
-                st: &st,
-                shard,
-                meta: &meta,
-                sel: &sel,
-                req: &req,
-            };
-            let ended = stream.run(&mut out, is_peek, start_gtid, cursor).await;
-            tracing::debug!(
-                table = %req.table_name,
-                responses = out.sent,
-                stopped_early = ended.is_err(),
-                "sync stream ended"
-            );
-        });
+        let rx = open_stream(st, request.into_inner(), deadline, peer, false).await?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 }
 
+/// Validates a Sync-shaped request and starts its producer task; the
+/// receiver yields its responses. `vstream` shapes the change phase for the
+/// VStream front: one response per transaction (or part of one: those carry
+/// no cursor), and deletes with their whole before-image.
+pub(crate) async fn open_stream(
+    st: Arc<SyncState>,
+    req: SyncRequest,
+    deadline: Option<Instant>,
+    peer: Option<SocketAddr>,
+    vstream: bool,
+) -> Result<mpsc::Receiver<Result<SyncResponse, Status>>, Status> {
+    let cursor = req
+        .cursor
+        .clone()
+        .ok_or_else(|| Status::invalid_argument("SyncRequest.cursor is required"))?;
+    if cursor.keyspace != st.keyspace {
+        return Err(Status::not_found(format!(
+            "keyspace {:?} not found (this emulator serves {:?})",
+            cursor.keyspace, st.keyspace
+        )));
+    }
+    let shard = st.shards.get(&cursor.shard).ok_or_else(|| {
+        Status::not_found(format!(
+            "shard {:?} not found in keyspace {:?}",
+            cursor.shard, st.keyspace
+        ))
+    })?;
+    let mut conn = shard.pool.get_conn().await.map_err(internal)?;
+    let meta = crate::values::load_table(&mut conn, &shard.database, &st.keyspace, &req.table_name)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "table {:?} not found in keyspace {:?}",
+                req.table_name, st.keyspace
+            ))
+        })?;
+    // A table created moments ago may not be captured yet; capture it now
+    // so the change phase has its shadow table.
+    let shadow: Option<String> = conn
+        .exec_first(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = ? AND table_name = ?",
+            (&shard.database, shadow_name(&meta.name)),
+        )
+        .await
+        .map_err(internal)?;
+    drop(conn);
+    if shadow.is_none() {
+        shard.capture.refresh().await.map_err(internal)?;
+    }
+    let sel = Selection::new(&meta, &req.columns)?;
+    let is_peek = cursor.position == "current";
+    let start_gtid = if is_peek || cursor.position.is_empty() {
+        None
+    } else {
+        let n = parse_position(&cursor.position, &shard.capture.uuid).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "invalid position {:?} for shard {:?}",
+                cursor.position, cursor.shard
+            ))
+        })?;
+        if st.faults.is_purged(&cursor.shard, n) {
+            return Err(Status::unknown(PURGED_MESSAGE));
+        }
+        Some(n)
+    };
+    let fault = st.faults.take_for_stream(is_peek);
+    let (tx, rx) = mpsc::channel(4);
+    let shard_name = cursor.shard.clone();
+    tokio::spawn(async move {
+        let Some(shard) = st.shards.get(&shard_name) else {
+            return;
+        };
+        let mut out = Out {
+            tx,
+            sent: 0,
+            fault,
+            deadline,
+            peer,
+            state: st.clone(),
+            shutdown: st.shutdown.clone(),
+        };
+        let stream = StreamCtx {
+            st: &st,
+            shard,
+            meta: &meta,
+            sel: &sel,
+            req: &req,
+            vstream,
+        };
+        let ended = stream.run(&mut out, is_peek, start_gtid, cursor).await;
+        tracing::debug!(
+            table = %req.table_name,
+            responses = out.sent,
+            stopped_early = ended.is_err(),
+            "sync stream ended"
+        );
+    });
+    Ok(rx)
+}
+
 fn internal<E: std::fmt::Display>(e: E) -> Status {
     Status::internal(e.to_string())
 }
 
-fn check_auth(st: &SyncState, md: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+/// Accepts Basic auth (PlanetScale) or Vitess static auth, which sends
+/// `username` and `password` metadata.
+pub(crate) fn check_auth(st: &SyncState, md: &tonic::metadata::MetadataMap) -> Result<(), Status> {
     use base64::Engine;
     let expected = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", st.username, st.password));
-    let ok = md
+    let basic = md
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
         .is_some_and(|v| v.trim() == expected);
-    if ok {
+    let text = |k: &str| md.get(k).and_then(|v| v.to_str().ok());
+    let fixed = text("username") == Some(st.username.as_str())
+        && text("password") == Some(st.password.as_str());
+    if basic || fixed {
         Ok(())
     } else {
         Err(Status::unauthenticated("invalid username or password"))
@@ -214,7 +231,7 @@ fn check_auth(st: &SyncState, md: &tonic::metadata::MetadataMap) -> Result<(), S
 }
 
 /// Parses the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
-fn parse_timeout(md: &tonic::metadata::MetadataMap) -> Option<Duration> {
+pub(crate) fn parse_timeout(md: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let v = md.get("grpc-timeout")?.to_str().ok()?;
     let (num, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = num.parse().ok()?;
@@ -571,6 +588,8 @@ struct StreamCtx<'a> {
     meta: &'a TableMeta,
     sel: &'a Selection,
     req: &'a SyncRequest,
+    /// Shape the change phase for the VStream front (see [`open_stream`]).
+    vstream: bool,
 }
 
 impl StreamCtx<'_> {
@@ -827,7 +846,17 @@ impl StreamCtx<'_> {
         };
         let legacy =
             !(self.req.include_inserts || self.req.include_updates || self.req.include_deletes);
-        let fields = ChangeFields::new(sel.fields(meta, &sel.out), &sel.fields(meta, &meta.pk));
+        let out_fields = sel.fields(meta, &sel.out);
+        // VStream deletes carry the whole before-image, as Vitess sends it.
+        let (pk_fields, delete_positions) = if self.vstream {
+            (out_fields.clone(), sel.out_positions())
+        } else {
+            (sel.fields(meta, &meta.pk), sel.pk_pos.clone())
+        };
+        let fields = ChangeFields::new(out_fields, &pk_fields);
+        // A response cut inside a transaction: VStream ends the
+        // transaction only at its last part, so earlier parts get no cursor.
+        let part = |done: u64| (!self.vstream).then_some(done);
         let mut batch = Batch::default();
         let mut done_pos = from;
         let mut cur_gtid = 0u64;
@@ -857,8 +886,8 @@ impl StreamCtx<'_> {
             if gtid != cur_gtid {
                 if cur_gtid != 0 {
                     done_pos = cur_gtid;
-                    if batch.rows() >= CHANGE_BATCH_ROWS {
-                        out.send(batch.take(self, &fields, done_pos)).await?;
+                    if batch.rows() >= CHANGE_BATCH_ROWS || (self.vstream && batch.rows() > 0) {
+                        out.send(batch.take(self, &fields, Some(done_pos))).await?;
                     }
                 }
                 cur_gtid = gtid;
@@ -899,7 +928,7 @@ impl StreamCtx<'_> {
                 kind
             };
             if batch.kind.is_some_and(|k| k != kind_for_batch) {
-                out.send(batch.take(self, &fields, done_pos)).await?;
+                out.send(batch.take(self, &fields, part(done_pos))).await?;
             }
             batch.kind = Some(kind_for_batch);
             match kind_for_batch {
@@ -913,15 +942,15 @@ impl StreamCtx<'_> {
                         self.encode(&values, &sel.out_positions()),
                     ));
                 }
-                Kind::Delete => batch.deletes.push(self.encode(&values, &sel.pk_pos)),
+                Kind::Delete => batch.deletes.push(self.encode(&values, &delete_positions)),
             }
             // A huge transaction is cut too; its responses carry the position
             // before it, so a resume replays it (at-least-once).
             if batch.rows() >= 20 * CHANGE_BATCH_ROWS {
-                out.send(batch.take(self, &fields, done_pos)).await?;
+                out.send(batch.take(self, &fields, part(done_pos))).await?;
             }
         }
-        out.send(batch.take(self, &fields, upto)).await
+        out.send(batch.take(self, &fields, Some(upto))).await
     }
 
     /// Encodes selected cells of a change image as a Vitess row.
@@ -978,10 +1007,15 @@ impl Batch {
         self.inserts.len() + self.updates.len() + self.deletes.len()
     }
 
-    fn take(&mut self, ctx: &StreamCtx<'_>, fields: &ChangeFields, pos: u64) -> SyncResponse {
+    fn take(
+        &mut self,
+        ctx: &StreamCtx<'_>,
+        fields: &ChangeFields,
+        pos: Option<u64>,
+    ) -> SyncResponse {
         let b = std::mem::take(self);
         let mut resp = SyncResponse {
-            cursor: Some(ctx.cursor(ctx.shard.capture.position(pos), None)),
+            cursor: pos.map(|p| ctx.cursor(ctx.shard.capture.position(p), None)),
             ..Default::default()
         };
         if !b.inserts.is_empty() {

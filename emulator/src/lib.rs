@@ -2,7 +2,8 @@
 //!
 //! Nobody here can reach PlanetScale, so every honest test and benchmark of
 //! the tap runs against this: a vtgate-like MySQL front and the
-//! `psdbconnect.v1alpha1.Connect/Sync` gRPC API over real MariaDB databases
+//! `psdbconnect.v1alpha1.Connect/Sync` and `vtgateservice.Vitess/VStream`
+//! gRPC APIs over real MariaDB databases
 //! (one per shard), with change capture from ordinary SQL.
 //!
 //! Typical use from a test:
@@ -24,6 +25,7 @@
 //! - [`mariadb`]: the harness that starts a private `mariadbd`.
 //! - [`emulator`]: the library entry point ([`Emulator`], [`EmulatorConfig`]).
 //! - [`grpc`]: the `psdbconnect.v1alpha1.Connect/Sync` front.
+//! - [`vstream`]: the `vtgateservice.Vitess/VStream` front, on the same port.
 //! - [`mysql_front`]: the vtgate-like MySQL front.
 //! - [`capture`]: change capture with triggers (design and limits there).
 //! - [`values`]: Vitess fields and cell text.
@@ -40,6 +42,7 @@ pub mod mysql_front;
 pub mod ready;
 pub mod tls;
 pub mod values;
+pub mod vstream;
 pub mod wire;
 
 pub use emulator::{BackingSpec, Emulator, EmulatorConfig, EmulatorError};

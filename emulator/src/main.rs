@@ -11,7 +11,9 @@ use psdb_emulator::{BackingSpec, ChangeText, Emulator, EmulatorConfig};
 
 /// A local PlanetScale stand-in backed by a real MariaDB: a vtgate-like MySQL
 /// front and the psdbconnect Sync gRPC API, with change capture, TLS and
-/// faults on demand.
+/// faults on demand. The same gRPC port also serves vtgate's VStream
+/// (/vtgateservice.Vitess/VStream) over the same data and faults, so a tap
+/// config with "api": "vstream" works against grpc_addr unchanged.
 ///
 /// READY FILE: with --ready-file PATH, once both fronts serve, the emulator
 /// writes (atomically: temp file + rename) a JSON object:

@@ -13,6 +13,7 @@
 //! fails.
 
 pub mod reader;
+pub mod vstream;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -170,7 +171,10 @@ pub async fn run_into<W: std::io::Write>(
         )));
     }
     let shards = state::select_shards(&keyspace, &available, settings.shards.as_deref())?;
-    let cells = cells_for(settings, &tablets_res?);
+    let cells = match &settings.cells {
+        Some(given) => given.clone(),
+        None => cells_for(settings, &tablets_res?),
+    };
     if cells.is_empty() {
         return Err(TapError::Usage(format!(
             "keyspace `{keyspace}` has no {} tablets (SHOW VITESS_TABLETS); choose another tablet type (use_replica / use_rdonly)",
@@ -367,6 +371,7 @@ pub async fn run_into<W: std::io::Write>(
         lines: reader::LinePool::default(),
     });
     info!(
+        api = %settings.api.as_str(),
         streams = specs.len(),
         shards = shards.len(),
         readers = settings.max_parallel_readers,
@@ -552,6 +557,9 @@ mod tests {
             state_interval: Duration::from_secs(1),
             progress_interval: Duration::from_secs(1),
             resync_on_purged: false,
+            api: crate::config::Api::Psdbconnect,
+            grpc_auth: crate::config::GrpcAuth::Basic,
+            cells: None,
         }
     }
 

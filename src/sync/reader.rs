@@ -6,6 +6,10 @@
 //! writer writes the lines first and only then adopts the cursor, so a STATE
 //! can never run ahead of its records.
 //!
+//! The API is either PlanetScale's Connect Sync or vtgate's VStream: a
+//! [`Session`] hides which, and [`super::vstream`] turns VStream events
+//! into the Sync response shape, so everything below is shared.
+//!
 //! Stop rule: peek at `current` once per shard (shared by every stream of
 //! that shard), then read until the cursor is past its copy and its position
 //! contains the stop position (GTID-set `AtLeast`, not string equality). A
@@ -20,13 +24,14 @@ use tokio::sync::{mpsc, OnceCell};
 use tracing::{debug, info, warn};
 
 use crate::catalog::ReplicationMethod;
-use crate::config::TabletType;
+use crate::config::{Api, TabletType};
 use crate::convert::{cells, write_json_str, PropertySpec, RecordPlan, Warnings};
 use crate::pb::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
 use crate::pb::query::{Field, QueryResult, Row};
 use crate::position::Position;
 use crate::psdb::{classify, tablet_type_number, PsdbClient, StatusClass};
 use crate::singer::{encode_record, rfc3339_utc};
+use crate::sync::vstream::{self, SessionError, Unit};
 
 /// Everything about one selected stream that readers need.
 #[derive(Debug)]
@@ -166,7 +171,7 @@ pub enum ReadError {
         shard: String,
         message: String,
     },
-    #[error("stream `{stream}` shard `{shard}`: the server refused the credentials ({code:?}: {message}); check `username`/`password` and that the password may use PlanetScale Connect")]
+    #[error("stream `{stream}` shard `{shard}`: the server refused the credentials ({code:?}: {message}); check `username`/`password` (and `grpc_auth` for a self-hosted vtgate), and that the password may use the gRPC API (PlanetScale Connect)")]
     Auth {
         stream: String,
         shard: String,
@@ -492,8 +497,11 @@ pub(crate) fn backoff_between(attempt: u32, first: Duration, max: Duration) -> D
 
 /// Converts responses into batches, caching a plan per field set.
 struct Converter {
-    plans: Vec<RecordPlan>,
-    delete_plans: Vec<RecordPlan>,
+    plans: Vec<(bool, RecordPlan)>,
+    delete_plans: Vec<(bool, RecordPlan)>,
+    /// The stream's properties without ENUM/SET members, for servers that
+    /// send member text (VStream's `enum_set_string_values`).
+    text_props: Option<Vec<PropertySpec>>,
     warnings: Warnings,
     buf: Vec<u8>,
     extra: Vec<u8>,
@@ -511,19 +519,29 @@ impl Converter {
         Converter {
             plans: Vec::new(),
             delete_plans: Vec::new(),
+            text_props: None,
             warnings: Warnings::default(),
             buf: Vec::with_capacity(64 * 1024),
             extra: Vec::with_capacity(256),
         }
     }
 
-    fn plan(&mut self, fields: &[Field], stream: &StreamSpec, delete: bool) -> usize {
+    fn plan(
+        &mut self,
+        fields: &[Field],
+        stream: &StreamSpec,
+        delete: bool,
+        enum_text: bool,
+    ) -> usize {
         let plans = if delete {
             &mut self.delete_plans
         } else {
             &mut self.plans
         };
-        if let Some(i) = plans.iter().position(|p| p.matches(fields)) {
+        if let Some(i) = plans
+            .iter()
+            .position(|(text, p)| *text == enum_text && p.matches(fields))
+        {
             return i;
         }
         let plan = if delete {
@@ -539,7 +557,7 @@ impl Converter {
         if plans.len() >= 8 {
             plans.remove(0);
         }
-        plans.push(plan);
+        plans.push((enum_text, plan));
         plans.len() - 1
     }
 
@@ -554,15 +572,26 @@ impl Converter {
         time_extracted: &str,
         position: &str,
         deleted_at: &str,
+        enum_text: bool,
     ) -> Result<u64, String> {
         let stream = &slot.stream;
         let delete = kind == Kind::Delete;
-        let pi = self.plan(&qr.fields, stream, delete);
-        let props: &[PropertySpec] = &stream.props;
+        let pi = self.plan(&qr.fields, stream, delete, enum_text);
+        if enum_text && self.text_props.is_none() {
+            let mut props = stream.props.clone();
+            for p in &mut props {
+                p.members.clear();
+            }
+            self.text_props = Some(props);
+        }
+        let props: &[PropertySpec] = match (&self.text_props, enum_text) {
+            (Some(text), true) => text,
+            _ => &stream.props,
+        };
         let plan = if delete {
-            &self.delete_plans[pi]
+            &self.delete_plans[pi].1
         } else {
-            &self.plans[pi]
+            &self.plans[pi].1
         };
         let cdc = stream.method.is_cdc();
         let mut n = 0;
@@ -616,6 +645,7 @@ impl Converter {
         slot: &Slot,
         resp: &SyncResponse,
         copying_before: bool,
+        enum_text: bool,
     ) -> Result<Batch, String> {
         let now = SystemTime::now();
         let ts = rfc3339_utc(now);
@@ -642,6 +672,7 @@ impl Converter {
                 &ts,
                 position,
                 &deleted_at,
+                enum_text,
             )?;
             if copying || copying_before {
                 counts.copied += n;
@@ -660,6 +691,7 @@ impl Converter {
                     &ts,
                     position,
                     &deleted_at,
+                    enum_text,
                 )?;
             }
         }
@@ -674,6 +706,7 @@ impl Converter {
                     &ts,
                     position,
                     &deleted_at,
+                    enum_text,
                 )?;
             }
         }
@@ -729,16 +762,68 @@ fn stop_cell<'a>(ctx: &'a ReaderContext, shard: &str) -> Option<&'a OnceCell<Str
 }
 
 async fn peek(ctx: &ReaderContext, slot: &Slot) -> Result<String, tonic::Status> {
-    ctx.client
-        .current_position(
-            &slot.stream.table,
-            &ctx.keyspace,
-            &slot.shard,
-            ctx.tablet_type,
-            &ctx.cells,
-            ctx.timeout.min(Duration::from_secs(45)),
-        )
-        .await
+    let timeout = ctx.timeout.min(Duration::from_secs(45));
+    match ctx.settings.api {
+        Api::Psdbconnect => {
+            ctx.client
+                .current_position(
+                    &slot.stream.table,
+                    &ctx.keyspace,
+                    &slot.shard,
+                    ctx.tablet_type,
+                    &ctx.cells,
+                    timeout,
+                )
+                .await
+        }
+        Api::Vstream => {
+            vstream::current_position(
+                &ctx.client,
+                &ctx.keyspace,
+                &slot.shard,
+                &slot.stream.table,
+                ctx.tablet_type,
+                &ctx.cells,
+                timeout,
+            )
+            .await
+        }
+    }
+}
+
+/// One streaming call, whichever the API.
+enum Session {
+    Sync(tonic::Streaming<SyncResponse>),
+    VStream(vstream::Session),
+}
+
+impl Session {
+    async fn open(
+        ctx: &ReaderContext,
+        slot: &Slot,
+        p: &Progress,
+    ) -> Result<Session, tonic::Status> {
+        match ctx.settings.api {
+            Api::Psdbconnect => {
+                let req = request(ctx, slot, &p.cursor, &p.columns);
+                Ok(Session::Sync(ctx.client.sync(req, ctx.timeout).await?))
+            }
+            Api::Vstream => {
+                let s = vstream::Session::open(ctx, slot, &p.cursor, &p.columns, p.copying).await?;
+                Ok(Session::VStream(s))
+            }
+        }
+    }
+
+    async fn message(&mut self) -> Result<Option<Unit>, SessionError> {
+        match self {
+            Session::Sync(s) => Ok(s.message().await?.map(|resp| Unit {
+                resp,
+                enum_text: false,
+            })),
+            Session::VStream(s) => s.message().await,
+        }
+    }
 }
 
 async fn read(
@@ -817,9 +902,8 @@ async fn read(
         if p.cursor.last_known_pk.is_some() {
             resumed = true;
         }
-        let req = request(ctx, slot, &p.cursor, &p.columns);
         let deadline = tokio::time::Instant::now() + ctx.timeout;
-        let mut sync = match ctx.client.sync(req, ctx.timeout).await {
+        let mut sync = match Session::open(ctx, slot, &p).await {
             Ok(s) => s,
             Err(status) => {
                 recover(ctx, slot, tx, &status, "sync failed to open", &mut p).await?;
@@ -844,14 +928,21 @@ async fn read(
                     }
                     break;
                 }
-                Ok(Some(resp)) => {
-                    let mut batch = conv.batch(ctx, slot, &resp, p.copying).map_err(|problem| {
-                        ReadError::Data {
+                Err(SessionError::Data(problem)) => {
+                    return Err(ReadError::Data {
+                        stream: slot.stream.name.clone(),
+                        shard: slot.shard.clone(),
+                        problem,
+                    })
+                }
+                Ok(Some(unit)) => {
+                    let mut batch = conv
+                        .batch(ctx, slot, &unit.resp, p.copying, unit.enum_text)
+                        .map_err(|problem| ReadError::Data {
                             stream: slot.stream.name.clone(),
                             shard: slot.shard.clone(),
                             problem,
-                        }
-                    })?;
+                        })?;
                     p.copying = batch.copying;
                     let had_cursor = batch.cursor.is_some();
                     let mut rewind = false;
@@ -877,7 +968,7 @@ async fn read(
                         }
                     }
                 }
-                Err(status) => {
+                Err(SessionError::Status(status)) => {
                     recover(
                         ctx,
                         slot,

@@ -153,6 +153,47 @@ pub fn replace_strings(v: &Value, from: &str, to: &str) -> Value {
     }
 }
 
+tokio::task_local! {
+    /// The gRPC API (`psdbconnect` or `vstream`) the tap configs of the
+    /// current test use; see [`both_apis!`].
+    static API: &'static str;
+}
+
+/// Runs a test body with every tap config it writes set to `api`.
+pub async fn with_api<F: std::future::Future>(api: &'static str, body: F) -> F::Output {
+    API.scope(api, body).await
+}
+
+/// The API of the running test (`psdbconnect` outside [`with_api`]).
+pub fn api() -> &'static str {
+    API.try_with(|a| *a).unwrap_or("psdbconnect")
+}
+
+/// Declares one test per gRPC API: `<name>::psdbconnect` and
+/// `<name>::vstream` run the same body, so both APIs must pass the same
+/// assertions.
+#[macro_export]
+macro_rules! both_apis {
+    ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn body() $body
+
+            $(#[$attr])*
+            async fn psdbconnect() {
+                $crate::support::with_api("psdbconnect", body()).await
+            }
+
+            $(#[$attr])*
+            async fn vstream() {
+                $crate::support::with_api("vstream", body()).await
+            }
+        }
+    };
+}
+
 /// The emulator of a test, replaceable by a restarted one.
 pub struct Running(Option<psdb_emulator::Emulator>);
 
@@ -169,6 +210,8 @@ pub struct Emu {
     pub emu: Running,
     pub scratch: Scratch,
     pub config: PathBuf,
+    /// The gRPC API every config of this emulator names.
+    pub api: &'static str,
 }
 
 impl Emu {
@@ -203,11 +246,15 @@ impl Emu {
         }
         emu.refresh_capture().await.expect("refresh capture");
         let scratch = Scratch::new();
-        let config = scratch.write_json("config.json", &emu.tap_config());
+        let api = api();
+        let mut cfg = emu.tap_config();
+        cfg["api"] = json!(api);
+        let config = scratch.write_json("config.json", &cfg);
         Emu {
             emu: Running(Some(emu)),
             scratch,
             config,
+            api,
         }
     }
 
@@ -300,12 +347,25 @@ impl Emu {
             args.push(p.to_str().expect("p").into());
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        Singer::parse(tap(&argv, &[]).await)
+        let out = Singer::parse(tap(&argv, &[]).await);
+        // The run really used the API its config names.
+        let cfg: Value = serde_json::from_str(&std::fs::read_to_string(config).expect("config"))
+            .expect("config json");
+        let want = cfg["api"].as_str().unwrap_or("psdbconnect");
+        if out.run.stderr.contains("sync starting") {
+            assert!(
+                out.run.stderr.contains(&format!("api={want}")),
+                "the run did not use api {want}: {}",
+                out.run.stderr
+            );
+        }
+        out
     }
 
     /// The tap config with some keys changed, written to its own file.
     pub fn config_with(&self, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
         let mut cfg = self.emu.tap_config();
+        cfg["api"] = json!(self.api);
         edit(&mut cfg);
         self.scratch.write_json(name, &cfg)
     }

@@ -1,0 +1,431 @@
+//! The VStream front: `/vtgateservice.Vitess/VStream`, as vtgate serves it.
+//!
+//! It reads the same backing data, with the same fault switches, as the
+//! Connect front: the request is turned into the Sync-shaped stream of
+//! [`crate::grpc::open_stream`] (copy in primary-key order, then changes from
+//! the capture log, one response per transaction), and a translator task
+//! turns each of those responses into VStream events in vtgate's order:
+//!
+//! - a transaction: `BEGIN`, `FIELD` (before the first row, and again when
+//!   the fields change), `ROW`…, `VGTID`, `COMMIT`;
+//! - a copy batch: `BEGIN`, `FIELD`, `ROW`… (after-images only), `LASTPK`,
+//!   `VGTID` with `table_p_ks`, `COMMIT`; the end of the copy is a `VGTID`
+//!   without `table_p_ks`, a completed `LASTPK`, then `COPY_COMPLETED` for
+//!   the shard and once more with empty keyspace and shard (as vtgate does);
+//! - an idle stream sends `HEARTBEAT` every `heartbeat_interval` seconds;
+//! - a `current` request gets one `VGTID` with the shard's position.
+//!
+//! Events of consecutive transactions that are ready at once go in one
+//! response (vtgate batches too). Row and field table names are
+//! `keyspace.table`, vtgate's default. `enum_set_string_values` is set
+//! unless the emulator sends old Vitess change forms (ENUM indexes, SET
+//! bitmasks).
+//!
+//! A resumed copy (`table_p_ks` with a lastpk) gets a new snapshot, whatever
+//! the gtid, like the Connect front. A request names one shard and one
+//! table: `filter.rules = [{match: "<table>"}]`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::grpc::{check_auth, open_stream, parse_timeout, SyncState};
+use crate::values::ChangeText;
+use crate::wire::binlogdata::{
+    FieldEvent, LastPkEvent, RowChange, RowEvent, ShardGtid, TableLastPk, VEvent, VEventType, VGtid,
+};
+use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
+use crate::wire::query::{Field, QueryResult};
+use crate::wire::vtgate::{VStreamRequest, VStreamResponse};
+use crate::wire::vtgateservice::vitess_server::Vitess;
+
+/// Row changes per VStream response before consecutive transactions stop
+/// being merged into it.
+const MERGE_ROWS: usize = 4000;
+
+#[derive(Clone)]
+pub struct VStreamService {
+    pub state: Arc<SyncState>,
+}
+
+type VStreamStream = Pin<Box<dyn Stream<Item = Result<VStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Vitess for VStreamService {
+    type VStreamStream = VStreamStream;
+
+    async fn v_stream(
+        &self,
+        request: Request<VStreamRequest>,
+    ) -> Result<Response<Self::VStreamStream>, Status> {
+        let st = self.state.clone();
+        check_auth(&st, request.metadata())?;
+        let deadline = parse_timeout(request.metadata()).map(|d| Instant::now() + d);
+        let peer: Option<SocketAddr> = request.remote_addr();
+        let req = request.into_inner();
+        let sg = match req.vgtid.as_ref().map(|v| v.shard_gtids.as_slice()) {
+            Some([one]) => one.clone(),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "this emulator streams one shard per VStream: vgtid.shard_gtids must hold exactly one entry",
+                ))
+            }
+        };
+        let (table, columns) = match req.filter.as_ref().map(|f| f.rules.as_slice()) {
+            Some([rule]) if !rule.r#match.is_empty() && !rule.r#match.starts_with('/') => {
+                let columns = select_list(&rule.filter).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unsupported filter {:?}: use SELECT * or SELECT `a`, `b` FROM `table`",
+                        rule.filter
+                    ))
+                })?;
+                (rule.r#match.clone(), columns)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "this emulator streams one table per VStream: filter.rules must be [{match: \"<table>\"}]",
+                ))
+            }
+        };
+        let last_pk = sg
+            .table_p_ks
+            .iter()
+            .find(|t| t.table_name == table || t.table_name.ends_with(&format!(".{table}")))
+            .and_then(|t| t.lastpk.clone());
+        let position = if last_pk.is_some() {
+            String::new()
+        } else {
+            sg.gtid.clone()
+        };
+        let copying = position.is_empty();
+        let sync = SyncRequest {
+            table_name: table.clone(),
+            cursor: Some(TableCursor {
+                shard: sg.shard.clone(),
+                keyspace: sg.keyspace.clone(),
+                position,
+                last_known_pk: last_pk,
+            }),
+            include_inserts: true,
+            include_updates: true,
+            include_deletes: true,
+            columns,
+            ..Default::default()
+        };
+        let heartbeat = req
+            .flags
+            .as_ref()
+            .map(|f| f.heartbeat_interval)
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(u64::from(s)));
+        let rx = open_stream(st.clone(), sync, deadline, peer, true).await?;
+        let (tx, out_rx) = mpsc::channel(4);
+        let translator = Translator {
+            keyspace: sg.keyspace,
+            shard: sg.shard,
+            qualified: format!("{}.{table}", st.keyspace),
+            table,
+            enum_text: st.change_text == ChangeText::CopyForms,
+            fields: None,
+            in_tx: false,
+            copying,
+        };
+        tokio::spawn(translator.run(rx, tx, heartbeat));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+}
+
+/// Turns Sync-shaped responses into VStream events.
+struct Translator {
+    keyspace: String,
+    shard: String,
+    table: String,
+    /// `keyspace.table`, the name vtgate puts in FIELD and ROW events.
+    qualified: String,
+    enum_text: bool,
+    /// The fields last sent in a FIELD event.
+    fields: Option<Vec<Field>>,
+    in_tx: bool,
+    /// The stream began with a copy that has not completed yet.
+    copying: bool,
+}
+
+fn event(kind: VEventType) -> VEvent {
+    VEvent {
+        r#type: kind as i32,
+        ..Default::default()
+    }
+}
+
+impl Translator {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Result<SyncResponse, Status>>,
+        tx: mpsc::Sender<Result<VStreamResponse, Status>>,
+        heartbeat: Option<Duration>,
+    ) {
+        loop {
+            let first = match heartbeat {
+                Some(every) => match tokio::time::timeout(every, rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        let mut hb = event(VEventType::Heartbeat);
+                        hb.timestamp = now_secs();
+                        let resp = VStreamResponse { events: vec![hb] };
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(first) = first else { return };
+            let mut events = Vec::new();
+            let mut rows = 0;
+            let mut failure = None;
+            let mut next = Some(first);
+            // Merge what is ready now, up to a size (a big transaction then
+            // spans responses, as it does from vtgate).
+            while let Some(msg) = next.take() {
+                match msg {
+                    Ok(resp) => rows += self.translate(resp, &mut events),
+                    Err(status) => {
+                        failure = Some(status);
+                        break;
+                    }
+                }
+                if rows < MERGE_ROWS {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !events.is_empty() && tx.send(Ok(VStreamResponse { events })).await.is_err() {
+                return;
+            }
+            if let Some(status) = failure {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        }
+    }
+
+    /// Appends the events of one response; returns its row count.
+    fn translate(&mut self, resp: SyncResponse, events: &mut Vec<VEvent>) -> usize {
+        // Rows move from the response into the events, uncopied.
+        let mut changes = Vec::new();
+        let mut fields: Option<Vec<Field>> = None;
+        for qr in resp.result {
+            fields = fields.or(Some(qr.fields));
+            changes.extend(qr.rows.into_iter().map(|r| RowChange {
+                after: Some(r),
+                ..Default::default()
+            }));
+        }
+        for up in resp.updates {
+            let (Some(b), Some(a)) = (pre_encoded(&up.before), pre_encoded(&up.after)) else {
+                continue;
+            };
+            fields = fields.or(Some(a.fields));
+            for (before, after) in b.rows.into_iter().zip(a.rows) {
+                changes.push(RowChange {
+                    before: Some(before),
+                    after: Some(after),
+                    ..Default::default()
+                });
+            }
+        }
+        for del in resp.deletes {
+            let Some(d) = pre_encoded(&del.result) else {
+                continue;
+            };
+            fields = fields.or(Some(d.fields));
+            changes.extend(d.rows.into_iter().map(|r| RowChange {
+                before: Some(r),
+                ..Default::default()
+            }));
+        }
+        let rows = changes.len();
+        if !changes.is_empty() {
+            self.begin(events);
+            if let Some(f) = fields.filter(|f| !f.is_empty()) {
+                if self.fields.as_ref() != Some(&f) {
+                    let mut ev = event(VEventType::Field);
+                    ev.field_event = Some(FieldEvent {
+                        table_name: self.qualified.clone(),
+                        fields: f.clone(),
+                        keyspace: self.keyspace.clone(),
+                        shard: self.shard.clone(),
+                        enum_set_string_values: self.enum_text,
+                        ..Default::default()
+                    });
+                    events.push(ev);
+                    self.fields = Some(f);
+                }
+            }
+            let mut ev = event(VEventType::Row);
+            ev.timestamp = now_secs();
+            ev.row_event = Some(RowEvent {
+                table_name: self.qualified.clone(),
+                row_changes: changes,
+                keyspace: self.keyspace.clone(),
+                shard: self.shard.clone(),
+                ..Default::default()
+            });
+            events.push(ev);
+        }
+        let Some(cursor) = resp.cursor else {
+            return rows;
+        };
+        self.begin(events);
+        let table_p_ks = match &cursor.last_known_pk {
+            Some(pk) => {
+                let last = TableLastPk {
+                    table_name: self.table.clone(),
+                    lastpk: Some(pk.clone()),
+                };
+                let mut ev = event(VEventType::Lastpk);
+                ev.last_p_k_event = Some(LastPkEvent {
+                    table_last_p_k: Some(last.clone()),
+                    completed: false,
+                });
+                events.push(ev);
+                vec![last]
+            }
+            None => Vec::new(),
+        };
+        let mut vg = event(VEventType::Vgtid);
+        vg.vgtid = Some(VGtid {
+            shard_gtids: vec![ShardGtid {
+                keyspace: self.keyspace.clone(),
+                shard: self.shard.clone(),
+                gtid: cursor.position.clone(),
+                table_p_ks,
+            }],
+        });
+        events.push(vg);
+        events.push(event(VEventType::Commit));
+        self.in_tx = false;
+        if self.copying && cursor.last_known_pk.is_none() {
+            self.copying = false;
+            let mut done = event(VEventType::Lastpk);
+            done.last_p_k_event = Some(LastPkEvent {
+                table_last_p_k: Some(TableLastPk {
+                    table_name: self.table.clone(),
+                    lastpk: None,
+                }),
+                completed: true,
+            });
+            events.push(done);
+            let mut shard_done = event(VEventType::CopyCompleted);
+            shard_done.keyspace = self.keyspace.clone();
+            shard_done.shard = self.shard.clone();
+            events.push(shard_done);
+            events.push(event(VEventType::CopyCompleted));
+        }
+        rows
+    }
+
+    fn begin(&mut self, events: &mut Vec<VEvent>) {
+        if !self.in_tx {
+            let mut ev = event(VEventType::Begin);
+            ev.timestamp = now_secs();
+            events.push(ev);
+            self.in_tx = true;
+        }
+    }
+}
+
+/// The columns of a rule's `SELECT a, `b` FROM t` (empty for `*` or no
+/// filter); `None` when the filter is something else.
+fn select_list(filter: &str) -> Option<Vec<String>> {
+    let text = filter.trim();
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = text
+        .get(..7)?
+        .eq_ignore_ascii_case("select ")
+        .then(|| &text[7..])?;
+    let upper = rest.to_ascii_uppercase();
+    let from = upper.rfind(" FROM ")?;
+    let list = rest[..from].trim();
+    if list == "*" {
+        return Some(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut chars = list.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut name = String::new();
+        if chars.peek() == Some(&'`') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '`' if chars.peek() == Some(&'`') => {
+                        chars.next();
+                        name.push('`');
+                    }
+                    '`' => break,
+                    c => name.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().filter(|c| **c != ',' && !c.is_whitespace()) {
+                name.push(*c);
+                chars.next();
+            }
+        }
+        if name.is_empty() {
+            return None;
+        }
+        out.push(name);
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            None => return Some(out),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A row change's result as the Sync front sends it, pre-encoded (see
+/// build.rs); VStream events need it as a message.
+fn pre_encoded(bytes: &[u8]) -> Option<QueryResult> {
+    use prost::Message;
+    QueryResult::decode(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select_list;
+
+    #[test]
+    fn filters() {
+        assert_eq!(select_list("SELECT * FROM `t`"), Some(vec![]));
+        assert_eq!(select_list(""), Some(vec![]));
+        assert_eq!(
+            select_list("select `id`, `we``ird`,plain FROM `t`"),
+            Some(vec!["id".into(), "we`ird".into(), "plain".into()])
+        );
+        assert_eq!(select_list("DELETE FROM t"), None);
+    }
+}

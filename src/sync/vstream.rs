@@ -1,0 +1,791 @@
+//! The VStream side of a reader: vtgate's `/vtgateservice.Vitess/VStream`
+//! events turned into the Sync API's response shape, so the read loop, the
+//! stop rules, the copy floor, retries, conversion and checkpoints in
+//! [`super::reader`] are the same for both APIs, and so is the state.
+//!
+//! The mapping (wire-protocol.md §5, §6):
+//! - the cursor is the shard's VGTID: `position` = its gtid and, during the
+//!   copy, `last_known_pk` = its `table_p_ks` entry for the table (or the
+//!   last LASTPK event). A copy resumes by sending that lastpk with an empty
+//!   gtid, as the Sync API does (and airbyte's VStream reader), so the
+//!   reader's copy floor works unchanged;
+//! - FIELD events are kept per table (named `table` or `keyspace.table`),
+//!   with their `enum_set_string_values`; DDL drops them until the next
+//!   FIELD;
+//! - ROW changes: after-only is an insert (or a copied row), before+after an
+//!   update, before-only a delete, whose before-image is cut down to the key
+//!   columns, as Sync sends deletes;
+//! - a cursor is emitted only at a transaction boundary: the VGTID of a
+//!   transaction is adopted at its COMMIT, a VGTID outside one at once;
+//!   LASTPK with `completed` and COPY_COMPLETED end the copy;
+//! - BEGIN, HEARTBEAT, OTHER and the rest carry nothing the tap needs.
+//!
+//! Rows of different kinds, or under different fields, go out in separate
+//! units (without a cursor until the transaction ends), which keeps their
+//! order through the converter.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::config::TabletType;
+use crate::pb::binlogdata::{Filter, Rule, ShardGtid, TableLastPk, VEvent, VEventType, VGtid};
+use crate::pb::psdbconnect::v1alpha1::{DeletedRow, SyncResponse, TableCursor, UpdatedRow};
+use crate::pb::query::{Field, QueryResult, Row};
+use crate::pb::vtgate::{VStreamFlags, VStreamRequest, VStreamResponse};
+use crate::psdb::{vitess_tablet_type, PsdbClient};
+
+use super::reader::{trim_last_known_pk, ReaderContext, Slot};
+
+/// One response's worth of rows (and maybe a cursor), in the Sync shape.
+pub struct Unit {
+    pub resp: SyncResponse,
+    /// The server sends ENUM and SET as member text (FIELD's
+    /// `enum_set_string_values`): never map digits to members.
+    pub enum_text: bool,
+}
+
+/// Why a session's next unit is not available.
+#[derive(Debug)]
+pub enum SessionError {
+    Status(tonic::Status),
+    /// The server sent something that cannot be read.
+    Data(String),
+}
+
+impl From<tonic::Status> for SessionError {
+    fn from(s: tonic::Status) -> Self {
+        SessionError::Status(s)
+    }
+}
+
+/// Rows of one transaction held back waiting for its COMMIT; beyond this
+/// they go out without a cursor, so a huge transaction does not grow memory
+/// (its cursor still moves only at the COMMIT).
+const MAX_PENDING_ROWS: usize = 10_000;
+
+/// Seconds between heartbeats on an idle stream: often enough that a
+/// session sees its position move well before its deadline.
+fn heartbeat_seconds(timeout: Duration) -> u32 {
+    (timeout.as_secs() / 4).clamp(1, 10) as u32
+}
+
+/// Backtick-quotes an identifier for the filter's SELECT.
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// The filter streaming one table, with the requested columns.
+fn filter(table: &str, columns: &[String]) -> Filter {
+    let list = if columns.is_empty() {
+        "*".to_string()
+    } else {
+        columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Filter {
+        rules: vec![Rule {
+            r#match: table.to_string(),
+            filter: format!("SELECT {list} FROM {}", quote(table)),
+        }],
+        ..Default::default()
+    }
+}
+
+fn flags(ctx: &ReaderContext) -> VStreamFlags {
+    VStreamFlags {
+        heartbeat_interval: heartbeat_seconds(ctx.timeout),
+        cells: ctx.cells.join(","),
+        ..Default::default()
+    }
+}
+
+/// The request that resumes from `cursor`: a copy resumes by primary key
+/// with an empty gtid, changes from the position.
+pub fn request(
+    ctx: &ReaderContext,
+    slot: &Slot,
+    cursor: &TableCursor,
+    columns: &[String],
+) -> VStreamRequest {
+    let (gtid, table_p_ks) = match &cursor.last_known_pk {
+        Some(pk) => (
+            String::new(),
+            vec![TableLastPk {
+                table_name: slot.stream.table.clone(),
+                lastpk: Some(trim_last_known_pk(pk, &slot.stream.key_properties)),
+            }],
+        ),
+        None => (cursor.position.clone(), Vec::new()),
+    };
+    VStreamRequest {
+        tablet_type: vitess_tablet_type(ctx.tablet_type),
+        vgtid: Some(VGtid {
+            shard_gtids: vec![ShardGtid {
+                keyspace: ctx.keyspace.clone(),
+                shard: slot.shard.clone(),
+                gtid,
+                table_p_ks,
+            }],
+        }),
+        filter: Some(filter(&slot.stream.table, columns)),
+        flags: Some(flags(ctx)),
+        ..Default::default()
+    }
+}
+
+/// The shard's current position: a VStream from `current`, read until the
+/// first VGTID, then cancelled.
+pub async fn current_position(
+    client: &PsdbClient,
+    keyspace: &str,
+    shard: &str,
+    table: &str,
+    tablet_type: TabletType,
+    cells: &[String],
+    timeout: Duration,
+) -> Result<String, tonic::Status> {
+    let req = VStreamRequest {
+        tablet_type: vitess_tablet_type(tablet_type),
+        vgtid: Some(VGtid {
+            shard_gtids: vec![ShardGtid {
+                keyspace: keyspace.to_string(),
+                shard: shard.to_string(),
+                gtid: "current".into(),
+                table_p_ks: Vec::new(),
+            }],
+        }),
+        filter: Some(filter(table, &[])),
+        flags: Some(VStreamFlags {
+            cells: cells.join(","),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = client.vstream(req, timeout).await?;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => {
+                return Err(tonic::Status::deadline_exceeded(
+                    "no VGTID before the deadline",
+                ))
+            }
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => {
+                return Err(tonic::Status::unavailable(
+                    "the server ended the `current` VStream without a VGTID",
+                ))
+            }
+            Ok(Ok(Some(resp))) => {
+                let found = resp
+                    .events
+                    .iter()
+                    .filter_map(|e| e.vgtid.as_ref())
+                    .find_map(|v| shard_gtid(v, keyspace, shard));
+                if let Some(sg) = found {
+                    return Ok(sg.gtid.clone());
+                }
+            }
+        }
+    }
+}
+
+/// This shard's entry of a VGTID (vtgate may list several shards).
+fn shard_gtid<'a>(v: &'a VGtid, keyspace: &str, shard: &str) -> Option<&'a ShardGtid> {
+    v.shard_gtids
+        .iter()
+        .find(|s| s.shard == shard && (s.keyspace == keyspace || s.keyspace.is_empty()))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// Turns VStream events of one (table, shard) into [`Unit`]s.
+pub struct Events {
+    keyspace: String,
+    shard: String,
+    table: String,
+    qualified: String,
+    keys: Vec<String>,
+    /// The table's fields from its last FIELD event, and whether ENUM/SET
+    /// come as text.
+    fields: Option<(Vec<Field>, bool)>,
+    in_tx: bool,
+    /// This shard's VGTID within the open transaction.
+    vgtid: Option<ShardGtid>,
+    /// The copy is still running.
+    copying: bool,
+    /// The last copy progress from a LASTPK event.
+    lastpk: Option<QueryResult>,
+    /// The last position seen, for the cursor that ends the copy.
+    position: Option<String>,
+    pending: SyncResponse,
+    pending_kind: Option<Kind>,
+    pending_rows: usize,
+    ready: VecDeque<Unit>,
+}
+
+impl Events {
+    /// Events of `table` on one shard; `keys` are its key columns, and
+    /// `copying` says whether the session starts in (or resumes) a copy.
+    pub fn new(keyspace: &str, shard: &str, table: &str, keys: &[String], copying: bool) -> Events {
+        Events {
+            keyspace: keyspace.to_string(),
+            shard: shard.to_string(),
+            table: table.to_string(),
+            qualified: format!("{keyspace}.{table}"),
+            keys: keys.to_vec(),
+            fields: None,
+            in_tx: false,
+            vgtid: None,
+            copying,
+            lastpk: None,
+            position: None,
+            pending: SyncResponse::default(),
+            pending_kind: None,
+            pending_rows: 0,
+            ready: VecDeque::new(),
+        }
+    }
+
+    fn ours(&self, table: &str) -> bool {
+        table == self.table || table == self.qualified
+    }
+
+    /// The next finished unit, if any.
+    pub fn next_unit(&mut self) -> Option<Unit> {
+        self.ready.pop_front()
+    }
+
+    /// Applies the events of one response.
+    pub fn apply(&mut self, resp: VStreamResponse) -> Result<(), String> {
+        for ev in resp.events {
+            self.event(ev)?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, ev: VEvent) -> Result<(), String> {
+        let kind = VEventType::try_from(ev.r#type).unwrap_or(VEventType::Unknown);
+        match kind {
+            VEventType::Begin => self.in_tx = true,
+            VEventType::Field => {
+                let Some(fe) = ev.field_event else {
+                    return Err("a FIELD event without its fields".into());
+                };
+                if self.ours(&fe.table_name) {
+                    self.flush(None);
+                    self.fields = Some((fe.fields, fe.enum_set_string_values));
+                }
+            }
+            VEventType::Row => {
+                let Some(re) = ev.row_event else {
+                    return Err("a ROW event without its rows".into());
+                };
+                if !self.ours(&re.table_name) {
+                    return Ok(());
+                }
+                let Some((fields, _)) = &self.fields else {
+                    return Err(format!(
+                        "a ROW event for `{}` came before its FIELD event",
+                        re.table_name
+                    ));
+                };
+                let fields = fields.clone();
+                for change in re.row_changes {
+                    self.row(&fields, change.before, change.after);
+                }
+            }
+            VEventType::Vgtid => {
+                let Some(v) = ev.vgtid else {
+                    return Err("a VGTID event without its VGTID".into());
+                };
+                if let Some(sg) = shard_gtid(&v, &self.keyspace, &self.shard) {
+                    self.position = Some(sg.gtid.clone());
+                    self.vgtid = Some(sg.clone());
+                    if !self.in_tx {
+                        self.commit();
+                    }
+                }
+            }
+            VEventType::Commit => {
+                self.in_tx = false;
+                self.commit();
+            }
+            VEventType::Lastpk => {
+                let Some(last) = ev.last_p_k_event else {
+                    return Ok(());
+                };
+                let Some(t) = last.table_last_p_k else {
+                    return Ok(());
+                };
+                if !self.ours(&t.table_name) {
+                    return Ok(());
+                }
+                if last.completed {
+                    self.copy_completed();
+                } else if t.lastpk.is_some() {
+                    self.lastpk = t.lastpk;
+                }
+            }
+            VEventType::CopyCompleted => {
+                let shard_matches = (ev.keyspace.is_empty() || ev.keyspace == self.keyspace)
+                    && (ev.shard.is_empty() || ev.shard == self.shard);
+                if shard_matches {
+                    self.copy_completed();
+                }
+            }
+            VEventType::Ddl => {
+                // The table may have changed: rows need the next FIELD.
+                self.flush(None);
+                self.fields = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, fields: &[Field], before: Option<Row>, after: Option<Row>) {
+        let result = |row: Row| QueryResult {
+            fields: fields.to_vec(),
+            rows: vec![row],
+            ..Default::default()
+        };
+        let kind = match (&before, &after) {
+            (None, Some(_)) => Kind::Insert,
+            (Some(_), Some(_)) => Kind::Update,
+            (Some(_), None) => Kind::Delete,
+            (None, None) => return,
+        };
+        if self.pending_kind.is_some_and(|k| k != kind) {
+            self.flush(None);
+        }
+        self.pending_kind = Some(kind);
+        match (before, after) {
+            (None, Some(a)) => match self.pending.result.first_mut() {
+                Some(qr) => qr.rows.push(a),
+                None => self.pending.result.push(result(a)),
+            },
+            (Some(b), Some(a)) => self.pending.updates.push(UpdatedRow {
+                before: Some(result(b)),
+                after: Some(result(a)),
+            }),
+            (Some(b), None) => {
+                let full = result(b);
+                // Sync deletes carry the key columns only; so do ours. A
+                // table without a key keeps every column, as Sync does.
+                let keyed = if self.keys.is_empty() {
+                    full
+                } else {
+                    trim_last_known_pk(&full, &self.keys)
+                };
+                self.pending.deletes.push(DeletedRow {
+                    result: Some(keyed),
+                });
+            }
+            (None, None) => {}
+        }
+        self.pending_rows += 1;
+        if self.pending_rows >= MAX_PENDING_ROWS {
+            self.flush(None);
+        }
+    }
+
+    /// Ends the transaction: its rows go out with the cursor of its VGTID.
+    fn commit(&mut self) {
+        let Some(sg) = self.vgtid.take() else {
+            self.flush(None);
+            return;
+        };
+        if !self.copying {
+            let cursor = self.cursor(sg.gtid, None);
+            self.flush(Some(cursor));
+            return;
+        }
+        let pk = sg
+            .table_p_ks
+            .iter()
+            .find(|t| self.ours(&t.table_name))
+            .and_then(|t| t.lastpk.clone())
+            .or_else(|| self.lastpk.clone());
+        match pk {
+            Some(pk) => {
+                let cursor = self.cursor(sg.gtid, Some(pk));
+                self.flush(Some(cursor));
+            }
+            // A copy with no progress yet has nothing to save.
+            None => self.flush(None),
+        }
+    }
+
+    fn copy_completed(&mut self) {
+        if !self.copying {
+            return;
+        }
+        self.copying = false;
+        self.lastpk = None;
+        match self.position.clone() {
+            Some(position) => {
+                let cursor = self.cursor(position, None);
+                self.flush(Some(cursor));
+            }
+            None => self.flush(None),
+        }
+    }
+
+    fn cursor(&self, position: String, last_known_pk: Option<QueryResult>) -> TableCursor {
+        TableCursor {
+            shard: self.shard.clone(),
+            keyspace: self.keyspace.clone(),
+            position,
+            last_known_pk,
+        }
+    }
+
+    /// Sends the pending rows, with a cursor when one ends them.
+    fn flush(&mut self, cursor: Option<TableCursor>) {
+        let has_rows = !(self.pending.result.is_empty()
+            && self.pending.updates.is_empty()
+            && self.pending.deletes.is_empty());
+        if !has_rows && cursor.is_none() {
+            return;
+        }
+        let mut resp = std::mem::take(&mut self.pending);
+        resp.cursor = cursor;
+        self.pending_kind = None;
+        self.pending_rows = 0;
+        self.ready.push_back(Unit {
+            resp,
+            enum_text: self.fields.as_ref().is_some_and(|(_, text)| *text),
+        });
+    }
+}
+
+/// A VStream session of one reader.
+pub struct Session {
+    stream: tonic::Streaming<VStreamResponse>,
+    events: Box<Events>,
+}
+
+impl Session {
+    pub async fn open(
+        ctx: &ReaderContext,
+        slot: &Slot,
+        cursor: &TableCursor,
+        columns: &[String],
+        copying: bool,
+    ) -> Result<Session, tonic::Status> {
+        let req = request(ctx, slot, cursor, columns);
+        let stream = ctx.client.vstream(req, ctx.timeout).await?;
+        Ok(Session {
+            stream,
+            events: Box::new(Events::new(
+                &ctx.keyspace,
+                &slot.shard,
+                &slot.stream.table,
+                &slot.stream.key_properties,
+                copying,
+            )),
+        })
+    }
+
+    /// The next unit; `None` when the server ended the stream.
+    pub async fn message(&mut self) -> Result<Option<Unit>, SessionError> {
+        loop {
+            if let Some(unit) = self.events.next_unit() {
+                return Ok(Some(unit));
+            }
+            match self.stream.message().await? {
+                None => return Ok(None),
+                Some(resp) => self.events.apply(resp).map_err(SessionError::Data)?,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::binlogdata::{FieldEvent, LastPkEvent, RowChange, RowEvent};
+    use crate::pb::query::Type;
+
+    const P1: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
+    const P2: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-6";
+
+    fn field(name: &str) -> Field {
+        Field {
+            name: name.into(),
+            r#type: Type::Int64 as i32,
+            ..Default::default()
+        }
+    }
+
+    fn row(cells: &[&str]) -> Row {
+        Row {
+            lengths: cells.iter().map(|c| c.len() as i64).collect(),
+            values: cells.concat().into_bytes().into(),
+        }
+    }
+
+    fn ev(kind: VEventType) -> VEvent {
+        VEvent {
+            r#type: kind as i32,
+            ..Default::default()
+        }
+    }
+
+    fn fields(table: &str, text: bool) -> VEvent {
+        VEvent {
+            field_event: Some(FieldEvent {
+                table_name: table.into(),
+                fields: vec![field("id"), field("n")],
+                enum_set_string_values: text,
+                ..Default::default()
+            }),
+            ..ev(VEventType::Field)
+        }
+    }
+
+    fn rows(table: &str, changes: Vec<(Option<Row>, Option<Row>)>) -> VEvent {
+        VEvent {
+            row_event: Some(RowEvent {
+                table_name: table.into(),
+                row_changes: changes
+                    .into_iter()
+                    .map(|(before, after)| RowChange {
+                        before,
+                        after,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..ev(VEventType::Row)
+        }
+    }
+
+    fn vgtid(shard: &str, gtid: &str, pk: Option<&str>) -> VEvent {
+        VEvent {
+            vgtid: Some(VGtid {
+                shard_gtids: vec![ShardGtid {
+                    keyspace: "ks".into(),
+                    shard: shard.into(),
+                    gtid: gtid.into(),
+                    table_p_ks: pk
+                        .map(|pk| TableLastPk {
+                            table_name: "t".into(),
+                            lastpk: Some(QueryResult {
+                                fields: vec![field("id")],
+                                rows: vec![row(&[pk])],
+                                ..Default::default()
+                            }),
+                        })
+                        .into_iter()
+                        .collect(),
+                }],
+            }),
+            ..ev(VEventType::Vgtid)
+        }
+    }
+
+    fn apply(e: &mut Events, events: Vec<VEvent>) -> Vec<Unit> {
+        e.apply(VStreamResponse { events }).expect("apply");
+        std::iter::from_fn(|| e.next_unit()).collect()
+    }
+
+    fn events() -> Events {
+        Events::new("ks", "-", "t", &["id".to_string()], false)
+    }
+
+    #[test]
+    fn the_cursor_moves_only_at_commit() {
+        let mut e = events();
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Begin),
+                fields("ks.t", true),
+                rows("ks.t", vec![(None, Some(row(&["1", "10"])))]),
+                vgtid("-", P1, None),
+            ],
+        );
+        assert!(units.is_empty(), "nothing before COMMIT");
+        let units = apply(&mut e, vec![ev(VEventType::Commit)]);
+        assert_eq!(units.len(), 1);
+        assert_eq!(units[0].resp.result[0].rows.len(), 1);
+        assert_eq!(
+            units[0].resp.cursor.as_ref().map(|c| c.position.as_str()),
+            Some(P1)
+        );
+        assert!(units[0].enum_text);
+        // a VGTID outside a transaction (an idle stream) moves it at once;
+        // heartbeats and other shards' VGTIDs do not
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Heartbeat),
+                vgtid("80-", P2, None),
+                vgtid("-", P2, None),
+            ],
+        );
+        assert_eq!(units.len(), 1);
+        assert_eq!(
+            units[0].resp.cursor.as_ref().map(|c| c.position.as_str()),
+            Some(P2)
+        );
+    }
+
+    #[test]
+    fn kinds_keep_their_order_and_deletes_keep_their_keys() {
+        let mut e = events();
+        let units = apply(
+            &mut e,
+            vec![
+                fields("t", false),
+                ev(VEventType::Begin),
+                rows(
+                    "t",
+                    vec![
+                        (None, Some(row(&["1", "10"]))),
+                        (Some(row(&["2", "20"])), Some(row(&["2", "21"]))),
+                        (Some(row(&["3", "30"])), None),
+                        (None, Some(row(&["4", "40"]))),
+                    ],
+                ),
+                rows("other", vec![(None, Some(row(&["9", "90"])))]),
+                vgtid("-", P1, None),
+                ev(VEventType::Commit),
+            ],
+        );
+        let shape: Vec<(usize, usize, usize, bool)> = units
+            .iter()
+            .map(|u| {
+                (
+                    u.resp.result.iter().map(|q| q.rows.len()).sum(),
+                    u.resp.updates.len(),
+                    u.resp.deletes.len(),
+                    u.resp.cursor.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (1, 0, 0, false),
+                (0, 1, 0, false),
+                (0, 0, 1, false),
+                (1, 0, 0, true)
+            ]
+        );
+        let key = units[2].resp.deletes[0].result.as_ref().expect("key");
+        assert_eq!(key.fields.len(), 1, "only the key column");
+        assert_eq!(&key.rows[0].values[..], b"3");
+        assert!(!units[0].enum_text);
+    }
+
+    #[test]
+    fn a_copy_saves_table_pks_and_ends_at_copy_completed() {
+        let mut e = Events::new("ks", "-", "t", &["id".to_string()], true);
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Begin),
+                fields("ks.t", true),
+                rows("ks.t", vec![(None, Some(row(&["1", "10"])))]),
+                VEvent {
+                    last_p_k_event: Some(LastPkEvent {
+                        table_last_p_k: Some(TableLastPk {
+                            table_name: "t".into(),
+                            lastpk: None,
+                        }),
+                        completed: false,
+                    }),
+                    ..ev(VEventType::Lastpk)
+                },
+                vgtid("-", P1, Some("1")),
+                ev(VEventType::Commit),
+            ],
+        );
+        let c = units[0].resp.cursor.as_ref().expect("cursor");
+        assert_eq!(c.position, P1);
+        let pk = c.last_known_pk.as_ref().expect("copy progress");
+        assert_eq!(&pk.rows[0].values[..], b"1");
+        // the end of the copy: a VGTID without table_p_ks keeps the last pk
+        // until COPY_COMPLETED (of another shard: ignored; of ours: done)
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Begin),
+                vgtid("-", P2, None),
+                ev(VEventType::Commit),
+                VEvent {
+                    keyspace: "ks".into(),
+                    shard: "80-".into(),
+                    ..ev(VEventType::CopyCompleted)
+                },
+            ],
+        );
+        assert!(units.iter().all(|u| u
+            .resp
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.last_known_pk.is_some())));
+        let units = apply(
+            &mut e,
+            vec![ev(VEventType::CopyCompleted), ev(VEventType::CopyCompleted)],
+        );
+        assert_eq!(units.len(), 1, "once");
+        let c = units[0].resp.cursor.as_ref().expect("cursor");
+        assert_eq!((c.position.as_str(), c.last_known_pk.is_none()), (P2, true));
+    }
+
+    #[test]
+    fn a_huge_transaction_is_not_held_in_memory() {
+        let mut e = events();
+        let many: Vec<(Option<Row>, Option<Row>)> = (0..MAX_PENDING_ROWS + 5)
+            .map(|i| (None, Some(row(&[&i.to_string(), "1"]))))
+            .collect();
+        let units = apply(
+            &mut e,
+            vec![
+                ev(VEventType::Begin),
+                fields("ks.t", true),
+                rows("ks.t", many),
+            ],
+        );
+        assert_eq!(units.len(), 1, "the first part goes out before COMMIT");
+        assert!(units[0].resp.cursor.is_none(), "without moving the cursor");
+        let units = apply(&mut e, vec![vgtid("-", P1, None), ev(VEventType::Commit)]);
+        assert_eq!(units[0].resp.result[0].rows.len(), 5);
+        assert!(units[0].resp.cursor.is_some());
+    }
+
+    #[test]
+    fn rows_need_fields_again_after_ddl() {
+        let mut e = events();
+        apply(&mut e, vec![fields("ks.t", true), ev(VEventType::Ddl)]);
+        let err = e
+            .apply(VStreamResponse {
+                events: vec![rows("ks.t", vec![(None, Some(row(&["1", "1"])))])],
+            })
+            .expect_err("no fields");
+        assert!(err.contains("before its FIELD"), "{err}");
+    }
+
+    #[test]
+    fn filters_quote_names_and_heartbeats_beat_within_a_session() {
+        let f = filter("we`ird", &["id".to_string(), "n".to_string()]);
+        assert_eq!(f.rules[0].r#match, "we`ird");
+        assert_eq!(f.rules[0].filter, "SELECT `id`, `n` FROM `we``ird`");
+        assert_eq!(filter("t", &[]).rules[0].filter, "SELECT * FROM `t`");
+        assert_eq!(heartbeat_seconds(Duration::from_secs(90)), 10);
+        assert_eq!(heartbeat_seconds(Duration::from_secs(2)), 1);
+    }
+}
