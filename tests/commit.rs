@@ -491,6 +491,24 @@ fn commit_args(
     args
 }
 
+/// `relay` arguments for the test server and a state directory.
+fn relay_args(api: &ImportApi, state_dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "relay",
+        "--singer-api-url",
+        &api.url(),
+        "--singer-api-token",
+        TOKEN,
+        "--state-directory",
+        state_dir.to_str().expect("p"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 async fn run(args: &[String]) -> Run {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = tap(&argv, &[]).await;
@@ -872,18 +890,7 @@ async fn state_files_appear_only_after_the_batches_before_them_are_accepted() {
     ]);
     let scratch = tempfile::tempdir().expect("tmp");
     let dir = scratch.path().join("st");
-    let args: Vec<String> = [
-        "relay",
-        "--singer-api-url",
-        &api.url(),
-        "--singer-api-token",
-        TOKEN,
-        "--state-directory",
-        dir.to_str().expect("p"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = relay_args(&api, &dir, &[]);
     let mut child = Command::new(BIN)
         .args(&args)
         .stdin(Stdio::piped())
@@ -1134,22 +1141,7 @@ async fn relay_input_errors_name_the_line() {
     let api = ImportApi::start().await;
     let scratch = tempfile::tempdir().expect("tmp");
     let dir = scratch.path().join("st");
-    let base = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "relay",
-            "--singer-api-url",
-            &api.url(),
-            "--singer-api-token",
-            TOKEN,
-            "--state-directory",
-            dir.to_str().expect("p"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
+    let base = |extra: &[&str]| relay_args(&api, &dir, extra);
     let schema = r#"{"type":"SCHEMA","stream":"t","schema":{"type":"object","properties":{"id":{"type":"integer"},"p":{"type":"string"}}},"key_properties":["id"]}"#;
     let long = format!(
         r#"{{"type":"RECORD","stream":"t","record":{{"id":1,"p":"{}"}}}}"#,
