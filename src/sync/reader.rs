@@ -396,6 +396,12 @@ async fn recover(
     p: &mut Progress,
 ) -> Result<(), ReadError> {
     let fail = |attempts: u32| read_error(slot, status, attempts);
+    if tx.is_closed() {
+        // The writer has stopped (a closed pipe, a signal, another reader's
+        // failure) and the connection is being torn down with the process:
+        // nothing to retry, and nothing worth a warning.
+        return Err(fail(p.retries.attempts));
+    }
     match classify(status) {
         StatusClass::SessionEnd => Ok(()),
         StatusClass::Retryable => wait_to_retry(ctx, slot, &mut p.retries, status, what)
