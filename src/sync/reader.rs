@@ -247,6 +247,20 @@ pub fn trim_last_known_pk(qr: &QueryResult, keys: &[String]) -> QueryResult {
     }
 }
 
+/// A copy of a response's cursor that owns its bytes. Its `last_known_pk`
+/// row is otherwise a slice of the response's whole receive buffer (rows
+/// are decoded without copying) and would keep that buffer alive for as
+/// long as the cursor lives: in the writer's channel and in the state.
+fn owned_cursor(c: &TableCursor) -> TableCursor {
+    let mut c = c.clone();
+    if let Some(pk) = c.last_known_pk.as_mut() {
+        for row in &mut pk.rows {
+            row.values = prost::bytes::Bytes::copy_from_slice(&row.values);
+        }
+    }
+    c
+}
+
 /// The request that resumes from `cursor`: a copy resumes by primary key
 /// with an empty position, as every Go client does.
 fn request(
@@ -655,7 +669,7 @@ impl Converter {
     ) -> Result<Batch, String> {
         let now = SystemTime::now();
         let ts = rfc3339_utc(now);
-        let cursor = resp.cursor.clone();
+        let cursor = resp.cursor.as_ref().map(owned_cursor);
         let copying = cursor
             .as_ref()
             .map(|c| c.last_known_pk.is_some())
