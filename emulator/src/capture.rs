@@ -191,6 +191,7 @@ pub async fn start(
     let (head_tx, head_rx) = watch::channel(head);
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
     let db = database.clone();
+    let mut ddl_seen = ddl_count(&mut conn).await.ok();
     let task = tokio::spawn(async move {
         let mut last_scan = tokio::time::Instant::now();
         let mut head = head;
@@ -208,7 +209,17 @@ pub async fn start(
             while let Ok(r) = req_rx.try_recv() {
                 waiters.push(r);
             }
-            let want_scan = waiters.iter().any(|w| w.scan) || last_scan.elapsed() >= SCAN_INTERVAL;
+            let mut want_scan = waiters.iter().any(|w| w.scan);
+            if !want_scan && last_scan.elapsed() >= SCAN_INTERVAL {
+                // A scan reads every table definition of the schema; look
+                // first whether the server has run any DDL since the last
+                // look (its own shadow tables included, which costs one
+                // extra scan after each change).
+                last_scan = tokio::time::Instant::now();
+                let now = ddl_count(&mut conn).await.ok();
+                want_scan = now.is_none() || now != ddl_seen;
+                ddl_seen = now;
+            }
             let mut failure = None;
             // A broken connection (MariaDB restarted) gets one fresh
             // connection and one more try before the waiters hear of it.
@@ -294,6 +305,20 @@ async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Cap
     ))
     .await?;
     Ok(())
+}
+
+/// The server's count of statements that can change a table's columns or
+/// keys, cheap to read: the periodic scan runs only when it moves.
+async fn ddl_count(conn: &mut mysql_async::Conn) -> Result<u64, mysql_async::Error> {
+    let n: Option<Option<u64>> = conn
+        .query_first(
+            "SELECT CAST(SUM(variable_value) AS UNSIGNED) FROM information_schema.global_status \
+             WHERE variable_name IN ('COM_CREATE_TABLE', 'COM_ALTER_TABLE', 'COM_DROP_TABLE', \
+             'COM_RENAME_TABLE', 'COM_CREATE_INDEX', 'COM_DROP_INDEX', 'COM_CREATE_TRIGGER', \
+             'COM_DROP_TRIGGER')",
+        )
+        .await?;
+    Ok(n.flatten().unwrap_or(0))
 }
 
 /// Installs or re-creates capture for every base table whose columns changed.
