@@ -462,6 +462,18 @@ fn commit_config(emu: &Emu, name: &str, edit: impl FnOnce(&mut Value)) -> PathBu
     })
 }
 
+/// The Import API flags for the test server and a state directory.
+fn api_args(api: &ImportApi, state_dir: &Path) -> Vec<String> {
+    vec![
+        "--singer-api-url".into(),
+        api.url(),
+        "--singer-api-token".into(),
+        TOKEN.into(),
+        "--state-directory".into(),
+        state_dir.to_str().expect("p").into(),
+    ]
+}
+
 /// `sync --commit` arguments.
 fn commit_args(
     config: &Path,
@@ -470,41 +482,23 @@ fn commit_args(
     state_dir: &Path,
     extra: &[&str],
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "sync",
-        "--config",
-        config.to_str().expect("p"),
-        "--catalog",
-        catalog.to_str().expect("p"),
-        "--commit",
-        "--singer-api-url",
-        &api.url(),
-        "--singer-api-token",
-        TOKEN,
-        "--state-directory",
-        state_dir.to_str().expect("p"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = vec![
+        "sync".into(),
+        "--config".into(),
+        config.to_str().expect("p").into(),
+        "--catalog".into(),
+        catalog.to_str().expect("p").into(),
+        "--commit".into(),
+    ];
+    args.extend(api_args(api, state_dir));
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
 
 /// `relay` arguments for the test server and a state directory.
 fn relay_args(api: &ImportApi, state_dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "relay",
-        "--singer-api-url",
-        &api.url(),
-        "--singer-api-token",
-        TOKEN,
-        "--state-directory",
-        state_dir.to_str().expect("p"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = vec!["relay".to_string()];
+    args.extend(api_args(api, state_dir));
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
