@@ -221,7 +221,21 @@ async fn sync_commit(
     tokio::pin!(sync);
     let mut done_rx = done_rx;
     let (synced, relayed) = tokio::select! {
-        synced = &mut sync => (synced, (&mut done_rx).await.unwrap_or_else(|_| stopped())),
+        synced = &mut sync => {
+            // A signal during the sync stops it and the relay then pushes
+            // what was read. Once the sync is done, nothing else listens
+            // for signals (the runtime's handler would swallow them), so
+            // the upload that remains is stopped here: every state file
+            // already written covers only accepted batches.
+            let relayed = match &synced {
+                Ok(()) => tokio::select! {
+                    r = &mut done_rx => r.unwrap_or_else(|_| stopped()),
+                    stop = stop_signal() => Err(stop),
+                },
+                Err(_) => (&mut done_rx).await.unwrap_or_else(|_| stopped()),
+            };
+            (synced, relayed)
+        }
         // The relay only ends early on an error: stop the sync at once
         // (dropping it stops its readers) rather than at its next write.
         relayed = &mut done_rx => match relayed.unwrap_or_else(|_| stopped()) {
@@ -236,6 +250,22 @@ async fn sync_commit(
         (_, Err(e)) => Err(e),
         (Err(e), Ok(_)) => Err(e),
         (Ok(()), Ok(_)) => Ok(()),
+    }
+}
+
+/// Waits for SIGTERM or SIGINT, as the error the process exits with.
+async fn stop_signal() -> TapError {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => TapError::Interrupted { signal: "SIGTERM", code: 143 },
+            _ = int.recv() => TapError::Interrupted { signal: "SIGINT", code: 130 },
+        },
+        // Without signal handling the upload simply runs to its end.
+        _ => std::future::pending().await,
     }
 }
 
