@@ -1286,7 +1286,9 @@ async fn sigterm_in_commit_mode_sends_what_was_read_and_writes_a_final_state_fil
     .await;
     let catalog = emu.catalog(&[]).await;
     let api = ImportApi::start().await;
-    api.set_delay(Duration::from_millis(40));
+    // Slow enough (80 requests × 150 ms) that the signal lands mid-run even
+    // when a loaded machine wakes the test late.
+    api.set_delay(Duration::from_millis(150));
     let config = commit_config(&emu, "commit.json", |_| {});
     let dir = emu.scratch.dir.path().join("state");
     let args = commit_args(&config, &catalog, &api, &dir, &["--batch-size", "250"]);
