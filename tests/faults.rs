@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use psdb_emulator::mariadb::MariaDb;
 
 use crate::both_apis;
-use crate::support::{mariadb, tap, Emu, Singer, BIN};
+use crate::support::{mariadb, sync_args, tap, Emu, Singer, BIN};
 
 const SHARDS: [&str; 2] = ["-80", "80-"];
 
@@ -208,21 +208,12 @@ impl Trial {
 
     /// One sync from the current state; its output joins the record.
     async fn run(&mut self) -> Singer {
-        let mut args = vec![
-            "sync".to_string(),
-            "--config".into(),
-            self.config.to_str().expect("p").into(),
-            "--catalog".into(),
-            self.catalog.to_str().expect("p").into(),
-        ];
-        if let Some(st) = &self.state {
-            let p = self
-                .emu
+        let state_file = self.state.as_ref().map(|st| {
+            self.emu
                 .scratch
-                .write_json(&format!("trial-state-{}.json", self.runs), st);
-            args.push("--state".into());
-            args.push(p.to_str().expect("p").into());
-        }
+                .write_json(&format!("trial-state-{}.json", self.runs), st)
+        });
+        let args = sync_args(&self.config, &self.catalog, state_file.as_deref());
         self.runs += 1;
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = Singer::parse(tap(&argv, &[]).await);
@@ -555,21 +546,11 @@ async fn crash_and_resume_loses_nothing() {
             // number of output lines (or a random delay)
             let after_lines = 1 + rng.below(if k == 0 { 12 } else { 6 });
             let churn_seed = seed * 100 + u64::from(k);
-            let mut args = vec![
-                "sync".to_string(),
-                "--config".into(),
-                t.config.to_str().expect("p").into(),
-                "--catalog".into(),
-                t.catalog.to_str().expect("p").into(),
-            ];
-            if let Some(st) = &t.state {
-                let p = t
-                    .emu
-                    .scratch
-                    .write_json(&format!("crash-state-{k}.json"), st);
-                args.push("--state".into());
-                args.push(p.to_str().expect("p").into());
-            }
+            let state_file = t
+                .state
+                .as_ref()
+                .map(|st| t.emu.scratch.write_json(&format!("crash-state-{k}.json"), st));
+            let args = sync_args(&t.config, &t.catalog, state_file.as_deref());
             let delay_ms = rng.below(400);
             let reader = tokio::task::spawn_blocking(move || {
                 let mut child = Command::new(BIN)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{numbers_sql, Emu, Singer, BIN};
+use crate::support::{numbers_sql, Emu, BIN};
 
 fn spawn_sync(emu: &Emu, catalog: &std::path::Path, state: Option<&std::path::Path>) -> Child {
     let mut cmd = Command::new(BIN);
@@ -104,21 +104,7 @@ async fn signal_stops_promptly(signal: &str, code: i32) {
     let partial = ids_of(&lines);
     assert!(partial.len() < 300_000, "the signal came mid-copy");
     let state = last_state(&lines);
-    let st = emu.scratch.write_json("state-after-signal.json", &state);
-    let run = crate::support::tap(
-        &[
-            "sync",
-            "--config",
-            emu.config(),
-            "--catalog",
-            catalog.to_str().expect("p"),
-            "--state",
-            st.to_str().expect("p"),
-        ],
-        &[],
-    )
-    .await;
-    let resumed = Singer::parse(run).ok();
+    let resumed = emu.sync(&catalog, Some(&state)).await.ok();
     let mut all: Vec<u64> = partial
         .into_iter()
         .chain(

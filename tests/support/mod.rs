@@ -334,18 +334,8 @@ impl Emu {
 
     /// `sync` with another config file.
     pub async fn sync_using(&self, config: &Path, catalog: &Path, state: Option<&Value>) -> Singer {
-        let mut args = vec![
-            "sync".to_string(),
-            "--config".into(),
-            config.to_str().expect("p").into(),
-            "--catalog".into(),
-            catalog.to_str().expect("p").into(),
-        ];
-        if let Some(st) = state {
-            let p = self.scratch.write_json("state-in.json", st);
-            args.push("--state".into());
-            args.push(p.to_str().expect("p").into());
-        }
+        let state_file = state.map(|st| self.scratch.write_json("state-in.json", st));
+        let args = sync_args(config, catalog, state_file.as_deref());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = Singer::parse(tap(&argv, &[]).await);
         // The run really used the API its config names.
@@ -440,4 +430,20 @@ pub fn venv_tool(venv: &str, name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// `sync` arguments for a config, a catalog and an optional state file.
+pub fn sync_args(config: &Path, catalog: &Path, state: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        "sync".to_string(),
+        "--config".into(),
+        config.to_str().expect("p").into(),
+        "--catalog".into(),
+        catalog.to_str().expect("p").into(),
+    ];
+    if let Some(st) = state {
+        args.push("--state".into());
+        args.push(st.to_str().expect("p").into());
+    }
+    args
 }
