@@ -194,25 +194,24 @@ async fn sync_commit(
     };
     let (reader, writer) = std::io::pipe().map_err(|e| setup("pipe", e))?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    // The relay's future runs on its own thread but on this runtime's
+    // drivers: a second runtime would bring a second signal driver, and
+    // the two raced for the process's signals (a SIGTERM could wake only
+    // the one nobody listened on).
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("import-api".into())
         .spawn(move || {
-            let relayed = (|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| setup("runtime", e))?;
-                runtime.block_on(async move {
-                    let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(
-                        std::os::fd::OwnedFd::from(reader),
-                    )
-                    .map_err(|e| setup("pipe", e))?;
-                    let input = tokio::io::BufReader::with_capacity(PIPE_BUFFER, pipe);
-                    relay::run(input, committer, usize::MAX, "the sync's output")
-                        .await
-                        .map_err(TapError::from)
-                })
-            })();
+            let relayed = runtime.block_on(async move {
+                let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(
+                    std::os::fd::OwnedFd::from(reader),
+                )
+                .map_err(|e| setup("pipe", e))?;
+                let input = tokio::io::BufReader::with_capacity(PIPE_BUFFER, pipe);
+                relay::run(input, committer, usize::MAX, "the sync's output")
+                    .await
+                    .map_err(TapError::from)
+            });
             let _ = done_tx.send(relayed);
         })
         .map_err(|e| setup("thread", e))?;
