@@ -32,6 +32,8 @@
 //! - [`faults`]: faults on demand.
 //! - [`tls`]: generated CA and server certificate.
 //! - [`ready`]: the binary's ready-file contract.
+//! - [`vitess`]: a real Vitess (vtcombo) for the same tests, the truth the
+//!   emulator is held to.
 
 pub mod capture;
 pub mod emulator;
@@ -42,6 +44,7 @@ pub mod mysql_front;
 pub mod ready;
 pub mod tls;
 pub mod values;
+pub mod vitess;
 pub mod vstream;
 pub mod wire;
 

@@ -78,28 +78,28 @@ pub enum HarnessError {
     Shared(String),
 }
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
     let context = context.into();
     move |source| HarnessError::Io { context, source }
 }
 
 /// Messages to the keeper thread that owns the child process.
-enum KeeperMsg {
+pub(crate) enum KeeperMsg {
     /// Kill the server, wait for it, then acknowledge and exit.
     Stop(mpsc::Sender<()>),
 }
 
 /// The running child, owned by its keeper thread.
-struct Server {
-    pid: u32,
+pub(crate) struct Server {
+    pub(crate) pid: u32,
     /// How it was launched, so [`MariaDb::restart`] can launch it again.
-    program: PathBuf,
-    args: Vec<std::ffi::OsString>,
-    stop: mpsc::Sender<KeeperMsg>,
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<std::ffi::OsString>,
+    pub(crate) stop: mpsc::Sender<KeeperMsg>,
     /// Set by the keeper when the child exits on its own.
-    exited: Arc<Mutex<Option<String>>>,
-    datadir: Option<tempfile::TempDir>,
-    log: PathBuf,
+    pub(crate) exited: Arc<Mutex<Option<String>>>,
+    pub(crate) datadir: Option<tempfile::TempDir>,
+    pub(crate) log: PathBuf,
 }
 
 /// A MariaDB server: either one this harness started (and owns), or an
@@ -240,6 +240,12 @@ impl MariaDb {
         self.server.as_ref().map(|s| s.log.as_path())
     }
 
+    /// The Unix socket of a server this harness started.
+    pub fn socket(&self) -> Option<PathBuf> {
+        let server = self.server.as_ref()?;
+        Some(server.datadir.as_ref()?.path().join("mysqld.sock"))
+    }
+
     /// Connection options for `database` (or none).
     pub fn opts(&self, database: Option<&str>) -> mysql_async::Opts {
         mysql_async::OptsBuilder::default()
@@ -366,7 +372,7 @@ impl Default for StartOptions {
 }
 
 /// Percent-encodes the few characters that would break a URL userinfo/path.
-fn pct(s: &str) -> String {
+pub(crate) fn pct(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -399,7 +405,7 @@ fn find_program(name: &str, env: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn free_port() -> Result<u16, HarnessError> {
+pub(crate) fn free_port() -> Result<u16, HarnessError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
     let port = l
         .local_addr()
@@ -579,13 +585,13 @@ async fn start_once(opts: &StartOptions) -> Result<MariaDb, HarnessError> {
     }
 }
 
-fn exited_status(s: &Server) -> Option<String> {
+pub(crate) fn exited_status(s: &Server) -> Option<String> {
     s.exited.lock().ok().and_then(|g| g.clone())
 }
 
 /// Spawns the child from a dedicated thread that owns it until told to stop
 /// (see the module docs for why the spawning thread matters).
-fn spawn_keeper(mut cmd: Command, log: PathBuf) -> Result<Server, HarnessError> {
+pub(crate) fn spawn_keeper(mut cmd: Command, log: PathBuf) -> Result<Server, HarnessError> {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl and getppid are async-signal-safe; the closure allocates nothing.
     unsafe {

@@ -829,7 +829,7 @@ impl Session {
                 Ok(Session::Sync(ctx.client.sync(req, ctx.timeout).await?))
             }
             Api::Vstream => {
-                let s = vstream::Session::open(ctx, slot, &p.cursor, &p.columns, p.copying).await?;
+                let s = vstream::Session::open(ctx, slot, &p.cursor, p.copying).await?;
                 Ok(Session::VStream(s))
             }
         }

@@ -74,21 +74,17 @@ fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
-/// The filter streaming one table, with the requested columns.
-fn filter(table: &str, columns: &[String]) -> Filter {
-    let list = if columns.is_empty() {
-        "*".to_string()
-    } else {
-        columns
-            .iter()
-            .map(|c| quote(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+/// The filter streaming one table: every column, always. The selected
+/// columns are picked from each FIELD event by name. A column list would
+/// be checked against the table as it is now, so after a `DROP COLUMN` the
+/// server cannot stream the rows written before it (with the old column
+/// still in them), and a list pruned to today's columns loses their
+/// values (seen on vtgate v24 with schema tracking).
+fn filter(table: &str) -> Filter {
     Filter {
         rules: vec![Rule {
             r#match: table.to_string(),
-            filter: format!("SELECT {list} FROM {}", quote(table)),
+            filter: format!("SELECT * FROM {}", quote(table)),
         }],
         ..Default::default()
     }
@@ -104,12 +100,7 @@ fn flags(ctx: &ReaderContext) -> VStreamFlags {
 
 /// The request that resumes from `cursor`: a copy resumes by primary key
 /// with an empty gtid, changes from the position.
-pub fn request(
-    ctx: &ReaderContext,
-    slot: &Slot,
-    cursor: &TableCursor,
-    columns: &[String],
-) -> VStreamRequest {
+pub fn request(ctx: &ReaderContext, slot: &Slot, cursor: &TableCursor) -> VStreamRequest {
     let (gtid, table_p_ks) = match &cursor.last_known_pk {
         Some(pk) => (
             String::new(),
@@ -130,7 +121,7 @@ pub fn request(
                 table_p_ks,
             }],
         }),
-        filter: Some(filter(&slot.stream.table, columns)),
+        filter: Some(filter(&slot.stream.table)),
         flags: Some(flags(ctx)),
         ..Default::default()
     }
@@ -157,7 +148,7 @@ pub async fn current_position(
                 table_p_ks: Vec::new(),
             }],
         }),
-        filter: Some(filter(table, &[])),
+        filter: Some(filter(table)),
         flags: Some(VStreamFlags {
             cells: cells.join(","),
             ..Default::default()
@@ -479,10 +470,9 @@ impl Session {
         ctx: &ReaderContext,
         slot: &Slot,
         cursor: &TableCursor,
-        columns: &[String],
         copying: bool,
     ) -> Result<Session, tonic::Status> {
-        let req = request(ctx, slot, cursor, columns);
+        let req = request(ctx, slot, cursor);
         let stream = ctx.client.vstream(req, ctx.timeout).await?;
         Ok(Session {
             stream,
@@ -781,10 +771,9 @@ mod tests {
 
     #[test]
     fn filters_quote_names_and_heartbeats_beat_within_a_session() {
-        let f = filter("we`ird", &["id".to_string(), "n".to_string()]);
+        let f = filter("we`ird");
         assert_eq!(f.rules[0].r#match, "we`ird");
-        assert_eq!(f.rules[0].filter, "SELECT `id`, `n` FROM `we``ird`");
-        assert_eq!(filter("t", &[]).rules[0].filter, "SELECT * FROM `t`");
+        assert_eq!(f.rules[0].filter, "SELECT * FROM `we``ird`");
         assert_eq!(heartbeat_seconds(Duration::from_secs(90)), 10);
         assert_eq!(heartbeat_seconds(Duration::from_secs(2)), 1);
     }
