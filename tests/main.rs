@@ -16,3 +16,4 @@ mod progress;
 mod reliability;
 mod sync;
 mod targets;
+mod vitess;

@@ -12,14 +12,23 @@ use crate::support::{fixture, mariadb, numbers_sql, Emu};
 /// MariaDB's own answer for every column of `every_type`, turned into the
 /// JSON the type mapping documents (README "Type mapping").
 async fn expected_every_type(database: &str) -> BTreeMap<u64, BTreeMap<String, Value>> {
-    let mut conn = mariadb().connect(Some(database)).await.expect("connect");
+    expected_every_type_on(mariadb(), database, "every_type").await
+}
+
+/// [`expected_every_type`] on any server (the one under Vitess, say).
+pub(crate) async fn expected_every_type_on(
+    server: &psdb_emulator::mariadb::MariaDb,
+    database: &str,
+    table: &str,
+) -> BTreeMap<u64, BTreeMap<String, Value>> {
+    let mut conn = server.connect(Some(database)).await.expect("connect");
     conn.query_drop("SET time_zone = '+00:00'")
         .await
         .expect("tz");
     let cols: Vec<(String, String)> = conn
         .exec(
-            "SELECT column_name, column_type FROM information_schema.columns WHERE table_schema = ? AND table_name = 'every_type' ORDER BY ordinal_position",
-            (database,),
+            "SELECT column_name, column_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            (database, table),
         )
         .await
         .expect("columns");
@@ -41,7 +50,7 @@ async fn expected_every_type(database: &str) -> BTreeMap<u64, BTreeMap<String, V
             }
         })
         .collect();
-    let sql = format!("SELECT {} FROM every_type ORDER BY id", exprs.join(", "));
+    let sql = format!("SELECT {} FROM `{table}` ORDER BY id", exprs.join(", "));
     let rows: Vec<mysql_async::Row> = conn.query(sql).await.expect("select");
     let mut out = BTreeMap::new();
     for row in rows {
@@ -99,7 +108,7 @@ fn expected_value(ty: &str, t: &str) -> Value {
     }
 }
 
-fn numbers_close(a: &Value, b: &Value) -> bool {
+pub(crate) fn numbers_close(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y || ((x - y).abs() / x.abs().max(y.abs())) < 1e-6,
         _ => false,

@@ -105,6 +105,9 @@ pub struct VitessConfig {
     /// `-`, or a split such as `-80`, `80-`.
     pub shards: Vec<String>,
     pub tls: bool,
+    /// More keyspaces beside the first, with their shards: one vtgate
+    /// serving an unsharded and a sharded keyspace, as clusters do.
+    pub more_keyspaces: Vec<(String, Vec<String>)>,
 }
 
 impl VitessConfig {
@@ -113,7 +116,22 @@ impl VitessConfig {
             keyspace: keyspace.to_string(),
             shards: vec!["-".to_string()],
             tls: false,
+            more_keyspaces: Vec::new(),
         }
+    }
+
+    pub fn keyspace(mut self, keyspace: &str, shards: &[&str]) -> Self {
+        self.more_keyspaces.push((
+            keyspace.to_string(),
+            shards.iter().map(|s| s.to_string()).collect(),
+        ));
+        self
+    }
+
+    /// Every keyspace with its shards, the first one first.
+    fn keyspaces(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
+        std::iter::once((&self.keyspace, &self.shards))
+            .chain(self.more_keyspaces.iter().map(|(k, s)| (k, s)))
     }
 
     pub fn shards(mut self, shards: &[&str]) -> Self {
@@ -185,9 +203,9 @@ impl Vitess {
         Ok(vt)
     }
 
-    /// One Vitess for the whole test process (keyspace `vt`, shards `-80`
-    /// and `80-`, TLS on), started on first use; see [`MariaDb::shared`]
-    /// for why this is synchronous.
+    /// One Vitess for the whole test process (keyspace `vt` with shards
+    /// `-80` and `80-`, and the unsharded keyspace `vt1`; TLS on), started
+    /// on first use; see [`MariaDb::shared`] for why this is synchronous.
     pub fn shared() -> Result<&'static Vitess, VitessError> {
         static SHARED: OnceLock<Result<Vitess, String>> = OnceLock::new();
         let res = SHARED.get_or_init(|| {
@@ -198,7 +216,10 @@ impl Vitess {
                         .enable_all()
                         .build()
                         .map_err(|e| e.to_string())?;
-                    let cfg = VitessConfig::new("vt").shards(&["-80", "80-"]).tls(true);
+                    let cfg = VitessConfig::new("vt")
+                        .shards(&["-80", "80-"])
+                        .keyspace("vt1", &["-"])
+                        .tls(true);
                     rt.block_on(Vitess::start(cfg)).map_err(|e| e.to_string())
                 });
             match handle {
@@ -319,23 +340,25 @@ impl Vitess {
     /// REPLICA and an RDONLY tablet beside each PRIMARY (vtcombo counts the
     /// PRIMARY among the replicas, hence 2).
     fn topology(&self) -> String {
-        let shards: String = self
-            .cfg
-            .shards
-            .iter()
-            .map(|s| format!("shards:{{name:\"{s}\"}} "))
-            .collect();
-        format!(
-            "keyspaces:{{name:\"{}\" {shards}replica_count:2 rdonly_count:1}} cells:\"{CELL}\"",
-            self.cfg.keyspace
-        )
+        let mut text = String::new();
+        for (keyspace, shards) in self.cfg.keyspaces() {
+            let shards: String = shards
+                .iter()
+                .map(|s| format!("shards:{{name:\"{s}\"}} "))
+                .collect();
+            text.push_str(&format!(
+                "keyspaces:{{name:\"{keyspace}\" {shards}replica_count:2 rdonly_count:1}} "
+            ));
+        }
+        text.push_str(&format!("cells:\"{CELL}\""));
+        text
     }
 
     /// Polls vtgate's MySQL front until every tablet of the keyspace is
     /// SERVING (3 per shard), or vtcombo dies, or the time is up.
     async fn wait_serving(&self, log: &Path) -> Result<(), VitessError> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let want = self.cfg.shards.len() * 3;
+        let want: usize = self.cfg.keyspaces().map(|(_, s)| s.len() * 3).sum();
         let mut last;
         loop {
             if let Some(status) = self.server.as_ref().and_then(mariadb::exited_status) {
@@ -366,12 +389,12 @@ impl Vitess {
         let mut conn = self.vtgate_conn(None).await?;
         let rows: Vec<mysql_async::Row> = conn.query("SHOW VITESS_TABLETS").await?;
         let _ = conn.disconnect().await;
-        let ks = &self.cfg.keyspace;
         Ok(rows
             .iter()
             .filter(|r| {
                 let get = |i: usize| r.get::<String, _>(i).unwrap_or_default();
-                &get(1) == ks && get(4) == "SERVING"
+                let ks = get(1);
+                self.cfg.keyspaces().any(|(k, _)| *k == ks) && get(4) == "SERVING"
             })
             .count())
     }
@@ -441,9 +464,15 @@ impl Vitess {
         &self.mariadb
     }
 
-    /// The backing database of a shard, as vtcombo names it.
+    /// The backing database of a shard of the first keyspace, as vtcombo
+    /// names it.
     pub fn shard_database(&self, shard: &str) -> String {
-        format!("vt_{}_{}", self.cfg.keyspace, shard)
+        Self::backing_database(&self.cfg.keyspace, shard)
+    }
+
+    /// The backing database of a shard of any keyspace.
+    pub fn backing_database(keyspace: &str, shard: &str) -> String {
+        format!("vt_{keyspace}_{shard}")
     }
 
     pub fn shard_databases(&self) -> BTreeMap<String, String> {
@@ -454,11 +483,16 @@ impl Vitess {
             .collect()
     }
 
-    /// A complete tap config for this Vitess over the VStream API.
+    /// A complete tap config for the first keyspace over the VStream API.
     pub fn tap_config(&self) -> serde_json::Value {
+        self.tap_config_for(&self.cfg.keyspace)
+    }
+
+    /// A complete tap config for one keyspace over the VStream API.
+    pub fn tap_config_for(&self, keyspace: &str) -> serde_json::Value {
         let mut v = serde_json::json!({
             "host": format!("127.0.0.1:{}", self.grpc_addr.port()),
-            "database": self.cfg.keyspace,
+            "database": keyspace,
             "username": USER,
             "password": PASSWORD,
             "mysql_host": format!("127.0.0.1:{}", self.mysql_addr.port()),

@@ -8,6 +8,7 @@ use psdb_emulator::mariadb::MariaDb;
 use serde_json::{json, Value};
 
 pub mod postgres;
+pub mod vitess;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tap-planetscale");
 
