@@ -748,7 +748,7 @@ async fn include_metadata_adds_declared_sdc_columns() {
     for k in [
         "_sdc_shard",
         "_sdc_position",
-        "_sdc_sequence",
+        "_sdc_source_sequence",
         "_sdc_deleted_at",
     ] {
         assert!(
@@ -756,11 +756,16 @@ async fn include_metadata_adds_declared_sdc_columns() {
             "{k} declared"
         );
     }
+    // SDK targets write `_sdc_sequence` themselves: ours must not collide.
+    assert!(
+        schema["schema"]["properties"].get("_sdc_sequence").is_none(),
+        "the tap declares no _sdc_sequence"
+    );
     let recs = out.records("items");
     assert_eq!(recs.len(), 20);
     let seqs: Vec<u64> = recs
         .iter()
-        .map(|r| r["_sdc_sequence"].as_u64().expect("seq"))
+        .map(|r| r["_sdc_source_sequence"].as_u64().expect("seq"))
         .collect();
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use psdb_emulator::mariadb::MariaDb;
 use serde_json::{json, Value};
 
+pub mod destination;
 pub mod postgres;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tap-planetscale");
