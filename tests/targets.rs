@@ -18,6 +18,7 @@
 //!   string counts as NULL: pipelinewise-target-postgres writes every falsy
 //!   value as an empty CSV field, which COPY reads as NULL.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -507,8 +508,9 @@ struct Loader {
 }
 
 /// The whole scenario for one target: full sync, changes, incremental run;
-/// `encodings` are extra tap config keys (empty: the defaults).
-async fn shop_through(keyspace: &str, loader: Loader, encodings: &[(&str, &str)]) {
+/// `encodings` are extra tap config keys (empty: the defaults). Returns the
+/// store, for checks of its column types.
+async fn shop_through(keyspace: &str, loader: Loader, encodings: &[(&str, &str)]) -> Store {
     let emu = Emu::start(keyspace, &["-80", "80-"], false, &shop_fixtures()).await;
     let config = emu.config_with("encoded.json", |c| {
         for (k, v) in encodings {
@@ -629,6 +631,27 @@ async fn shop_through(keyspace: &str, loader: Loader, encodings: &[(&str, &str)]
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert_eq!(deleted, 7, "the changes deleted seven rows");
+    loader.store
+}
+
+/// `column → type` of `tap.every_type` in PostgreSQL, with numeric
+/// precision and scale.
+fn pg_types(store: &Store) -> BTreeMap<String, String> {
+    let Store::Postgres(pg) = store else {
+        panic!("not PostgreSQL")
+    };
+    pg.rows(
+        "SELECT attname::text AS name, format_type(atttypid, atttypmod) AS ty FROM pg_attribute \
+         WHERE attrelid = 'tap.every_type'::regclass AND attnum > 0 AND NOT attisdropped",
+    )
+    .iter()
+    .map(|r| {
+        (
+            r["name"].as_str().unwrap_or("").to_string(),
+            r["ty"].as_str().unwrap_or("").to_string(),
+        )
+    })
+    .collect()
 }
 
 fn duckdb_loader(dir: &Path) -> Loader {
@@ -650,12 +673,14 @@ fn duckdb_loader(dir: &Path) -> Loader {
         quirks: Quirks {
             empty_string_is_null: true,
             binary: Binary::Base64Text,
+            json_null_is_json: false,
         },
         deletes: Deletes::Hard,
     }
 }
 
-fn meltanolabs_loader(pg: Postgres, extra: Value) -> Loader {
+/// `extra` is added to the target's config; `json_encoding` is the tap's.
+fn meltanolabs_loader(pg: Postgres, extra: Value, json_encoding: &str) -> Loader {
     let mut config = json!({
         "host": "127.0.0.1",
         "port": pg.port,
@@ -666,6 +691,7 @@ fn meltanolabs_loader(pg: Postgres, extra: Value) -> Loader {
         "add_record_metadata": true,
     });
     let bytea = extra["interpret_content_encoding"] == json!(true);
+    let jsonb = json_encoding == "value";
     if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
         c.extend(e.clone());
     }
@@ -681,6 +707,7 @@ fn meltanolabs_loader(pg: Postgres, extra: Value) -> Loader {
             } else {
                 Binary::Base64Text
             },
+            json_null_is_json: jsonb,
         },
         deletes: Deletes::Soft,
     }
@@ -710,7 +737,24 @@ async fn duckdb_defaults_mirror_the_shop_over_vstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meltanolabs_postgres_defaults_mirror_the_shop_over_connect() {
     let pg = start_postgres().await;
-    shop_through("mlpg_c", meltanolabs_loader(pg, json!({})), &[]).await;
+    let store = shop_through("mlpg_c", meltanolabs_loader(pg, json!({}), "string"), &[]).await;
+    // x-singer.decimal strings became exact numeric columns.
+    let types = pg_types(&store);
+    for (col, want) in [
+        ("t_decimal", "numeric(12,2)"),
+        ("t_decimal_wide", "numeric(65,30)"),
+        ("t_bigint_u", "numeric(20,0)"),
+        ("id", "numeric(20,0)"),
+        ("t_bigint", "bigint"),
+        ("t_blob", "text"),
+        ("t_json", "text"),
+    ] {
+        assert_eq!(
+            types.get(col).map(String::as_str),
+            Some(want),
+            "{col}: {types:?}"
+        );
+    }
 }
 
 /// The settings the README gives for meltanolabs-target-postgres: bytea for
@@ -719,13 +763,26 @@ async fn meltanolabs_postgres_defaults_mirror_the_shop_over_connect() {
 async fn meltanolabs_postgres_exact_settings_mirror_the_shop_over_vstream() {
     with_api("vstream", async {
         let pg = start_postgres().await;
-        let loader = meltanolabs_loader(pg, json!({"interpret_content_encoding": true}));
-        shop_through(
+        let loader = meltanolabs_loader(pg, json!({"interpret_content_encoding": true}), "value");
+        let store = shop_through(
             "mlpg_v",
             loader,
             &[("binary_encoding", "base16"), ("json_encoding", "value")],
         )
         .await;
+        let types = pg_types(&store);
+        for (col, want) in [
+            ("t_decimal", "numeric(12,2)"),
+            ("t_blob", "bytea"),
+            ("t_point", "bytea"),
+            ("t_json", "jsonb"),
+        ] {
+            assert_eq!(
+                types.get(col).map(String::as_str),
+                Some(want),
+                "{col}: {types:?}"
+            );
+        }
     })
     .await;
 }
@@ -744,6 +801,7 @@ async fn pipelinewise_postgres_defaults_mirror_the_shop_over_vstream() {
             quirks: Quirks {
                 empty_string_is_null: true,
                 binary: Binary::Base64Text,
+                json_null_is_json: false,
             },
             deletes: Deletes::Hard,
         };

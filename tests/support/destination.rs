@@ -85,6 +85,9 @@ pub struct Quirks {
     /// string (or empty binary value) arrives as NULL.
     pub empty_string_is_null: bool,
     pub binary: Binary,
+    /// meltanolabs-target-postgres stores a NULL of a `jsonb` column
+    /// (`json_encoding: value`) as the JSON value `null`.
+    pub json_null_is_json: bool,
 }
 
 /// One canonical value.
@@ -176,6 +179,9 @@ fn is_zero_date(text: &str) -> bool {
 
 /// The value a faithful target holds for a source value.
 fn expected(kind: Kind, source: Option<&str>, q: Quirks) -> Option<Cell> {
+    if source.is_none() && kind == Kind::Json && q.json_null_is_json {
+        return Some(Cell::Json(Value::Null));
+    }
     let s = source?;
     if q.empty_string_is_null && s.is_empty() && matches!(kind, Kind::Text | Kind::Binary) {
         return None;
@@ -268,10 +274,16 @@ pub async fn source(databases: &[&str], table: &str, keys: &[&str], q: Quirks) -
         conn.query_drop("SET SESSION time_zone = '+00:00'")
             .await
             .expect("time zone");
+        // MariaDB's JSON is LONGTEXT with a json_valid() check.
         let cols: Vec<(String, String, String)> = conn
             .exec(
-                "SELECT column_name, data_type, column_type FROM information_schema.columns \
-                 WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                "SELECT c.column_name, c.data_type, \
+                 IF(EXISTS(SELECT 1 FROM information_schema.check_constraints k \
+                   WHERE k.constraint_schema = c.table_schema AND k.table_name = c.table_name \
+                   AND k.check_clause LIKE CONCAT('%json_valid(`', c.column_name, '`)%')), \
+                   'json', c.column_type) \
+                 FROM information_schema.columns c \
+                 WHERE c.table_schema = ? AND c.table_name = ? ORDER BY c.ordinal_position",
                 (db, table),
             )
             .await
