@@ -231,7 +231,11 @@ async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
         .map(|r| {
             (
                 r["id"].as_u64().expect("id"),
-                r["v"].as_str().map(String::from),
+                // Deletes: compared by key (VStream adds the row's values).
+                r["v"]
+                    .as_str()
+                    .filter(|_| r["_sdc_deleted_at"].is_null())
+                    .map(String::from),
                 !r["_sdc_deleted_at"].is_null(),
             )
         })
@@ -253,7 +257,7 @@ async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
     // updates carry the whole after-image; deletes carry keys and a time
     let upd = recs.iter().find(|r| r["id"] == 4).expect("update of 4");
     assert!(
-        second.run.stdout.contains("\"amount\":0.25"),
+        second.run.stdout.contains("\"amount\":\"0.25\""),
         "decimal after-image"
     );
     assert_eq!(upd["v"], json!("row-4"));
@@ -799,6 +803,9 @@ both_apis! {
 async fn schema_changes_between_runs_never_crash() {
     // GIVEN a synced table
     let emu = Emu::start("ddl", &["-"], false, &[("-", numbers_sql("items", 1, 5))]).await;
+    // Decimals as numbers, so a retype to text is a value the catalog
+    // type cannot hold.
+    emu.edit_config(numbers_and_values);
     let catalog = emu.catalog(&[]).await;
     let first = emu.sync(&catalog, None).await.ok();
 
@@ -931,9 +938,8 @@ async fn items_in(database: &str) -> BTreeMap<u64, (Value, Value)> {
         .expect("select");
     rows.into_iter()
         .map(|(id, v, amount)| {
-            let amount = amount
-                .map(|a| serde_json::from_str(&a).expect("decimal"))
-                .unwrap_or(Value::Null);
+            // decimal_encoding `string`: the exact digits as text.
+            let amount = amount.map(Value::String).unwrap_or(Value::Null);
             (id, (v.map(Value::String).unwrap_or(Value::Null), amount))
         })
         .collect()
