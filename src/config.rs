@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::types::{BinaryEncoding, DecimalEncoding, Encoding, Encodings, JsonEncoding};
+
 /// Prefix of the environment overrides (Meltano's convention).
 pub const ENV_PREFIX: &str = "TAP_PLANETSCALE_";
 
@@ -64,7 +66,13 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { name: "retry_budget_seconds", kind: "integer", required: false, secret: false, default: Some("300"),
         description: "Longest time one (stream, shard) keeps retrying a transient error before the run fails." },
     SettingDoc { name: "include_metadata", kind: "boolean", required: false, secret: false, default: Some("false"),
-        description: "Add `_sdc_` metadata columns (position, sequence) to every record." },
+        description: "Add `_sdc_shard`, `_sdc_position` and `_sdc_source_sequence` to every record." },
+    SettingDoc { name: "decimal_encoding", kind: "string", required: false, secret: false, default: Some("string"),
+        description: "(discovery) How DECIMAL and BIGINT UNSIGNED columns are typed: `string` (exact digits as strings with `format: x-singer.decimal`, `precision` and `scale`, which SDK targets store as numeric(p,s)) or `number` (JSON numbers, which most SQL targets store as a float)." },
+    SettingDoc { name: "binary_encoding", kind: "string", required: false, secret: false, default: Some("base64"),
+        description: "(discovery) How binary, blob and geometry columns are written: `base64` or `base16` (hex, which meltanolabs-target-postgres stores as bytea with `interpret_content_encoding: true`)." },
+    SettingDoc { name: "json_encoding", kind: "string", required: false, secret: false, default: Some("string"),
+        description: "(discovery) How JSON columns are written: `string` (the JSON document as text, which every target loads) or `value` (the parsed value, stored as jsonb by meltanolabs-target-postgres; pipelinewise-target-postgres and target-duckdb fail on a document that is a bare string)." },
     SettingDoc { name: "options.do_not_treat_tiny_int_as_boolean", kind: "boolean", required: false, secret: false, default: None,
         description: "Airbyte's option. Explicitly false makes discovery type tinyint(1) as boolean; true or unset keeps integers (the Go tap's default)." },
     SettingDoc { name: "mysql_host", kind: "string", required: false, secret: false, default: None,
@@ -293,6 +301,8 @@ pub struct Settings {
     pub grpc_auth: GrpcAuth,
     /// The `cells` setting; `None` derives cells from the tablets.
     pub cells: Option<Vec<String>>,
+    /// How discovery types decimals, binary and JSON columns.
+    pub encodings: Encodings,
 }
 
 /// The Go tap's default Import API.
@@ -624,6 +634,12 @@ impl RawConfig {
             })
             .filter(|list| !list.is_empty());
 
+        let encodings = Encodings {
+            decimal: self.encoding("decimal_encoding", DecimalEncoding::default())?,
+            binary: self.encoding("binary_encoding", BinaryEncoding::default())?,
+            json: self.encoding("json_encoding", JsonEncoding::default())?,
+        };
+
         Ok(Settings {
             database,
             username,
@@ -652,7 +668,18 @@ impl RawConfig {
             api,
             grpc_auth,
             cells,
+            encodings,
         })
+    }
+
+    /// One of the `*_encoding` settings; an unknown value names the ones
+    /// accepted.
+    fn encoding<E: Encoding>(&self, key: &str, default: E) -> Result<E, ConfigError> {
+        match self.optional_string(key)? {
+            None => Ok(default),
+            Some(text) => E::parse(&text)
+                .ok_or_else(|| self.invalid(key, &format!("must be {}", E::expected()))),
+        }
     }
 
     /// The commit-mode settings. None of them is required here: whether
@@ -1039,6 +1066,53 @@ mod tests {
         ] {
             let err = raw(text).commit_config().expect_err(text).to_string();
             assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn encodings() {
+        // Defaults: what loads into every target without a crash.
+        let s = raw(BASE).into_settings().expect("valid");
+        assert_eq!(s.encodings, Encodings::default());
+        assert_eq!(s.encodings.decimal, DecimalEncoding::String);
+        assert_eq!(s.encodings.binary, BinaryEncoding::Base64);
+        assert_eq!(s.encodings.json, JsonEncoding::String);
+
+        let mut r = raw(
+            r#"{"host":"h","database":"d","username":"u","password":"p","decimal_encoding":"number","binary_encoding":"BASE16"}"#,
+        );
+        r.apply_env(vec![(
+            "TAP_PLANETSCALE_JSON_ENCODING".to_string(),
+            "value".to_string(),
+        )]);
+        let s = r.into_settings().expect("valid");
+        assert_eq!(
+            s.encodings,
+            Encodings {
+                decimal: DecimalEncoding::Number,
+                binary: BinaryEncoding::Base16,
+                json: JsonEncoding::Value,
+            }
+        );
+
+        for (key, value, want) in [
+            (
+                "decimal_encoding",
+                "\"float\"",
+                "must be `string` or `number`",
+            ),
+            ("binary_encoding", "\"hex\"", "must be `base64` or `base16`"),
+            ("json_encoding", "\"jsonb\"", "must be `value` or `string`"),
+            ("json_encoding", "[\"value\"]", "must be a string"),
+        ] {
+            let text = format!(
+                r#"{{"host":"h","database":"d","username":"u","password":"p","{key}":{value}}}"#
+            );
+            let err = raw(&text).into_settings().expect_err(&text).to_string();
+            assert!(
+                err.contains(&format!("`{key}` from config file c.json")) && err.contains(want),
+                "{text}: {err}"
+            );
         }
     }
 

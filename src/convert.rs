@@ -46,6 +46,8 @@ pub enum Target {
     DateTime,
     /// `contentEncoding: base64`.
     Base64,
+    /// `contentEncoding: base16`: lowercase hex.
+    Base16,
     /// Object, array, or a list of several JSON types.
     Json,
 }
@@ -68,8 +70,10 @@ impl Target {
             Some("number") => Target::Number,
             Some("boolean") => Target::Boolean,
             Some("string") | None => {
-                if schema.get("contentEncoding").and_then(Value::as_str) == Some("base64") {
-                    return Target::Base64;
+                match schema.get("contentEncoding").and_then(Value::as_str) {
+                    Some("base64") => return Target::Base64,
+                    Some("base16") => return Target::Base16,
+                    _ => {}
                 }
                 match schema.get("format").and_then(Value::as_str) {
                     Some("date") => Target::Date,
@@ -437,6 +441,17 @@ pub fn write_cell(
             match B64.encode_slice(text, &mut out[at..]) {
                 Ok(n) => out.truncate(at + n),
                 Err(_) => return fail(out, "base64"),
+            }
+            out.push(b'"');
+            Ok(Note::Ok)
+        }
+        Target::Base16 => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.reserve(text.len() * 2 + 2);
+            out.push(b'"');
+            for b in text {
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0x0f)]);
             }
             out.push(b'"');
             Ok(Note::Ok)
@@ -851,6 +866,26 @@ mod tests {
             (T::Binary, Base64, e, b"ab\x00\x00", "\"YWIAAA==\""),
             (T::Blob, Base64, e, b"\xde\xad\xbe\xef", "\"3q2+7w==\""),
             (T::Blob, Base64, e, b"", "\"\""),
+            (T::Binary, Base16, e, b"ab\x00\x00", "\"61620000\""),
+            (T::Blob, Base16, e, b"\xde\xad\xbe\xef", "\"deadbeef\""),
+            (T::Geometry, Base16, e, b"\x00\xff\x10", "\"00ff10\""),
+            (T::Blob, Base16, e, b"", "\"\""),
+            // decimal_encoding `string` (x-singer.decimal): exact digits as text.
+            (T::Decimal, Text, e, b".50", "\"0.50\""),
+            (
+                T::Decimal,
+                Text,
+                e,
+                b"-0.000000000000000000000000000001",
+                "\"-0.000000000000000000000000000001\"",
+            ),
+            (
+                T::Uint64,
+                Text,
+                e,
+                b"18446744073709551615",
+                "\"18446744073709551615\"",
+            ),
             (
                 T::Json,
                 Json,
@@ -959,6 +994,14 @@ mod tests {
             (
                 json!({"type": ["null", "string"], "contentEncoding": "base64"}),
                 Target::Base64,
+            ),
+            (
+                json!({"type": ["null", "string"], "contentEncoding": "base16"}),
+                Target::Base16,
+            ),
+            (
+                json!({"type": ["null", "string"], "format": "x-singer.decimal", "precision": 12, "scale": 2}),
+                Target::Text,
             ),
             (
                 json!({"type": ["null", "object", "array", "string", "number", "boolean"]}),

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::catalog::{Catalog, CatalogStream, MetadataEntry};
 use crate::config::Settings;
 use crate::mysql::{self, MySqlError, RawTable};
-use crate::types::{json_schema, TypeOptions};
+use crate::types::{json_schema, Encodings, TypeOptions};
 
 /// What the discover flags ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,14 +55,22 @@ pub async fn discover(
     let mut conn = mysql::connect(settings).await?;
     let tables = mysql::describe_schema(&mut conn, &settings.database).await;
     mysql::close(conn).await;
-    Ok(build_catalog(&settings.database, tables?, opts))
+    Ok(build_catalog(
+        &settings.database,
+        tables?,
+        opts,
+        settings.encodings,
+    ))
 }
 
-/// Builds the catalog from what information_schema said. Pure.
+/// Builds the catalog from what information_schema said, typing columns
+/// with the configured encodings (the catalog is the contract sync follows).
+/// Pure.
 pub fn build_catalog(
     keyspace: &str,
     tables: Vec<RawTable>,
     opts: &DiscoverOptions,
+    encodings: Encodings,
 ) -> (Catalog, Vec<String>) {
     let unknown_excluded: Vec<String> = opts
         .excluded
@@ -72,6 +80,7 @@ pub fn build_catalog(
         .collect();
     let type_opts = TypeOptions {
         tinyint_as_boolean: opts.tinyint_as_boolean,
+        encodings,
     };
     let mut streams = Vec::new();
     for table in tables {
@@ -222,6 +231,10 @@ mod tests {
                 table("skipped"),
             ],
             &opts,
+            Encodings {
+                decimal: crate::types::DecimalEncoding::Number,
+                ..Encodings::default()
+            },
         );
         assert_eq!(unknown, vec!["missing".to_string()]);
         let ids: Vec<&str> = c.streams.iter().map(|s| s.tap_stream_id.as_str()).collect();
@@ -255,7 +268,12 @@ mod tests {
 
     #[test]
     fn without_flags_nothing_is_selected_and_no_method() {
-        let (c, _) = build_catalog("ks", vec![table("a")], &DiscoverOptions::default());
+        let (c, _) = build_catalog(
+            "ks",
+            vec![table("a")],
+            &DiscoverOptions::default(),
+            Encodings::default(),
+        );
         let md = c.streams[0].stream_metadata().expect("stream metadata");
         assert!(md.get("selected").is_none());
         assert!(md.get("replication-method").is_none());

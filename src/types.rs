@@ -84,10 +84,115 @@ impl<'a> ColumnType<'a> {
     }
 }
 
-/// How discovery renders tinyint(1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How DECIMAL columns, and integers wider than a signed 64-bit one
+/// (BIGINT UNSIGNED, BIT(64)), are typed.
+///
+/// SQL targets size their columns from the schema: a JSON `number` becomes a
+/// float in pipelinewise-target-postgres and target-duckdb (digits lost),
+/// and an `integer` above 2^63-1 crashes meltanolabs-target-postgres, whose
+/// `BIGINT` cannot hold it. A string with the Meltano SDK's
+/// `x-singer.decimal` format, `precision` and `scale` becomes an exact
+/// `numeric(p,s)` in SDK targets and exact text elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecimalEncoding {
+    /// `number` / `integer`: the exact digits as a JSON number.
+    Number,
+    /// `string` with `format: x-singer.decimal`, `precision` and `scale`.
+    #[default]
+    String,
+}
+
+/// How binary and geometry columns are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BinaryEncoding {
+    /// `contentEncoding: base64`.
+    #[default]
+    Base64,
+    /// `contentEncoding: base16` (lowercase hex), which SDK targets such as
+    /// meltanolabs-target-postgres store as `bytea`.
+    Base16,
+}
+
+/// How JSON columns are written.
+///
+/// A JSON column may hold a bare string. pipelinewise-target-postgres and
+/// target-duckdb write such a value unquoted into their JSON column and the
+/// load fails, losing the run; as text every target loads every document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JsonEncoding {
+    /// The parsed JSON value, any JSON type (jsonb in
+    /// meltanolabs-target-postgres).
+    Value,
+    /// The JSON document as a string.
+    #[default]
+    String,
+}
+
+/// Parses a setting's text; `None` names no known value.
+pub trait Encoding: Sized + Copy + 'static {
+    /// Every accepted value, in the order documented.
+    const VALUES: &'static [(&'static str, Self)];
+
+    fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        Self::VALUES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .map(|(_, v)| *v)
+    }
+
+    /// The accepted values, for an error message: `` `a` or `b` ``.
+    fn expected() -> String {
+        let names: Vec<String> = Self::VALUES.iter().map(|(n, _)| format!("`{n}`")).collect();
+        names.join(" or ")
+    }
+}
+
+impl Encoding for DecimalEncoding {
+    const VALUES: &'static [(&'static str, Self)] = &[
+        ("string", DecimalEncoding::String),
+        ("number", DecimalEncoding::Number),
+    ];
+}
+
+impl Encoding for BinaryEncoding {
+    const VALUES: &'static [(&'static str, Self)] = &[
+        ("base64", BinaryEncoding::Base64),
+        ("base16", BinaryEncoding::Base16),
+    ];
+}
+
+impl Encoding for JsonEncoding {
+    const VALUES: &'static [(&'static str, Self)] = &[
+        ("value", JsonEncoding::Value),
+        ("string", JsonEncoding::String),
+    ];
+}
+
+/// The three encodings discovery applies, from the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Encodings {
+    pub decimal: DecimalEncoding,
+    pub binary: BinaryEncoding,
+    pub json: JsonEncoding,
+}
+
+/// How discovery renders column types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TypeOptions {
     pub tinyint_as_boolean: bool,
+    pub encodings: Encodings,
+}
+
+/// The Meltano SDK's format for exact decimals carried as strings.
+pub const DECIMAL_FORMAT: &str = "x-singer.decimal";
+
+/// Precision and scale of `decimal(p[,s])`; MySQL's default is (10,0).
+fn decimal_digits(ct: &ColumnType) -> (u64, u64) {
+    let mut parts = ct.args.unwrap_or("").split(',').map(str::trim);
+    let precision = parts.next().and_then(|p| p.parse().ok()).unwrap_or(10);
+    let scale = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (precision, scale)
 }
 
 /// JSON Schema for one column. Unknown types become nullable strings, which
@@ -96,7 +201,20 @@ pub fn json_schema(column_type: &str, opts: TypeOptions) -> Value {
     let ct = ColumnType::parse(column_type);
     let mut m = Map::new();
     let ty = |t: &str| json!(["null", t]);
+    let decimal_string = |m: &mut Map<String, Value>, precision: u64, scale: u64| {
+        m.insert("type".into(), ty("string"));
+        m.insert("format".into(), json!(DECIMAL_FORMAT));
+        m.insert("precision".into(), json!(precision));
+        m.insert("scale".into(), json!(scale));
+    };
+    let as_strings = opts.encodings.decimal == DecimalEncoding::String;
     let int_range = |m: &mut Map<String, Value>, min: i128, max: i128| {
+        if as_strings && max > i128::from(i64::MAX) {
+            // Wider than a signed BIGINT: its decimal digits, exactly.
+            let digits = max.to_string().len() as u64;
+            decimal_string(m, digits, 0);
+            return;
+        }
         m.insert("type".into(), json!(["null", "integer"]));
         m.insert("minimum".into(), int_value(min));
         m.insert("maximum".into(), int_value(max));
@@ -126,6 +244,10 @@ pub fn json_schema(column_type: &str, opts: TypeOptions) -> Value {
             }
             n => int_range(&mut m, 0, (1i128 << n.min(64)) - 1),
         },
+        "decimal" | "numeric" | "dec" | "fixed" if as_strings => {
+            let (precision, scale) = decimal_digits(&ct);
+            decimal_string(&mut m, precision, scale);
+        }
         "decimal" | "numeric" | "dec" | "fixed" | "float" | "double" | "real" => {
             m.insert("type".into(), ty("number"));
         }
@@ -146,15 +268,24 @@ pub fn json_schema(column_type: &str, opts: TypeOptions) -> Value {
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" | "geometry"
         | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" | "geomcollection" => {
+            let encoding = match opts.encodings.binary {
+                BinaryEncoding::Base64 => "base64",
+                BinaryEncoding::Base16 => "base16",
+            };
             m.insert("type".into(), ty("string"));
-            m.insert("contentEncoding".into(), json!("base64"));
+            m.insert("contentEncoding".into(), json!(encoding));
         }
-        "json" => {
-            m.insert(
-                "type".into(),
-                json!(["null", "object", "array", "string", "number", "boolean"]),
-            );
-        }
+        "json" => match opts.encodings.json {
+            JsonEncoding::Value => {
+                m.insert(
+                    "type".into(),
+                    json!(["null", "object", "array", "string", "number", "boolean"]),
+                );
+            }
+            JsonEncoding::String => {
+                m.insert("type".into(), ty("string"));
+            }
+        },
         // time, text types, enum, set and anything new: text.
         _ => {
             m.insert("type".into(), ty("string"));
@@ -177,11 +308,20 @@ fn int_value(n: i128) -> Value {
 mod tests {
     use super::*;
 
+    /// Numbers for decimals, base64, JSON values: the encodings the
+    /// mapping table below was written for.
+    const NUMBERS: Encodings = Encodings {
+        decimal: DecimalEncoding::Number,
+        binary: BinaryEncoding::Base64,
+        json: JsonEncoding::Value,
+    };
     const PLAIN: TypeOptions = TypeOptions {
         tinyint_as_boolean: false,
+        encodings: NUMBERS,
     };
     const BOOL: TypeOptions = TypeOptions {
         tinyint_as_boolean: true,
+        encodings: NUMBERS,
     };
 
     #[test]
@@ -359,6 +499,125 @@ mod tests {
             let got = serde_json::to_string(&json_schema(ct, *opts)).expect("serialize");
             assert_eq!(got, *want, "{ct}");
         }
+    }
+
+    #[test]
+    fn encodings_table() {
+        let strings = TypeOptions {
+            tinyint_as_boolean: false,
+            encodings: Encodings {
+                decimal: DecimalEncoding::String,
+                binary: BinaryEncoding::Base16,
+                json: JsonEncoding::String,
+            },
+        };
+        let cases: &[(&str, TypeOptions, &str)] = &[
+            (
+                "decimal(12,2)",
+                strings,
+                r#"{"type":["null","string"],"format":"x-singer.decimal","precision":12,"scale":2}"#,
+            ),
+            (
+                "decimal(65,30) unsigned",
+                strings,
+                r#"{"type":["null","string"],"format":"x-singer.decimal","precision":65,"scale":30}"#,
+            ),
+            (
+                "decimal(5)",
+                strings,
+                r#"{"type":["null","string"],"format":"x-singer.decimal","precision":5,"scale":0}"#,
+            ),
+            (
+                "decimal",
+                strings,
+                r#"{"type":["null","string"],"format":"x-singer.decimal","precision":10,"scale":0}"#,
+            ),
+            (
+                "numeric(8,3)",
+                strings,
+                r#"{"type":["null","string"],"format":"x-singer.decimal","precision":8,"scale":3}"#,
+            ),
+            (
+                "bigint(20) unsigned",
+                strings,
+                r#"{"type":["null","string"],"format":"x-singer.decimal","precision":20,"scale":0}"#,
+            ),
+            (
+                "bit(64)",
+                strings,
+                r#"{"type":["null","string"],"format":"x-singer.decimal","precision":20,"scale":0}"#,
+            ),
+            // What a signed BIGINT holds stays an integer.
+            (
+                "bigint",
+                strings,
+                r#"{"type":["null","integer"],"minimum":-9223372036854775808,"maximum":9223372036854775807}"#,
+            ),
+            (
+                "bit(63)",
+                strings,
+                r#"{"type":["null","integer"],"minimum":0,"maximum":9223372036854775807}"#,
+            ),
+            (
+                "int unsigned",
+                strings,
+                r#"{"type":["null","integer"],"minimum":0,"maximum":4294967295}"#,
+            ),
+            // Floats are approximate: numbers under every encoding.
+            ("double", strings, r#"{"type":["null","number"]}"#),
+            ("float", strings, r#"{"type":["null","number"]}"#),
+            (
+                "varbinary(16)",
+                strings,
+                r#"{"type":["null","string"],"contentEncoding":"base16"}"#,
+            ),
+            (
+                "point",
+                strings,
+                r#"{"type":["null","string"],"contentEncoding":"base16"}"#,
+            ),
+            ("json", strings, r#"{"type":["null","string"]}"#),
+            // The defaults: decimal strings, base64, JSON values.
+            (
+                "decimal(12,2)",
+                TypeOptions::default(),
+                r#"{"type":["null","string"],"format":"x-singer.decimal","precision":12,"scale":2}"#,
+            ),
+            (
+                "blob",
+                TypeOptions::default(),
+                r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
+            ),
+            (
+                "json",
+                TypeOptions::default(),
+                r#"{"type":["null","string"]}"#,
+            ),
+        ];
+        for (ct, opts, want) in cases {
+            let got = serde_json::to_string(&json_schema(ct, *opts)).expect("serialize");
+            assert_eq!(got, *want, "{ct} {opts:?}");
+        }
+    }
+
+    #[test]
+    fn encoding_names() {
+        assert_eq!(
+            DecimalEncoding::parse(" Number "),
+            Some(DecimalEncoding::Number)
+        );
+        assert_eq!(
+            DecimalEncoding::parse("string"),
+            Some(DecimalEncoding::String)
+        );
+        assert_eq!(DecimalEncoding::parse("float"), None);
+        assert_eq!(
+            BinaryEncoding::parse("base16"),
+            Some(BinaryEncoding::Base16)
+        );
+        assert_eq!(BinaryEncoding::parse("hex"), None);
+        assert_eq!(JsonEncoding::parse("value"), Some(JsonEncoding::Value));
+        assert_eq!(JsonEncoding::expected(), "`value` or `string`");
     }
 
     #[test]

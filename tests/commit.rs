@@ -1036,7 +1036,11 @@ async fn a_run_killed_mid_way_resumes_from_the_newest_state_file_with_nothing_lo
                 id,
                 (
                     a.data["v"].as_str().unwrap_or_default().to_string(),
-                    a.data["amount"].to_string(),
+                    // decimal_encoding `string`: the exact digits as text.
+                    a.data["amount"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| a.data["amount"].to_string()),
                 ),
             );
         }

@@ -3,25 +3,35 @@
 //! `singer-check-tap` format check.
 //!
 //! Type normalisation for comparing PostgreSQL with MariaDB (what
-//! pipelinewise-target-postgres makes of our schema):
-//! - DECIMAL(12,2) becomes `double precision`: compared to 2 places;
+//! pipelinewise-target-postgres makes of our schema under the default
+//! encodings):
+//! - DECIMAL(12,2) becomes text holding the exact digits: compared to 2
+//!   places;
 //! - DOUBLE stays double: compared to 15 significant digits (DBL_DIG; a
 //!   17th digit came back one unit off through the target);
 //! - DATETIME(6) becomes `timestamp without time zone`: compared as
 //!   `YYYY-MM-DDTHH:MM:SS.ffffff` (PostgreSQL's JSON drops trailing zeros);
 //! - DATE is compared as `YYYY-MM-DD`;
-//! - JSON becomes `jsonb`: compared as parsed JSON values;
+//! - JSON becomes text (json_encoding `string`): compared as parsed JSON
+//!   values;
 //! - integers and text are compared as they are, except that an empty
 //!   string counts as NULL: pipelinewise-target-postgres writes every falsy
 //!   value as an empty CSV field, which COPY reads as NULL.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
+use crate::support::destination::{
+    self, differences, duckdb_rows, postgres_rows, split_stored, text_select, Binary, Quirks, Table,
+};
 use crate::support::postgres::Postgres;
-use crate::support::{fixture, mariadb, numbers_sql, venv_tool, Emu, Scratch, BIN};
+use crate::support::{
+    fixture, mariadb, numbers_sql, sync_args, tap, venv_tool, with_api, Emu, Scratch, BIN,
+};
 
 const SHARDS: [&str; 2] = ["-80", "80-"];
 
@@ -80,8 +90,10 @@ fn row_sql(id: u64, gen: u64) -> String {
         0 => "NULL".to_string(),
         1 => format!("'{{\"k\": {x}, \"tags\": [\"a\", \"b\"], \"nested\": {{\"g\": {gen}}}}}'"),
         2 => "'[1, 2.5, null, \"x\"]'".to_string(),
-        // Not a bare JSON string: pipelinewise-target-postgres writes those
-        // unquoted into jsonb, which PostgreSQL rejects (a target bug).
+        // A bare JSON string: pipelinewise-target-postgres writes those
+        // unquoted into a jsonb column, which PostgreSQL rejects (a target
+        // bug); the default json_encoding `string` makes the column text.
+        3 if x % 8 == 3 => format!("'\"bare {id}\"'"),
         _ => format!("'{id}.5'"),
     };
     let note = if x.is_multiple_of(3) {
@@ -162,12 +174,20 @@ fn normalise(r: &Value) -> Value {
     json!({
         "id": r["id"],
         "name": r["name"],
-        "amount": r["amount"].as_f64().map(|f| format!("{f:.2}")),
+        // A number, or (decimal_encoding `string`) the exact digits as text.
+        "amount": r["amount"]
+            .as_f64()
+            .or_else(|| r["amount"].as_str().and_then(|s| s.parse().ok()))
+            .map(|f| format!("{f:.2}")),
         "ratio": r["ratio"].as_f64().map(|f| format!("{f:.14e}")),
         "created": created,
         "day": r["day"].as_str().map(|d| d.get(..10).unwrap_or(d).to_string()),
         "qty": r["qty"],
-        "doc": r["doc"].clone(),
+        // A JSON value, or (json_encoding `string`) its text.
+        "doc": match &r["doc"] {
+            Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| r["doc"].clone()),
+            other => other.clone(),
+        },
         "note": r["note"].as_str().filter(|s| !s.is_empty()),
     })
 }
@@ -191,15 +211,37 @@ fn pipeline(
 ) -> Value {
     let target = venv_tool(".venv-ppw-pg", "target-postgres");
     let target_cfg = scratch.write_json("pg.json", &pg.target_config("tap"));
-    let mut tap_cmd = format!("'{BIN}' sync --config '{config}' --catalog '{catalog}'");
-    if let Some(s) = state {
-        let p = scratch.write_json("state.json", s);
-        tap_cmd.push_str(&format!(" --state '{}'", p.display()));
-    }
+    pipe(
+        scratch,
+        Path::new(config),
+        Path::new(catalog),
+        state,
+        &target,
+        &target_cfg,
+    )
+}
+
+/// `tap sync | target`, failing on any error of either; returns the state
+/// the target echoed last.
+fn pipe(
+    scratch: &Scratch,
+    config: &Path,
+    catalog: &Path,
+    state: Option<&Value>,
+    target: &Path,
+    target_config: &Path,
+) -> Value {
+    let state_file = state.map(|s| scratch.write_json("state.json", s));
+    let args = sync_args(config, catalog, state_file.as_deref());
+    let tap_cmd: Vec<String> = std::iter::once(BIN.to_string())
+        .chain(args)
+        .map(|a| format!("'{a}'"))
+        .collect();
     let script = format!(
-        "set -o pipefail; {tap_cmd} 2>tap.err | '{}' --config '{}'",
+        "set -o pipefail; {} 2>tap.err | '{}' --config '{}'",
+        tap_cmd.join(" "),
         target.display(),
-        target_cfg.display()
+        target_config.display()
     );
     let out = Command::new("bash")
         .args(["-c", &script])
@@ -209,7 +251,8 @@ fn pipeline(
     let tap_err = std::fs::read_to_string(scratch.dir.path().join("tap.err")).unwrap_or_default();
     assert!(
         out.status.success(),
-        "pipeline failed:\ntap: {tap_err}\ntarget: {}",
+        "pipeline into {} failed:\ntap: {tap_err}\ntarget: {}",
+        target.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -329,4 +372,440 @@ async fn singer_check_tap_accepts_the_output() {
         report.contains(&format!("{records} record messages")),
         "{report}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The every-type fixture and the demo shop, over two shards, through each
+// target a Meltano user picks, compared with MariaDB column by column
+// (tests/support/destination.rs). A full sync, then inserts, updates and
+// deletes, then an incremental run from the state the target echoed.
+
+/// The synced tables and their key columns (the fixture's view and its
+/// table with a quoted name are left out: no target here takes the name).
+const SHOP_TABLES: &[(&str, &[&str])] = &[
+    ("every_type", &["id"]),
+    ("no_pk", &[]),
+    ("composite_key", &["seq", "tenant"]),
+    ("customers", &["id"]),
+    ("products", &["id"]),
+    ("orders", &["id"]),
+];
+
+fn demo_data(file: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts/demo-data")
+        .join(file);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Each shard's SQL: the every-type fixture (keys moved up by 1000 on the
+/// second shard) and the demo shop's rows for the shard's half.
+fn shop_fixtures() -> Vec<(&'static str, String)> {
+    let every = fixture("every_type.sql");
+    let shop = |lo: u32, hi: u32| {
+        format!(
+            "{}\nSET @lo = {lo}, @hi = {hi};\n{}",
+            demo_data("schema.sql"),
+            demo_data("rows.sql")
+        )
+    };
+    vec![
+        ("-80", format!("{every}\n{}", shop(1, 500))),
+        (
+            "80-",
+            format!(
+                "{every}\nUPDATE every_type SET id = id + 1000;\n\
+                 UPDATE composite_key SET seq = seq + 1000;\n\
+                 DELETE FROM no_pk WHERE a = 2;\n{}",
+                shop(501, 1000)
+            ),
+        ),
+    ]
+}
+
+/// Inserts, updates and deletes on both shards, between the two runs: the
+/// demo's own changes, every type again through the change stream, a JSON
+/// column turned into a bare string, and deletes of rows full of values.
+async fn shop_changes(emu: &Emu) {
+    let copy_every_type = "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'; \
+        INSERT INTO every_type SELECT id + 100, t_tinyint, t_tinyint_u, t_bool, t_smallint, \
+        t_smallint_u, t_mediumint, t_mediumint_u, t_int, t_int_u, t_bigint, t_bigint_u, t_year, \
+        t_bit1, t_bit12, t_decimal, t_decimal_wide, t_float, t_double, t_date, t_datetime, \
+        t_datetime6, t_timestamp, t_timestamp3, t_time, t_time6, t_char, t_varchar, t_text, \
+        t_longtext, t_enum, t_set, t_binary, t_varbinary, t_blob, t_json, t_geometry, t_point \
+        FROM every_type WHERE id < 100;";
+    emu.sql(
+        "-80",
+        &format!(
+            "{}\n{copy_every_type}\n\
+             UPDATE every_type SET t_varchar = 'changed ✓', t_json = '\"just a string\"', \
+             t_decimal = -0.01, t_bigint_u = 18446744073709551614 WHERE id = 1;\n\
+             DELETE FROM every_type WHERE id = 3;\n\
+             DELETE FROM composite_key WHERE seq = 1 AND tenant = 2;",
+            demo_data("changes.sql")
+        ),
+    )
+    .await;
+    emu.sql(
+        "80-",
+        "DELETE FROM every_type WHERE id = 1001;\n\
+         UPDATE every_type SET t_blob = x'00', t_json = '7', t_text = 'now text' WHERE id = 1002;\n\
+         DELETE FROM customers WHERE id = 777;\n\
+         UPDATE orders SET notes = 'changed' WHERE id BETWEEN 3000 AND 3010;",
+    )
+    .await;
+}
+
+/// Where a target's rows end up.
+enum Store {
+    Postgres(Postgres),
+    DuckDb { python: PathBuf, file: PathBuf },
+}
+
+impl Store {
+    /// Every row of `table` in schema `tap`, as text.
+    fn rows(&self, like: &Table, table: &str) -> destination::StoredRows {
+        match self {
+            Store::Postgres(pg) => postgres_rows(
+                pg,
+                &text_select(
+                    like,
+                    |c| format!("\"{c}\"::text AS \"{c}\""),
+                    &format!("tap.\"{table}\""),
+                ),
+            ),
+            Store::DuckDb { python, file } => duckdb_rows(
+                python,
+                file,
+                &text_select(
+                    like,
+                    |c| format!("CAST(\"{c}\" AS VARCHAR) AS \"{c}\""),
+                    &format!("tap.\"{table}\""),
+                ),
+            ),
+        }
+    }
+}
+
+/// What a target does with delete records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deletes {
+    /// `hard_delete: true` removes the row.
+    Hard,
+    /// The row stays with `_sdc_deleted_at` set (SDK targets on
+    /// INCREMENTAL streams).
+    Soft,
+}
+
+/// One target under test.
+struct Loader {
+    venv: &'static str,
+    exe: &'static str,
+    config: Value,
+    store: Store,
+    quirks: Quirks,
+    deletes: Deletes,
+}
+
+/// The whole scenario for one target: full sync, changes, incremental run;
+/// `encodings` are extra tap config keys (empty: the defaults). Returns the
+/// store, for checks of its column types.
+async fn shop_through(keyspace: &str, loader: Loader, encodings: &[(&str, &str)]) -> Store {
+    let emu = Emu::start(keyspace, &["-80", "80-"], false, &shop_fixtures()).await;
+    let config = emu.config_with("encoded.json", |c| {
+        for (k, v) in encodings {
+            c[*k] = json!(v);
+        }
+    });
+    let config_s = config.to_str().expect("utf8").to_string();
+    let run = tap(&["discover", "--config", &config_s, "--auto-select"], &[]).await;
+    assert_eq!(run.code, 0, "discover failed: {}", run.stderr);
+    let all = emu.scratch.write("catalog-all.json", &run.stdout);
+    let names: Vec<&str> = SHOP_TABLES.iter().map(|(t, _)| *t).collect();
+    let catalog = emu.select_only(&all, &names);
+    let target = venv_tool(loader.venv, loader.exe);
+    let target_cfg = emu.scratch.write_json("target.json", &loader.config);
+    let databases: Vec<String> = ["-80", "80-"]
+        .iter()
+        .map(|s| emu.emu.shard_database(s).to_string())
+        .collect();
+    let dbs: Vec<&str> = databases.iter().map(String::as_str).collect();
+    let snapshot = || async {
+        let mut out = Vec::new();
+        for (table, keys) in SHOP_TABLES {
+            out.push(destination::source(&dbs, table, keys, loader.quirks).await);
+        }
+        out
+    };
+    let run_pipe = |state: Option<Value>| {
+        let (scratch_dir, config, catalog, target, target_cfg) = (
+            emu.scratch.dir.path().to_path_buf(),
+            config.clone(),
+            catalog.clone(),
+            target.clone(),
+            target_cfg.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let scratch = Scratch {
+                dir: tempfile::TempDir::new_in(&scratch_dir).expect("tempdir"),
+            };
+            pipe(
+                &scratch,
+                &config,
+                &catalog,
+                state.as_ref(),
+                &target,
+                &target_cfg,
+            )
+        })
+    };
+
+    // GIVEN the full sync
+    let state = run_pipe(None).await.expect("join");
+    let before = snapshot().await;
+    let mut wrong = Vec::new();
+    for (want, (table, _)) in before.iter().zip(SHOP_TABLES) {
+        assert!(!want.rows.is_empty(), "{table} has rows");
+        let (live, gone) = split_stored(want, &loader.store.rows(want, table), loader.quirks);
+        wrong.extend(differences(
+            want,
+            &live,
+            &format!("{table} after the full sync"),
+        ));
+        assert!(gone.rows.is_empty(), "{table}: nothing deleted yet");
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The target echoed a state with a cursor for every stream and shard.
+    for (table, _) in SHOP_TABLES {
+        for shard in ["-80", "80-"] {
+            assert!(
+                state["bookmarks"][table]["shards"][shard]["cursor"].is_string(),
+                "{table}/{shard} in the echoed state: {state}"
+            );
+        }
+    }
+
+    // WHEN rows change and the incremental run resumes from that state
+    shop_changes(&emu).await;
+    let state2 = run_pipe(Some(state.clone())).await.expect("join");
+    assert_ne!(state2, state, "the cursors moved");
+
+    // THEN the target holds what MariaDB holds, and deleted rows are gone
+    // (hard) or kept with their values (soft: the whole before-image over
+    // VStream, the keys alone over Connect).
+    let after = snapshot().await;
+    let mut deleted = 0;
+    for ((want, old), (table, keys)) in after.iter().zip(&before).zip(SHOP_TABLES) {
+        let (live, gone) = split_stored(want, &loader.store.rows(want, table), loader.quirks);
+        wrong.extend(differences(
+            want,
+            &live,
+            &format!("{table} after the incremental run"),
+        ));
+        let mut expect_gone = old.clone();
+        expect_gone.rows.retain(|k, _| !want.rows.contains_key(k));
+        deleted += expect_gone.rows.len();
+        match loader.deletes {
+            Deletes::Hard => assert!(
+                gone.rows.is_empty(),
+                "{table}: hard deletes leave no row behind"
+            ),
+            Deletes::Soft => {
+                if emu.api == "psdbconnect" {
+                    // Connect sends a deleted row's keys only.
+                    for row in expect_gone.rows.values_mut() {
+                        for (i, c) in want.columns.iter().enumerate() {
+                            if !keys.contains(&c.name.as_str()) {
+                                row[i] = None;
+                            }
+                        }
+                    }
+                }
+                wrong.extend(differences(
+                    &expect_gone,
+                    &gone,
+                    &format!("{table}: soft-deleted rows"),
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(deleted, 7, "the changes deleted seven rows");
+    loader.store
+}
+
+/// `column → type` of `tap.every_type` in PostgreSQL, with numeric
+/// precision and scale.
+fn pg_types(store: &Store) -> BTreeMap<String, String> {
+    let Store::Postgres(pg) = store else {
+        panic!("not PostgreSQL")
+    };
+    pg.rows(
+        "SELECT attname::text AS name, format_type(atttypid, atttypmod) AS ty FROM pg_attribute \
+         WHERE attrelid = 'tap.every_type'::regclass AND attnum > 0 AND NOT attisdropped",
+    )
+    .iter()
+    .map(|r| {
+        (
+            r["name"].as_str().unwrap_or("").to_string(),
+            r["ty"].as_str().unwrap_or("").to_string(),
+        )
+    })
+    .collect()
+}
+
+fn duckdb_loader(dir: &Path) -> Loader {
+    let file = dir.join("shop.duckdb");
+    Loader {
+        venv: ".venv-duckdb",
+        exe: "target-duckdb",
+        config: json!({
+            "path": file,
+            "default_target_schema": "tap",
+            "hard_delete": true,
+            // no_pk has no key.
+            "primary_key_required": false,
+        }),
+        store: Store::DuckDb {
+            python: venv_tool(".venv-duckdb", "python"),
+            file,
+        },
+        quirks: Quirks {
+            empty_string_is_null: true,
+            binary: Binary::Base64Text,
+            json_null_is_json: false,
+        },
+        deletes: Deletes::Hard,
+    }
+}
+
+/// `extra` is added to the target's config; `json_encoding` is the tap's.
+fn meltanolabs_loader(pg: Postgres, extra: Value, json_encoding: &str) -> Loader {
+    let mut config = json!({
+        "host": "127.0.0.1",
+        "port": pg.port,
+        "user": "postgres",
+        "password": "unused-with-trust-auth",
+        "database": "postgres",
+        "default_target_schema": "tap",
+        "add_record_metadata": true,
+    });
+    let bytea = extra["interpret_content_encoding"] == json!(true);
+    let jsonb = json_encoding == "value";
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    Loader {
+        venv: ".venv-ml-pg",
+        exe: "target-postgres",
+        config,
+        store: Store::Postgres(pg),
+        quirks: Quirks {
+            empty_string_is_null: false,
+            binary: if bytea {
+                Binary::Bytea
+            } else {
+                Binary::Base64Text
+            },
+            json_null_is_json: jsonb,
+        },
+        deletes: Deletes::Soft,
+    }
+}
+
+async fn start_postgres() -> Postgres {
+    tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_defaults_mirror_the_shop_over_connect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    shop_through("duck_c", duckdb_loader(dir.path()), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_defaults_mirror_the_shop_over_vstream() {
+    with_api("vstream", async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        shop_through("duck_v", duckdb_loader(dir.path()), &[]).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meltanolabs_postgres_defaults_mirror_the_shop_over_connect() {
+    let pg = start_postgres().await;
+    let store = shop_through("mlpg_c", meltanolabs_loader(pg, json!({}), "string"), &[]).await;
+    // x-singer.decimal strings became exact numeric columns.
+    let types = pg_types(&store);
+    for (col, want) in [
+        ("t_decimal", "numeric(12,2)"),
+        ("t_decimal_wide", "numeric(65,30)"),
+        ("t_bigint_u", "numeric(20,0)"),
+        ("id", "numeric(20,0)"),
+        ("t_bigint", "bigint"),
+        ("t_blob", "text"),
+        ("t_json", "text"),
+    ] {
+        assert_eq!(
+            types.get(col).map(String::as_str),
+            Some(want),
+            "{col}: {types:?}"
+        );
+    }
+}
+
+/// The settings the README gives for meltanolabs-target-postgres: bytea for
+/// binary columns and jsonb for JSON ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meltanolabs_postgres_exact_settings_mirror_the_shop_over_vstream() {
+    with_api("vstream", async {
+        let pg = start_postgres().await;
+        let loader = meltanolabs_loader(pg, json!({"interpret_content_encoding": true}), "value");
+        let store = shop_through(
+            "mlpg_v",
+            loader,
+            &[("binary_encoding", "base16"), ("json_encoding", "value")],
+        )
+        .await;
+        let types = pg_types(&store);
+        for (col, want) in [
+            ("t_decimal", "numeric(12,2)"),
+            ("t_blob", "bytea"),
+            ("t_point", "bytea"),
+            ("t_json", "jsonb"),
+        ] {
+            assert_eq!(
+                types.get(col).map(String::as_str),
+                Some(want),
+                "{col}: {types:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelinewise_postgres_defaults_mirror_the_shop_over_vstream() {
+    with_api("vstream", async {
+        let pg = start_postgres().await;
+        let mut config = pg.target_config("tap");
+        config["primary_key_required"] = json!(false);
+        let loader = Loader {
+            venv: ".venv-ppw-pg",
+            exe: "target-postgres",
+            config,
+            store: Store::Postgres(pg),
+            quirks: Quirks {
+                empty_string_is_null: true,
+                binary: Binary::Base64Text,
+                json_null_is_json: false,
+            },
+            deletes: Deletes::Hard,
+        };
+        shop_through("ppw_v", loader, &[]).await;
+    })
+    .await;
 }

@@ -45,6 +45,10 @@ fn deleted_at_schema() -> Value {
     json!({"type": ["null", "string"], "format": "date-time"})
 }
 
+/// The tap's record sequence with `include_metadata`. Not `_sdc_sequence`:
+/// Meltano SDK targets write that column themselves and would overwrite ours.
+pub(crate) const SEQUENCE_COLUMN: &str = "_sdc_source_sequence";
+
 /// Bookmark key of a FULL_TABLE copy's version.
 const VERSION_KEY: &str = "version";
 /// Bookmark key set once a FULL_TABLE copy has completed (ppw's name).
@@ -63,7 +67,7 @@ fn stream_schema(s: &SelectedStream, include_metadata: bool) -> Value {
     if include_metadata {
         props.insert("_sdc_shard".into(), json!({"type": ["null", "string"]}));
         props.insert("_sdc_position".into(), json!({"type": ["null", "string"]}));
-        props.insert("_sdc_sequence".into(), json!({"type": ["null", "integer"]}));
+        props.insert(SEQUENCE_COLUMN.into(), json!({"type": ["null", "integer"]}));
     }
     json!({"type": ["null", "object"], "additionalProperties": false, "properties": props})
 }
@@ -560,6 +564,7 @@ mod tests {
             api: crate::config::Api::Psdbconnect,
             grpc_auth: crate::config::GrpcAuth::Basic,
             cells: None,
+            encodings: Default::default(),
         }
     }
 

@@ -63,7 +63,7 @@ pub struct ReaderContext {
     pub retry_budget: Duration,
     pub include_metadata: bool,
     pub resync_on_purged: bool,
-    /// `_sdc_sequence`: rises across the run (and across runs, being seeded
+    /// `_sdc_source_sequence`: rises across the run (and across runs, being seeded
     /// from the clock).
     pub sequence: AtomicU64,
     /// The stop position of each shard, peeked once per run.
@@ -636,7 +636,9 @@ impl Converter {
                     self.extra.extend_from_slice(b",\"_sdc_position\":");
                     write_json_str(&mut self.extra, position);
                     let seq = ctx.sequence.fetch_add(1, Ordering::Relaxed);
-                    self.extra.extend_from_slice(b",\"_sdc_sequence\":");
+                    self.extra.push(b',');
+                    write_json_str(&mut self.extra, super::SEQUENCE_COLUMN);
+                    self.extra.push(b':');
                     let _ = std::io::Write::write_fmt(&mut self.extra, format_args!("{seq}"));
                 }
                 members[0] = &self.extra;

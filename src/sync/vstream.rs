@@ -13,8 +13,8 @@
 //!   with their `enum_set_string_values`; DDL drops them until the next
 //!   FIELD;
 //! - ROW changes: after-only is an insert (or a copied row), before+after an
-//!   update, before-only a delete, whose before-image is cut down to the key
-//!   columns, as Sync sends deletes;
+//!   update, before-only a delete, which keeps its whole before-image (Sync
+//!   sends only the key columns of a deleted row);
 //! - a cursor is emitted only at a transaction boundary: the VGTID of a
 //!   transaction is adopted at its COMMIT, a VGTID outside one at once;
 //!   LASTPK with `completed` and COPY_COMPLETED end the copy;
@@ -204,7 +204,6 @@ pub struct Events {
     shard: String,
     table: String,
     qualified: String,
-    keys: Vec<String>,
     /// The table's fields from its last FIELD event, and whether ENUM/SET
     /// come as text.
     fields: Option<(Vec<Field>, bool)>,
@@ -224,15 +223,14 @@ pub struct Events {
 }
 
 impl Events {
-    /// Events of `table` on one shard; `keys` are its key columns, and
-    /// `copying` says whether the session starts in (or resumes) a copy.
-    pub fn new(keyspace: &str, shard: &str, table: &str, keys: &[String], copying: bool) -> Events {
+    /// Events of `table` on one shard; `copying` says whether the session
+    /// starts in (or resumes) a copy.
+    pub fn new(keyspace: &str, shard: &str, table: &str, copying: bool) -> Events {
         Events {
             keyspace: keyspace.to_string(),
             shard: shard.to_string(),
             table: table.to_string(),
             qualified: format!("{keyspace}.{table}"),
-            keys: keys.to_vec(),
             fields: None,
             in_tx: false,
             vgtid: None,
@@ -369,16 +367,12 @@ impl Events {
                 after: Some(result(a)),
             }),
             (Some(b), None) => {
-                let full = result(b);
-                // Sync deletes carry the key columns only; so do ours. A
-                // table without a key keeps every column, as Sync does.
-                let keyed = if self.keys.is_empty() {
-                    full
-                } else {
-                    trim_last_known_pk(&full, &self.keys)
-                };
+                // VStream sends the whole before-image (binlog_row_image
+                // FULL): keep it, so a delete record carries the row's last
+                // values and soft-deleting targets keep what was deleted.
+                // (Connect Sync sends the key columns only.)
                 self.pending.deletes.push(DeletedRow {
-                    result: Some(keyed),
+                    result: Some(result(b)),
                 });
             }
             (None, None) => {}
@@ -480,7 +474,6 @@ impl Session {
                 &ctx.keyspace,
                 &slot.shard,
                 &slot.stream.table,
-                &slot.stream.key_properties,
                 copying,
             )),
         })
@@ -591,7 +584,7 @@ mod tests {
     }
 
     fn events() -> Events {
-        Events::new("ks", "-", "t", &["id".to_string()], false)
+        Events::new("ks", "-", "t", false)
     }
 
     #[test]
@@ -633,7 +626,7 @@ mod tests {
     }
 
     #[test]
-    fn kinds_keep_their_order_and_deletes_keep_their_keys() {
+    fn kinds_keep_their_order_and_deletes_keep_their_before_image() {
         let mut e = events();
         let units = apply(
             &mut e,
@@ -674,15 +667,15 @@ mod tests {
                 (1, 0, 0, true)
             ]
         );
-        let key = units[2].resp.deletes[0].result.as_ref().expect("key");
-        assert_eq!(key.fields.len(), 1, "only the key column");
-        assert_eq!(&key.rows[0].values[..], b"3");
+        let gone = units[2].resp.deletes[0].result.as_ref().expect("image");
+        assert_eq!(gone.fields.len(), 2, "the whole before-image");
+        assert_eq!(&gone.rows[0].values[..], b"330");
         assert!(!units[0].enum_text);
     }
 
     #[test]
     fn a_copy_saves_table_pks_and_ends_at_copy_completed() {
-        let mut e = Events::new("ks", "-", "t", &["id".to_string()], true);
+        let mut e = Events::new("ks", "-", "t", true);
         let units = apply(
             &mut e,
             vec![

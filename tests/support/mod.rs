@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use psdb_emulator::mariadb::MariaDb;
 use serde_json::{json, Value};
 
+pub mod destination;
 pub mod postgres;
 pub mod vitess;
 
@@ -351,6 +352,16 @@ impl Emu {
             );
         }
         out
+    }
+
+    /// Changes keys of this emulator's own tap config, which `catalog` and
+    /// `sync` use.
+    pub fn edit_config(&self, edit: impl FnOnce(&mut Value)) {
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.config).expect("config"))
+                .expect("config json");
+        edit(&mut cfg);
+        self.scratch.write_json("config.json", &cfg);
     }
 
     /// The tap config with some keys changed, written to its own file.

@@ -102,6 +102,8 @@ impl Postgres {
             .arg("-k")
             .arg(&sockets)
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            // Timestamps read back as text are compared in UTC.
+            .args(["-c", "timezone=UTC"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
