@@ -224,7 +224,7 @@ async fn discovery_through_real_vtgate_matches_the_emulator() {
 async fn every_type_copies_and_changes_exactly_through_real_vtgate() {
     // GIVEN the every-type rows on both shards of a real Vitess, and a table
     // for one large transaction
-    let vt = Vt::shared("vt");
+    let mut vt = Vt::shared("vt");
     for shard in ["-80", "80-"] {
         vt.sql(
             shard,
@@ -238,16 +238,16 @@ async fn every_type_copies_and_changes_exactly_through_real_vtgate() {
         .await;
     }
     vt.schema_reloaded().await;
-    let catalog = vt.catalog(&["ev_type", "ev_big"]).await;
-    // `_sdc_shard` tells the shards' rows apart
-    // (decimals as numbers, to compare with MariaDB's numbers)
-    let config = vt.config_with("meta.json", |c| {
+    // `_sdc_shard` tells the shards' rows apart; decimals as numbers, to
+    // compare with MariaDB's numbers (discovery applies the encoding)
+    vt.config = vt.config_with("meta.json", |c| {
         c["include_metadata"] = json!(true);
         numbers_and_values(c);
     });
+    let catalog = vt.catalog(&["ev_type", "ev_big"]).await;
 
     // WHEN copying
-    let first = vt.sync_using(&config, &catalog, None).await.ok();
+    let first = vt.sync(&catalog, None).await.ok();
 
     // THEN every value equals MariaDB's own answer, on both shards
     let mut replayed: BTreeMap<&str, BTreeMap<u64, Value>> = BTreeMap::new();
@@ -296,7 +296,7 @@ async fn every_type_copies_and_changes_exactly_through_real_vtgate() {
         "START TRANSACTION; INSERT INTO ev_big SELECT seq, CONCAT('big-', seq) FROM seq_1_to_25000; COMMIT;",
     )
     .await;
-    let second = vt.sync_using(&config, &catalog, Some(&state)).await.ok();
+    let second = vt.sync(&catalog, Some(&state)).await.ok();
 
     // THEN replaying both runs gives MariaDB's rows exactly
     for out in [&first, &second] {
