@@ -35,14 +35,17 @@ pub enum PositionError {
     MariadbPart(String),
 }
 
+/// MySQL56 GTIDs: server UUID bytes → intervals (start, end), sorted by
+/// start, not merged.
+type Mysql56Set = BTreeMap<[u8; 16], Vec<(u64, u64)>>;
+
 /// A parsed GTID set. The empty position (no `/`, empty string) is the
 /// start of time, whatever the flavor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Position {
     #[default]
     Empty,
-    /// uuid bytes → intervals (start, end), sorted by start, not merged.
-    Mysql56(BTreeMap<[u8; 16], Vec<(u64, u64)>>),
+    Mysql56(Mysql56Set),
     /// domain → (server, sequence) of the domain's last GTID.
     Mariadb(BTreeMap<u32, (u32, u64)>),
 }
@@ -121,8 +124,8 @@ impl Position {
     }
 }
 
-fn parse_mysql56(set: &str) -> Result<BTreeMap<[u8; 16], Vec<(u64, u64)>>, PositionError> {
-    let mut sets: BTreeMap<[u8; 16], Vec<(u64, u64)>> = BTreeMap::new();
+fn parse_mysql56(set: &str) -> Result<Mysql56Set, PositionError> {
+    let mut sets = Mysql56Set::new();
     for part in set.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || PositionError::Part(part.to_string());
         let mut pieces = part.split(':');
@@ -192,10 +195,7 @@ impl fmt::Display for Position {
     }
 }
 
-fn write_mysql56(
-    f: &mut fmt::Formatter<'_>,
-    sets: &BTreeMap<[u8; 16], Vec<(u64, u64)>>,
-) -> fmt::Result {
+fn write_mysql56(f: &mut fmt::Formatter<'_>, sets: &Mysql56Set) -> fmt::Result {
     f.write_str("MySQL56/")?;
     for (i, (sid, ivs)) in sets.iter().enumerate() {
         if i > 0 {

@@ -471,8 +471,8 @@ async fn sync_through_kills(
     mut state: Option<Value>,
 ) -> (Vec<Value>, u32) {
     let mut all = Vec::new();
-    let mut kills = 0;
-    for round in 0..50 {
+    // every round but the last was killed
+    for round in 0..50u32 {
         let state_file = state
             .as_ref()
             .map(|s| vt.scratch.write_json(&format!("state-{round}.json"), s));
@@ -491,9 +491,8 @@ async fn sync_through_kills(
         }
         all.extend(lines);
         if !killed {
-            return (all, kills);
+            return (all, round);
         }
-        kills += 1;
     }
     panic!("the tap never finished in 50 runs");
 }
