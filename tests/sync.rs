@@ -404,8 +404,8 @@ async fn interrupted_copy_resumes_from_the_last_state() {
     });
     let first = emu.sync_using(&config, &catalog, None).await;
 
-    // WHEN the run fails part-way
-    assert_eq!(first.run.code, 1, "{}", first.run.stderr);
+    // WHEN the run fails part-way (refused credentials: exit 2)
+    assert_eq!(first.run.code, 2, "{}", first.run.stderr);
     assert!(
         first.run.stderr.contains("injected"),
         "{}",
@@ -528,7 +528,7 @@ async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() 
         1,
     ));
     let broken = emu.sync(&discovered, Some(&second.last_state())).await;
-    assert_eq!(broken.run.code, 1);
+    assert_eq!(broken.run.code, 2, "refused credentials");
     let mid = broken.last_state();
     let v3 = mid["bookmarks"]["items"]["version"]
         .as_i64()
@@ -671,8 +671,9 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     emu.emu.faults().set_purged_before(None, 1_000_000);
     let failed = emu.sync(&catalog, Some(&state)).await;
 
-    // THEN the run fails naming the stream and shard, keeping the state
-    assert_eq!(failed.run.code, 1, "{}", failed.run.stderr);
+    // THEN the run fails naming the stream and shard, keeping the state;
+    // exit 2: the state (or `resync_on_purged`) must change
+    assert_eq!(failed.run.code, 2, "{}", failed.run.stderr);
     let line = failed.run.error_line();
     assert!(
         line.contains("stream `items` shard `-`") && line.contains("purged"),
@@ -707,7 +708,7 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     let started = std::time::Instant::now();
     let refused = emu.sync(&catalog, Some(&resynced.last_state())).await;
     emu.emu.faults().clear();
-    assert_eq!(refused.run.code, 1, "{}", refused.run.stderr);
+    assert_eq!(refused.run.code, 2, "{}", refused.run.stderr);
     assert!(
         refused.run.error_line().contains("refused the credentials"),
         "{}",
