@@ -7,7 +7,7 @@ use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
 use crate::both_apis;
-use crate::support::{fixture, mariadb, numbers_sql, Emu};
+use crate::support::{fixture, mariadb, numbers_sql, summary_table, Emu};
 
 /// MariaDB's own answer for every column of `every_type`, turned into the
 /// JSON the type mapping documents (README "Type mapping").
@@ -250,16 +250,10 @@ async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
     let del = recs.iter().find(|r| r["id"] == 3).expect("delete of 3");
     let ts = del["_sdc_deleted_at"].as_str().expect("deleted_at");
     assert!(ts.ends_with("+00:00") && ts.contains('T'), "{ts}");
-    assert!(
-        second.run.stderr.contains("inserted=3"),
-        "{}",
-        second.run.stderr
-    );
-    assert!(
-        second.run.stderr.contains("deleted=3"),
-        "{}",
-        second.run.stderr
-    );
+    let rows = summary_table(&second.run.stderr);
+    assert_eq!(rows.len(), 1, "{}", second.run.stderr);
+    assert_eq!(rows[0]["inserted"], "3", "{}", second.run.stderr);
+    assert_eq!(rows[0]["deleted"], "3", "{}", second.run.stderr);
 
     // AND an idle run right after emits no records, but a STATE
     let started = std::time::Instant::now();
@@ -969,7 +963,8 @@ async fn switching_api_between_runs_keeps_the_state() {
             2,
         ));
         let broken = emu.sync_using(&a, &catalog, None).await;
-        assert_eq!(broken.run.code, 1, "{}", broken.run.stderr);
+        // refused credentials: exit 2 (README, Exit codes)
+        assert_eq!(broken.run.code, 2, "{}", broken.run.stderr);
         let partial = broken.records("items").len();
         assert!(partial > 0 && partial < 20_000, "{partial}");
 
