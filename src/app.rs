@@ -297,7 +297,7 @@ async fn check(args: &CommonArgs) -> Result<(), TapError> {
                 ..crate::check::Step::failed(
                     "config",
                     e.to_string(),
-                    "fix the config file or environment variable named above",
+                    "fix the config file, or the environment variable the message names",
                 )
             }],
         },

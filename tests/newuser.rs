@@ -408,6 +408,42 @@ async fn an_unreachable_host_is_exit_2_for_every_command_in_one_line() {
         }
     }
 
+    // The same for the gRPC endpoint (MySQL answers; gRPC does not): check
+    // and sync agree (discover does not use gRPC).
+    let grpc_closed = emu.config_with("grpc-closed.json", |c| {
+        c["grpc_host"] = json!(format!("127.0.0.1:{closed}"));
+        c["connect_timeout_seconds"] = json!(3);
+    });
+    let grpc_closed = grpc_closed.to_str().expect("p");
+    let k = catalog.to_str().expect("p");
+    for args in [
+        vec!["check", "--config", grpc_closed],
+        vec!["sync", "--config", grpc_closed, "--catalog", k],
+    ] {
+        let run = tap(&args, &[]).await;
+        let what = format!("gRPC closed port: {}", args[0]);
+        assert_eq!(run.code, 2, "{what}: {}", run.stderr);
+        let line = run.error_line();
+        assert_eq!(line.lines().count(), 1, "{what}: {}", run.stderr);
+        assert!(
+            line.contains(&format!(
+                "cannot reach gRPC at 127.0.0.1:{closed}: Connection refused"
+            )),
+            "{what}: {line}"
+        );
+        assert_eq!(
+            run.stderr.matches("Connection refused").count(),
+            1,
+            "{what}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stdout.lines().all(|l| !l.contains("\"RECORD\"")),
+            "{what}"
+        );
+        assert_readable(&what, &run.stderr);
+    }
+
     // A config with only `host` names every missing key in one line.
     let s = Scratch::new();
     let only_host = s.write_json("only-host.json", &json!({"host": "127.0.0.1:1"}));
