@@ -7,7 +7,7 @@ use crate::cli::AboutFormat;
 use crate::config::SETTINGS;
 
 pub const NAME: &str = "tap-planetscale";
-pub const DESCRIPTION: &str = "Singer tap for PlanetScale and Vitess: schema discovery over MySQL, full-table copy and change data capture (inserts, updates, deletes) over the PlanetScale Connect gRPC API.";
+pub const DESCRIPTION: &str = "Singer tap for PlanetScale and Vitess: schema discovery over MySQL, full-table copy and change data capture (inserts, updates, deletes) over gRPC: PlanetScale Connect (`psdbconnect.v1alpha1.Connect/Sync`, the default) or vtgate's VStream (`vtgateservice.Vitess/VStream`, set `api` to `vstream`), which every Vitess cluster serves.";
 pub const CAPABILITIES: &[&str] = &[
     "catalog",
     "properties",

@@ -4,7 +4,7 @@
 //! so a bad config, catalog or state never leaves half a Singer stream
 //! behind.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use tracing::{info, warn};
@@ -282,8 +282,10 @@ fn print_newest_state(dir: &std::path::Path) -> Result<(), TapError> {
     Ok(())
 }
 
-/// `check`: the report's JSON on stdout, each step on stderr; exit 1 when
-/// any step failed (a bad config is a failed step too).
+/// `check`: each step once on stderr (passed steps as log lines, the failed
+/// one as the run's final error line, with its hint) and the report as one
+/// JSON line on stdout for scripts. A terminal on stdout is a person, who
+/// has just read the steps: the JSON is left out there.
 async fn check(args: &CommonArgs) -> Result<(), TapError> {
     let catalog = args.catalog.as_deref().or(args.properties.as_deref());
     let report = match settings(args) {
@@ -291,31 +293,32 @@ async fn check(args: &CommonArgs) -> Result<(), TapError> {
         Err(e) => crate::check::Report {
             status: "FAILED",
             checks: vec![crate::check::Step {
-                name: "config",
-                status: "failed",
-                message: e.to_string(),
-                hint: Some("fix the config file or environment variable named above".into()),
+                kind: e.kind(),
+                ..crate::check::Step::failed(
+                    "config",
+                    e.to_string(),
+                    "fix the config file, or the environment variable the message names",
+                )
             }],
         },
     };
-    for step in &report.checks {
-        match &step.hint {
-            None => info!(check = step.name, "ok: {}", step.message),
-            Some(hint) => {
-                tracing::error!(check = step.name, hint = %hint, "FAILED: {}", step.message)
-            }
-        }
+    for step in report.checks.iter().filter(|s| s.passed()) {
+        info!(check = step.name, "ok: {}", step.message);
     }
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, &report).map_err(std::io::Error::other)?;
-    out.write_all(b"\n")?;
-    out.flush()?;
-    match report.checks.iter().find(|s| !s.passed()) {
+    if !std::io::stdout().is_terminal() {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(&mut out, &report).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+    }
+    match report.checks.into_iter().find(|s| !s.passed()) {
         None => Ok(()),
-        Some(step) => Err(TapError::Runtime(format!(
-            "check `{}` failed: {}",
-            step.name, step.message
-        ))),
+        Some(step) => Err(TapError::Check {
+            step: step.name,
+            message: step.message,
+            hint: step.hint.unwrap_or_default(),
+            kind: step.kind,
+        }),
     }
 }
 

@@ -2,9 +2,11 @@
 //! fix hint, before anyone waits for a sync to fail.
 //!
 //! Steps run in order and stop at the first failure that makes the rest
-//! meaningless (no MySQL login, no keyspace). The human report goes to
-//! stderr; stdout gets exactly one JSON line, so schedulers and Meltano can
-//! read the outcome. Exit 0 when every step passed, 1 otherwise.
+//! meaningless (no MySQL login, no keyspace), so at most one step fails.
+//! The human report goes to stderr, one line a step, the failed step as the
+//! run's final error line (with its fix hint); stdout gets one JSON line for
+//! scripts. The exit code follows the failed step's [`Kind`]: 2 when the
+//! person must change the config, 1 when a rerun may pass.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::config::{Api, Settings};
+use crate::error::Kind;
 use crate::mysql::{self, MySqlError};
 use crate::psdb::{classify, PsdbClient, PsdbError, StatusClass};
 
@@ -24,6 +27,9 @@ pub struct Step {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// What a failure means for the exit code (meaningless when ok).
+    #[serde(skip)]
+    pub kind: Kind,
 }
 
 impl Step {
@@ -33,16 +39,24 @@ impl Step {
             status: "ok",
             message: message.into(),
             hint: None,
+            kind: Kind::Input,
         }
     }
 
-    fn failed(name: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Step {
+    /// A failed step that the person fixes by changing the config.
+    pub fn failed(name: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Step {
         Step {
             name,
             status: "failed",
             message: message.into(),
             hint: Some(hint.into()),
+            kind: Kind::Input,
         }
+    }
+
+    /// The same step with another exit-code class.
+    fn kind(self, kind: Kind) -> Step {
+        Step { kind, ..self }
     }
 
     pub fn passed(&self) -> bool {
@@ -63,7 +77,7 @@ fn mysql_step(e: &MySqlError, settings: &Settings) -> Step {
         MySqlError::AccessDenied { .. } => Step::failed(
             "mysql_login",
             e.to_string(),
-            "check `username` and `password`; a PlanetScale password belongs to one branch",
+            "a PlanetScale password belongs to one branch: create one for the branch you read",
         ),
         MySqlError::UnknownDatabase { .. } => Step::failed(
             "mysql_login",
@@ -82,9 +96,9 @@ fn mysql_step(e: &MySqlError, settings: &Settings) -> Step {
         MySqlError::Unreachable { .. } | MySqlError::Timeout { .. } => Step::failed(
             "mysql_login",
             e.to_string(),
-            "check `host` (or `mysql_host`) and the port; PlanetScale serves MySQL on 3306",
+            "PlanetScale serves MySQL on port 3306 of `host`",
         ),
-        _ => Step::failed("mysql_login", e.to_string(), "see the message"),
+        _ => Step::failed("mysql_login", e.to_string(), "see the message").kind(e.kind()),
     }
 }
 
@@ -144,11 +158,19 @@ pub async fn run(settings: &Settings, catalog_path: Option<&Path>) -> Report {
             return done(checks);
         }
         Err(e) => {
-            checks.push(Step::failed(
-                "keyspace",
-                e.to_string(),
-                "the server does not answer SHOW VITESS_SHARDS: is this a PlanetScale or Vitess endpoint?",
-            ));
+            let kind = if e.is_retryable() {
+                Kind::Failed
+            } else {
+                Kind::Input
+            };
+            checks.push(
+                Step::failed(
+                    "keyspace",
+                    e.to_string(),
+                    "the server does not answer SHOW VITESS_SHARDS: is this a PlanetScale or Vitess endpoint?",
+                )
+                .kind(kind),
+            );
             return done(checks);
         }
     };
@@ -168,6 +190,27 @@ pub async fn run(settings: &Settings, catalog_path: Option<&Path>) -> Report {
         ));
         return done(checks);
     }
+    // An empty keyspace is said as that: every later step would blame
+    // something else (the gRPC probe needs a table).
+    let tables = match tables {
+        Ok(t) => t,
+        Err(e) => {
+            checks.push(Step::failed("keyspace", e.to_string(), "see the message").kind(e.kind()));
+            return done(checks);
+        }
+    };
+    let Some(probe) = tables.iter().find(|t| !t.is_view) else {
+        checks.push(Step::failed(
+            "keyspace",
+            format!(
+                "keyspace `{}` has no tables (shards {}): there is nothing to discover or sync",
+                settings.database,
+                wanted.join(", ")
+            ),
+            "create a table in the keyspace, or check that `database` names the keyspace that holds your tables",
+        ));
+        return done(checks);
+    };
     checks.push(Step::ok(
         "keyspace",
         format!(
@@ -203,20 +246,11 @@ pub async fn run(settings: &Settings, catalog_path: Option<&Path>) -> Report {
     ));
 
     // gRPC login: a `current` peek on one table.
-    let tables = tables.unwrap_or_default();
-    let Some(probe) = tables.iter().find(|t| !t.is_view) else {
-        checks.push(Step::failed(
-            "grpc_login",
-            "the keyspace has no tables to probe the Connect API with",
-            "create a table, or check `database`",
-        ));
-        return done(checks);
-    };
     match PsdbClient::connect(settings).await {
         Err(e) => {
             let hint = match e {
                 PsdbError::CaFile { .. } => "fix `tls_ca_file`",
-                _ => "check `host` (or `grpc_host`) and the port; PlanetScale serves gRPC on 443",
+                _ => "PlanetScale serves gRPC on port 443 of `host`",
             };
             checks.push(Step::failed("grpc_login", e.to_string(), hint));
             return done(checks);
@@ -259,17 +293,26 @@ pub async fn run(settings: &Settings, catalog_path: Option<&Path>) -> Report {
                     format!("{api} answered with position {pos}"),
                 )),
                 Err(status) => {
-                    let hint = match classify(&status) {
+                    let class = classify(&status);
+                    let kind = if class == StatusClass::Auth {
+                        Kind::Input
+                    } else {
+                        Kind::Failed
+                    };
+                    let hint = match class {
                         StatusClass::Auth if settings.api == Api::Vstream => "the gRPC login was refused: for a self-hosted vtgate set `grpc_auth` (`static` for --grpc_auth_mode static, `none` without auth); on PlanetScale use a password that may use the gRPC API",
                         StatusClass::Auth => "the password works for MySQL but not for the Connect API: create a password with the role that allows Connect (or ask the database owner)",
                         _ if settings.api == Api::Vstream => "see the message; check `grpc_host` (vtgate's gRPC port) and `cells`",
                         _ => "see the message; the Connect API may be unavailable for this database",
                     };
-                    checks.push(Step::failed(
-                        "grpc_login",
-                        format!("{:?}: {}", status.code(), status.message()),
-                        hint,
-                    ));
+                    checks.push(
+                        Step::failed(
+                            "grpc_login",
+                            format!("{:?}: {}", status.code(), status.message()),
+                            hint,
+                        )
+                        .kind(kind),
+                    );
                     return done(checks);
                 }
             }

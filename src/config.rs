@@ -142,8 +142,10 @@ pub enum ConfigError {
     NotObject { path: PathBuf },
     #[error("no config given: pass --config FILE (a JSON object with host, database, username and password)")]
     NoConfig,
-    #[error("config key `{key}` is missing; add it to the config file or set {env}")]
-    Missing { key: &'static str, env: String },
+    /// Every required key that is absent, in one message, so a first
+    /// config is fixed in one edit rather than one run per key.
+    #[error("{}", missing_text(keys))]
+    Missing { keys: Vec<&'static str> },
     #[error("config key `{key}` from {origin} {problem}")]
     Invalid {
         key: String,
@@ -433,11 +435,13 @@ impl RawConfig {
         match self.optional_string(key)? {
             Some(s) if !s.is_empty() => Ok(s),
             Some(_) => Err(self.invalid(key, "is empty; give a non-empty value")),
-            None => Err(ConfigError::Missing {
-                key,
-                env: env_name(key),
-            }),
+            None => Err(ConfigError::Missing { keys: vec![key] }),
         }
+    }
+
+    /// Whether a required string key is absent (null counts as absent).
+    fn is_missing(&self, key: &str) -> bool {
+        self.get(key).is_none()
     }
 
     fn optional_string(&self, key: &str) -> Result<Option<String>, ConfigError> {
@@ -510,6 +514,20 @@ impl RawConfig {
 
     /// Validates everything and builds [`Settings`].
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let host_missing = self.is_missing("host")
+            && (self.is_missing("mysql_host") || self.is_missing("grpc_host"));
+        let missing: Vec<&'static str> = [
+            ("host", host_missing),
+            ("database", self.is_missing("database")),
+            ("username", self.is_missing("username")),
+            ("password", self.is_missing("password")),
+        ]
+        .into_iter()
+        .filter_map(|(key, missing)| missing.then_some(key))
+        .collect();
+        if !missing.is_empty() {
+            return Err(ConfigError::Missing { keys: missing });
+        }
         let database = self.required_string("database")?;
         let username = self.required_string("username")?;
         let password = Secret::new(self.required_string("password")?);
@@ -520,10 +538,7 @@ impl RawConfig {
             .filter(|s| !s.is_empty());
         let grpc_host = self.optional_string("grpc_host")?.filter(|s| !s.is_empty());
         if host.is_none() && (mysql_host.is_none() || grpc_host.is_none()) {
-            return Err(ConfigError::Missing {
-                key: "host",
-                env: env_name("host"),
-            });
+            return Err(ConfigError::Missing { keys: vec!["host"] });
         }
         let endpoint = |key: &str, text: &str, default_port: u16| {
             parse_endpoint(text, default_port).map_err(|p| self.invalid(key, &p))
@@ -742,10 +757,33 @@ impl RawConfig {
 
 /// Keeps the match arms total without an `unreachable!` on input-driven paths.
 fn unreachable_missing() -> Result<Endpoint, ConfigError> {
-    Err(ConfigError::Missing {
-        key: "host",
-        env: env_name("host"),
-    })
+    Err(ConfigError::Missing { keys: vec!["host"] })
+}
+
+/// `config key `a` is missing; …` or `config keys `a`, `b` and `c` are
+/// missing; …`, naming each key's environment variable too.
+fn missing_text(keys: &[&str]) -> String {
+    fn and_list(items: &[String]) -> String {
+        match items {
+            [] => String::new(),
+            [one] => one.clone(),
+            [init @ .., last] => format!("{} and {last}", init.join(", ")),
+        }
+    }
+    let names: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+    let envs: Vec<String> = keys.iter().map(|k| env_name(k)).collect();
+    if keys.len() == 1 {
+        format!(
+            "config key {} is missing; add it to the config file or set {}",
+            names[0], envs[0]
+        )
+    } else {
+        format!(
+            "config keys {} are missing; add them to the config file or set {}",
+            and_list(&names),
+            and_list(&envs)
+        )
+    }
 }
 
 /// `TAP_PLANETSCALE_<KEY>` with dots and dashes as underscores.
@@ -968,6 +1006,10 @@ mod tests {
             (r#"{"host":"h","username":"u","password":"p"}"#, "`database` is missing"),
             (r#"{"host":"h","database":"d","password":"p"}"#, "`username` is missing"),
             (r#"{"host":"h","database":"d","username":"u"}"#, "`password` is missing"),
+            // Every missing key at once (issue 16): a config with only `host`.
+            (r#"{"host":"h"}"#, "config keys `database`, `username` and `password` are missing; add them to the config file or set TAP_PLANETSCALE_DATABASE, TAP_PLANETSCALE_USERNAME and TAP_PLANETSCALE_PASSWORD"),
+            (r#"{}"#, "config keys `host`, `database`, `username` and `password` are missing"),
+            (r#"{"mysql_host":"m:1","database":"d"}"#, "config keys `host`, `username` and `password` are missing"),
             (r#"{"host":"h","database":"","username":"u","password":"p"}"#, "`database` from config file c.json is empty"),
             (r#"{"host":"h","database":["d"],"username":"u","password":"p"}"#, "`database` from config file c.json must be a string, got an array"),
             (r#"{"host":"h:notaport","database":"d","username":"u","password":"p"}"#, "`host` from config file c.json must be `name` or `name:port`"),

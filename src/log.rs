@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
@@ -27,6 +28,25 @@ use crate::cli::LogFormat;
 /// What Meltano shows as the plugin's logger, and the SDK's `app_name`.
 const APP: &str = "tap-planetscale";
 
+/// The log format chosen at start-up, for output that is not a log line.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Whether logs are text lines for people (not the JSON shape). Unset (as in
+/// unit tests) counts as text.
+pub fn is_text() -> bool {
+    FORMAT.get().copied().unwrap_or_default() == LogFormat::Text
+}
+
+/// Writes a block of text for people (a table) to stderr as it is, with no
+/// log prefix and no fields, when text logs at INFO are on.
+pub fn print_block(text: &str) {
+    if is_text() && tracing::enabled!(Level::INFO) {
+        let mut block = text.trim_end().to_string();
+        block.push('\n');
+        crate::progress::print_above(block.as_bytes());
+    }
+}
+
 /// Installs the global subscriber. `level` is a filter such as `info` or
 /// `tap_planetscale=debug`; without it `RUST_LOG`, then `info`.
 pub fn init(level: Option<&str>, format: LogFormat) {
@@ -34,7 +54,9 @@ pub fn init(level: Option<&str>, format: LogFormat) {
         Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    if format == LogFormat::Text && std::io::stderr().is_terminal() {
+    let _ = FORMAT.set(format);
+    let terminal = std::io::stderr().is_terminal();
+    if format == LogFormat::Text && terminal {
         crate::progress::attach_terminal();
     }
     let builder = tracing_subscriber::fmt()
@@ -42,7 +64,9 @@ pub fn init(level: Option<&str>, format: LogFormat) {
         .with_writer(LineWriter::make)
         .with_target(false);
     match format {
-        LogFormat::Text => builder.with_ansi(false).init(),
+        // Colour only for a person at a terminal: a file, a pipe or a
+        // scheduler's log would keep the escape codes as noise.
+        LogFormat::Text => builder.with_ansi(terminal).init(),
         LogFormat::Json => builder.event_format(SdkJson).init(),
     }
 }

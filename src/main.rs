@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tap_planetscale::cli::{self, Cli, LogFormat};
+use tap_planetscale::cli::{self, LogFormat};
 use tap_planetscale::{app, log, singer};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(cli::normalize(std::env::args_os())) {
+    let cli = match cli::parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print to stdout and exit 0; misuse exits 2.

@@ -41,6 +41,15 @@ pub enum MySqlError {
 }
 
 impl MySqlError {
+    /// Exit-code class (see `error`): a login, TLS, host or database
+    /// problem is the person's to fix; a failed query may pass on a rerun.
+    pub fn kind(&self) -> crate::error::Kind {
+        match self {
+            MySqlError::Query { .. } | MySqlError::Shape { .. } => crate::error::Kind::Failed,
+            _ => crate::error::Kind::Input,
+        }
+    }
+
     /// Whether retrying the same call may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -121,9 +130,11 @@ fn classify_connect(e: mysql_async::Error, settings: &Settings, endpoint: String
         },
         other => {
             // TLS failures arrive as I/O or driver errors; tell them apart by
-            // their text, since mysql_async gives no kind for them.
-            let text = other.to_string();
-            let lower = text.to_ascii_lowercase();
+            // their text, since mysql_async gives no kind for them. The
+            // reason is the innermost cause: mysql_async's own message
+            // repeats `Input/output error: ` once per layer.
+            let text = crate::error::root_cause(&other);
+            let lower = other.to_string().to_ascii_lowercase();
             if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
                 MySqlError::Tls {
                     endpoint,

@@ -199,14 +199,33 @@ impl Board {
         }
     }
 
-    /// Clears the bars and prints the summary: a table for people, and one
-    /// structured line per slot for log collectors.
+    /// Clears the bars and prints the summary. Text logs get a bare table
+    /// (no log prefix, no fields) and a plain line per warning that says
+    /// what was written instead; JSON logs get one structured line per slot
+    /// for log collectors.
     pub fn finish(&mut self) {
         for bar in &self.bars {
             bar.finish_and_clear();
         }
         if let Some(term) = TERMINAL.get() {
             let _ = term.clear();
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        if crate::log::is_text() {
+            let mut block = format!(
+                "sync finished in {secs:.2} s\n{}",
+                summary_table(&self.slots)
+            );
+            let notes = warning_lines(&self.slots);
+            if !notes.is_empty() {
+                block.push_str("\nwarnings:");
+                for n in notes {
+                    block.push_str("\n  ");
+                    block.push_str(&n);
+                }
+            }
+            crate::log::print_block(&block);
+            return;
         }
         for s in &self.slots {
             let warnings: u64 = s.warnings.iter().map(|w| w.2).sum();
@@ -220,12 +239,23 @@ impl Board {
                 warn!(stream = %s.stream, shard = %s.shard, column = %column, count = n, "{what}");
             }
         }
-        info!(
-            secs = self.started.elapsed().as_secs_f64(),
-            "sync finished\n{}",
-            summary_table(&self.slots)
-        );
+        info!(secs, "sync finished");
     }
+}
+
+/// One line per (stream, shard, column) with warnings: how many values,
+/// and what happened to them.
+pub fn warning_lines(slots: &[Slot]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in slots {
+        for (column, what, n) in &s.warnings {
+            out.push(format!(
+                "{} {} column `{column}`: {n} {what}",
+                s.stream, s.shard
+            ));
+        }
+    }
+    out
 }
 
 fn style_for(s: &Slot) -> ProgressStyle {
@@ -326,6 +356,20 @@ mod tests {
     }
 
     #[test]
+    fn warnings_say_column_count_and_outcome() {
+        let mut a = Slot::new("orders", "-80", None, false);
+        a.warnings = vec![(
+            "ship_date".into(),
+            "zero or invalid dates written as null".into(),
+            227,
+        )];
+        assert_eq!(
+            warning_lines(&[a, Slot::new("t", "-", None, false)]),
+            vec!["orders -80 column `ship_date`: 227 zero or invalid dates written as null"]
+        );
+    }
+
+    #[test]
     fn summary_table_aligns_columns() {
         let mut a = Slot::new("shop-orders", "-80", Some(10), true);
         a.counts.copied = 1234;
@@ -341,6 +385,7 @@ mod tests {
             "{table}"
         );
         // Right-aligned numbers end in the same column.
+        assert!(!table.contains('='), "no log fields in the table: {table}");
         let copied_end = lines[0].find("copied").map(|i| i + "copied".len());
         assert_eq!(lines[1].find("1234").map(|i| i + 4), copied_end, "{table}");
     }

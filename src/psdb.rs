@@ -149,7 +149,7 @@ impl PsdbClient {
             .await
             .map_err(|e| PsdbError::Unreachable {
                 endpoint: ep.clone(),
-                reason: error_chain(&e),
+                reason: crate::error::root_cause(&e),
             })?;
         let header = |text: String| {
             MetadataValue::try_from(text).map_err(|e| PsdbError::Endpoint {
@@ -263,21 +263,6 @@ impl PsdbClient {
             }
         }
     }
-}
-
-/// An error and its sources in one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -127,7 +127,15 @@ async fn check_reports_each_step_and_each_failure() {
             edit(c)
         });
         let run = tap(&["check", "--config", cfg.to_str().expect("p")], &[]).await;
-        assert_eq!(run.code, 1, "{name}: {}", run.stderr);
+        // each is an input to change: exit 2 (README, Exit codes)
+        assert_eq!(run.code, 2, "{name}: {}", run.stderr);
+        // the failure is said once on stderr: the final error line
+        assert_eq!(
+            run.stderr.matches("FAILED").count() + run.error_line().lines().count(),
+            1,
+            "{name}: {}",
+            run.stderr
+        );
         let r = report(&run);
         assert_eq!(r["status"], json!("FAILED"), "{name}");
         let (got_step, message, hint) = failed_step(&r);
@@ -153,7 +161,7 @@ async fn check_reports_each_step_and_each_failure() {
     );
     let run = tap(&["check", "--config", emu.config()], &[]).await;
     emu.emu.faults().clear();
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     let (step, _, hint) = failed_step(&report(&run));
     assert_eq!(step, "grpc_login");
     assert!(hint.contains("not for the Connect API"), "{hint}");
@@ -178,7 +186,7 @@ async fn check_reports_each_step_and_each_failure() {
         &[],
     )
     .await;
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     let (step, message, _) = failed_step(&report(&run));
     assert_eq!(step, "catalog");
     assert!(
@@ -230,7 +238,7 @@ async fn self_hosted_vitess_settings_work_over_vstream() {
         c["grpc_auth"] = json!("none");
     });
     let refused = plain.sync_using(&none, &catalog, None).await;
-    assert_eq!(refused.run.code, 1, "{}", refused.run.stderr);
+    assert_eq!(refused.run.code, 2, "{}", refused.run.stderr);
     assert!(
         refused.run.error_line().contains("refused the credentials"),
         "{}",
@@ -239,7 +247,7 @@ async fn self_hosted_vitess_settings_work_over_vstream() {
 
     // AND check says which setting to fix
     let run = tap(&["check", "--config", none.to_str().expect("p")], &[]).await;
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     let (step, _, hint) = failed_step(&report(&run));
     assert_eq!(step, "grpc_login");
     assert!(hint.contains("grpc_auth"), "{hint}");

@@ -112,6 +112,10 @@ async fn about_in_each_format() {
         doc["settings"]["properties"]["password"]["secret"],
         json!(true)
     );
+    // Both gRPC APIs are described, not only Connect (issue 16).
+    let description = doc["description"].as_str().expect("description");
+    assert!(description.contains("Connect"), "{description}");
+    assert!(description.contains("VStream"), "{description}");
 
     // Meltano passes --config and --catalog along with --about
     let s = Scratch::new();

@@ -313,7 +313,14 @@ async fn recoverable(name: &str, fault: Fault, timeout_seconds: u64) {
 
 /// A permanent fault: the run fails with one clear line and a STATE from
 /// which a rerun completes.
-async fn permanent(name: &str, arm: impl FnOnce(&Emu), want: &str, during_changes: bool) {
+/// `code` is the exit code the README's rule gives the fault.
+async fn permanent(
+    name: &str,
+    arm: impl FnOnce(&Emu),
+    want: &str,
+    during_changes: bool,
+    code: i32,
+) {
     let mut t = Trial::new(name, 6000, 30).await;
     if during_changes {
         let first = t.run().await;
@@ -322,7 +329,7 @@ async fn permanent(name: &str, arm: impl FnOnce(&Emu), want: &str, during_change
         t.emu.emu.settle().await.expect("settle");
         arm(&t.emu);
         let out = t.run().await;
-        assert_eq!(out.run.code, 1, "{name}: {}", out.run.stderr);
+        assert_eq!(out.run.code, code, "{name}: {}", out.run.stderr);
         assert!(
             out.run.error_line().contains(want),
             "{name}: {}",
@@ -336,7 +343,7 @@ async fn permanent(name: &str, arm: impl FnOnce(&Emu), want: &str, during_change
         arm(&t.emu);
         let d = dbs(&t.emu);
         let (_, out) = tokio::join!(churn(d, 13, 150, Duration::from_millis(2)), t.run());
-        assert_eq!(out.run.code, 1, "{name}: {}", out.run.stderr);
+        assert_eq!(out.run.code, code, "{name}: {}", out.run.stderr);
         assert!(
             out.run.error_line().contains(want),
             "{name}: {}",
@@ -491,6 +498,7 @@ async fn fault_unauthenticated_mid_run() {
         },
         "refused the credentials",
         false,
+        2,
     )
     .await;
 }
@@ -504,6 +512,7 @@ async fn fault_purged_position() {
         |e| e.emu.faults().set_purged_before(None, u64::MAX),
         "purged",
         true,
+        2,
     )
     .await;
 }
@@ -517,6 +526,7 @@ async fn fault_malformed_row() {
         |e| e.emu.faults().set(Fault::new(FaultKind::MalformedRow, 0)),
         "bad data from the server",
         false,
+        1,
     )
     .await;
 }

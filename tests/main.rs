@@ -12,6 +12,7 @@ mod discover;
 mod faults;
 mod fuzz;
 mod meltano;
+mod newuser;
 mod progress;
 mod reliability;
 mod sync;

@@ -78,6 +78,16 @@ async fn progress_lines_show_phase_rate_and_percent_then_a_summary_table() {
     let row = run.stderr.lines().nth(header + 1).unwrap_or_default();
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cells[..4], ["items", "-", "done", "4000"], "{row}");
+    // The table is plain text: no log field trails its last row (issue 16).
+    let header_cells = run
+        .stderr
+        .lines()
+        .nth(header)
+        .unwrap_or_default()
+        .split_whitespace()
+        .count();
+    assert_eq!(cells.len(), header_cells, "{row}");
+    assert!(!row.contains('='), "{row}");
     // Logs never reach stdout.
     for l in run.stdout.lines() {
         let m: Value = serde_json::from_str(l).expect("stdout is Singer JSON");

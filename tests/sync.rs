@@ -7,7 +7,7 @@ use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
 use crate::both_apis;
-use crate::support::{fixture, mariadb, numbers_sql, Emu};
+use crate::support::{fixture, mariadb, numbers_sql, summary_table, Emu};
 
 /// MariaDB's own answer for every column of `every_type`, turned into the
 /// JSON the type mapping documents (README "Type mapping").
@@ -273,16 +273,10 @@ async fn incremental_run_emits_exactly_the_changes_in_commit_order() {
     let del = recs.iter().find(|r| r["id"] == 3).expect("delete of 3");
     let ts = del["_sdc_deleted_at"].as_str().expect("deleted_at");
     assert!(ts.ends_with("+00:00") && ts.contains('T'), "{ts}");
-    assert!(
-        second.run.stderr.contains("inserted=3"),
-        "{}",
-        second.run.stderr
-    );
-    assert!(
-        second.run.stderr.contains("deleted=3"),
-        "{}",
-        second.run.stderr
-    );
+    let rows = summary_table(&second.run.stderr);
+    assert_eq!(rows.len(), 1, "{}", second.run.stderr);
+    assert_eq!(rows[0]["inserted"], "3", "{}", second.run.stderr);
+    assert_eq!(rows[0]["deleted"], "3", "{}", second.run.stderr);
 
     // AND an idle run right after emits no records, but a STATE
     let started = std::time::Instant::now();
@@ -428,8 +422,8 @@ async fn interrupted_copy_resumes_from_the_last_state() {
     });
     let first = emu.sync_using(&config, &catalog, None).await;
 
-    // WHEN the run fails part-way
-    assert_eq!(first.run.code, 1, "{}", first.run.stderr);
+    // WHEN the run fails part-way (refused credentials: exit 2)
+    assert_eq!(first.run.code, 2, "{}", first.run.stderr);
     assert!(
         first.run.stderr.contains("injected"),
         "{}",
@@ -552,7 +546,7 @@ async fn full_table_brackets_copies_with_activate_version_and_resumes_with_it() 
         1,
     ));
     let broken = emu.sync(&discovered, Some(&second.last_state())).await;
-    assert_eq!(broken.run.code, 1);
+    assert_eq!(broken.run.code, 2, "refused credentials");
     let mid = broken.last_state();
     let v3 = mid["bookmarks"]["items"]["version"]
         .as_i64()
@@ -695,8 +689,9 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     emu.emu.faults().set_purged_before(None, 1_000_000);
     let failed = emu.sync(&catalog, Some(&state)).await;
 
-    // THEN the run fails naming the stream and shard, keeping the state
-    assert_eq!(failed.run.code, 1, "{}", failed.run.stderr);
+    // THEN the run fails naming the stream and shard, keeping the state;
+    // exit 2: the state (or `resync_on_purged`) must change
+    assert_eq!(failed.run.code, 2, "{}", failed.run.stderr);
     let line = failed.run.error_line();
     assert!(
         line.contains("stream `items` shard `-`") && line.contains("purged"),
@@ -731,7 +726,7 @@ async fn purged_positions_and_refused_credentials_fail_clearly() {
     let started = std::time::Instant::now();
     let refused = emu.sync(&catalog, Some(&resynced.last_state())).await;
     emu.emu.faults().clear();
-    assert_eq!(refused.run.code, 1, "{}", refused.run.stderr);
+    assert_eq!(refused.run.code, 2, "{}", refused.run.stderr);
     assert!(
         refused.run.error_line().contains("refused the credentials"),
         "{}",
@@ -999,7 +994,8 @@ async fn switching_api_between_runs_keeps_the_state() {
             2,
         ));
         let broken = emu.sync_using(&a, &catalog, None).await;
-        assert_eq!(broken.run.code, 1, "{}", broken.run.stderr);
+        // refused credentials: exit 2 (README, Exit codes)
+        assert_eq!(broken.run.code, 2, "{}", broken.run.stderr);
         let partial = broken.records("items").len();
         assert!(partial > 0 && partial < 20_000, "{partial}");
 

@@ -50,8 +50,12 @@ struct Args {
         allow_hyphen_values = true
     )]
     shards: Vec<String>,
-    /// Backing database of a shard, SHARD=DB (repeatable). Default:
-    /// `<keyspace>_<shard with non-alphanumerics as _>`, created if missing.
+    /// Backing database of a shard, SHARD=DB (repeatable), created if
+    /// missing. Default: `<keyspace>_<shard>`, where every character of the
+    /// keyspace other than a letter, digit or `_`, and every character of the
+    /// shard other than a letter or digit, becomes `_`, and a shard with no
+    /// letter or digit (`-`) becomes `0`: keyspace `ks` stores shard `-` in
+    /// `ks_0`, `-80` in `ks__80` and `80-` in `ks_80_`.
     #[arg(long = "shard-database", value_name = "SHARD=DB")]
     shard_database: Vec<String>,
     /// User name accepted by both fronts.
@@ -104,8 +108,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: the demo and the tests keep this log
+        // in a file.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -114,8 +122,8 @@ async fn main() -> std::process::ExitCode {
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("psdb-emulator: {e:#}");
+            // One line, once: not also as a log event.
+            eprintln!("psdb-emulator: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -12,6 +12,8 @@ async fn ready_file_and_sigterm() {
     let db = mariadb();
     let dir = tempfile::tempdir().expect("tempdir");
     let ready = dir.path().join("ready.json");
+    let log_path = dir.path().join("emulator.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
     let explicit = db.create_database("bin").await.expect("db");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_psdb-emulator"))
         .args([
@@ -29,7 +31,7 @@ async fn ready_file_and_sigterm() {
             "--ready-file",
             &ready.display().to_string(),
         ])
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn");
     let started = Instant::now();
@@ -70,4 +72,27 @@ async fn ready_file_and_sigterm() {
     }
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status}");
+    // A log written to a file carries no colour codes.
+    let log = std::fs::read_to_string(&log_path).expect("read log");
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a file: {log:?}");
+}
+
+/// `--help` documents the backing database names the emulator really uses
+/// (the ready-file test above sees `binks__80` for shard `-80`).
+#[test]
+fn help_names_the_default_backing_databases() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_psdb-emulator"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains(
+            "keyspace `ks` stores shard `-` in `ks_0`, `-80` in `ks__80` and `80-` in `ks_80_`"
+        ),
+        "{help}"
+    );
 }

@@ -101,13 +101,22 @@ type MySqlAnswers = (
     Result<Vec<RawTable>, mysql::MySqlError>,
 );
 
+/// Why a round of the MySQL queries failed.
+enum PhaseError {
+    /// No connection at all: a wrong host, port, password or database, said
+    /// at once rather than after a round of retries (see the exit-code rule
+    /// in `error`).
+    Connect(mysql::MySqlError),
+    /// The connection broke during the queries: worth a retry.
+    Lost(mysql::MySqlError),
+}
+
 /// One round of the MySQL queries a sync needs. A connection failure is the
-/// outer error (retryable or not); a query's own failure is inside.
-async fn mysql_phase(
-    settings: &Settings,
-    keyspace: &str,
-) -> Result<MySqlAnswers, mysql::MySqlError> {
-    let mut conn = mysql::connect(settings).await?;
+/// outer error; a query's own failure is inside.
+async fn mysql_phase(settings: &Settings, keyspace: &str) -> Result<MySqlAnswers, PhaseError> {
+    let mut conn = mysql::connect(settings)
+        .await
+        .map_err(PhaseError::Connect)?;
     let shards = mysql::shards(&mut conn, keyspace).await;
     let tablets = mysql::tablets(&mut conn).await;
     let tables = mysql::describe_schema(&mut conn, keyspace).await;
@@ -121,10 +130,14 @@ async fn mysql_phase(
     .flatten()
     {
         if r.is_retryable() {
-            return Err(mysql::MySqlError::Unreachable {
+            let reason = match r {
+                mysql::MySqlError::Query { source, .. } => crate::error::root_cause(&**source),
+                other => other.to_string(),
+            };
+            return Err(PhaseError::Lost(mysql::MySqlError::Unreachable {
                 endpoint: settings.mysql.to_string(),
-                reason: r.to_string(),
-            });
+                reason,
+            }));
         }
     }
     Ok((shards, tablets, tables))
@@ -153,24 +166,24 @@ pub async fn run_into<W: std::io::Write>(
     let selected = catalog.selected()?;
     let keyspace = settings.database.clone();
 
-    // MySQL: shards, cells and the tables' real columns. A server that has
-    // gone away is retried like any transient error.
+    // MySQL: shards, cells and the tables' real columns. A connection that
+    // breaks during the queries is retried like any transient error.
     let mut attempt = 0;
     let (shards_res, tablets_res, tables_res) = loop {
         match mysql_phase(settings, &keyspace).await {
             Ok(answers) => break answers,
-            Err(e) if e.is_retryable() && attempt < settings.max_retries => {
+            Err(PhaseError::Lost(e)) if attempt < settings.max_retries => {
                 attempt += 1;
                 let wait = reader::backoff(attempt);
                 warn!(attempt, error = %e, wait_ms = wait.as_millis() as u64, "MySQL failed; retrying");
                 tokio::time::sleep(wait).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(PhaseError::Connect(e) | PhaseError::Lost(e)) => return Err(e.into()),
         }
     };
     let available = shards_res?;
     if available.is_empty() {
-        return Err(TapError::Runtime(format!(
+        return Err(TapError::Usage(format!(
             "keyspace `{keyspace}` has no shards (SHOW VITESS_SHARDS lists none for it); check `database`"
         )));
     }
@@ -302,9 +315,7 @@ pub async fn run_into<W: std::io::Write>(
         }));
     }
 
-    let client = PsdbClient::connect(settings)
-        .await
-        .map_err(|e| TapError::Runtime(e.to_string()))?;
+    let client = PsdbClient::connect(settings).await?;
 
     // From here on SIGINT/SIGTERM stop the run cleanly: readers stop, and
     // a final STATE covers exactly what was written.
@@ -509,9 +520,14 @@ pub async fn run_into<W: std::io::Write>(
                 dirty = false;
             }
             Event::Failed { slot, error } => {
-                warn!(stream = %specs[slot_stream[slot]].name, shard = %board.slot(slot).shard, error = %error, "reader failed; stopping the others");
+                let stream = &specs[slot_stream[slot]].name;
+                let shard = &board.slot(slot).shard;
                 if failure.is_none() {
-                    failure = Some(TapError::Runtime(error.to_string()));
+                    // Its text is the run's final error line: said once.
+                    warn!(stream = %stream, shard = %shard, "reader failed; stopping the others");
+                    failure = Some(TapError::Read(error));
+                } else {
+                    warn!(stream = %stream, shard = %shard, error = %error, "another reader failed too");
                 }
                 tasks.abort_all();
             }

@@ -202,6 +202,18 @@ pub enum ReadError {
 }
 
 impl ReadError {
+    /// Exit-code class (see `error`): refused credentials and a purged
+    /// position need the person to change the config or the state; the
+    /// rest may pass on a rerun.
+    pub fn kind(&self) -> crate::error::Kind {
+        match self {
+            ReadError::Auth { .. } | ReadError::Purged { .. } => crate::error::Kind::Input,
+            ReadError::Server { .. } | ReadError::Exhausted { .. } | ReadError::Data { .. } => {
+                crate::error::Kind::Failed
+            }
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         false
     }
@@ -748,7 +760,7 @@ impl Converter {
             if let Some(n) = self.warnings.zero_dates.get(i).filter(|n| **n > 0) {
                 out.push((
                     p.name.clone(),
-                    "zero or invalid dates written as null".into(),
+                    "zero or invalid dates written as null (MySQL's `0000-00-00` and the like name no calendar day, so JSON has no form for them)".into(),
                     *n,
                 ));
             }

@@ -459,3 +459,27 @@ pub fn sync_args(config: &Path, catalog: &Path, state: Option<&Path>) -> Vec<Str
     }
     args
 }
+
+/// The rows of the end-of-run table a text-log sync prints on stderr, each
+/// as column name → cell.
+pub fn summary_table(stderr: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut header: Option<Vec<&str>> = None;
+    let mut rows = Vec::new();
+    for line in stderr.lines() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        if cells.starts_with(&["stream", "shard", "phase"]) {
+            header = Some(cells);
+            continue;
+        }
+        match &header {
+            Some(h) if cells.len() == h.len() => rows.push(
+                h.iter()
+                    .zip(&cells)
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            _ => header = None,
+        }
+    }
+    rows
+}
