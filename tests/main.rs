@@ -17,3 +17,4 @@ mod reliability;
 mod sync;
 mod targets;
 mod vitess;
+mod vstream_diff;
