@@ -87,7 +87,7 @@ fn after_alter() -> String {
 
 /// One server of the comparison.
 enum Side {
-    Emulator(Emu),
+    Emulator(Box<Emu>),
     Real(Vt<'static>),
 }
 
@@ -636,7 +636,7 @@ fn diff(emu: &[String], real: &[String]) -> Option<String> {
 #[tokio::test]
 async fn emulator_vstream_matches_a_real_vtgate() {
     // GIVEN the same table and rows on an emulator and on a real Vitess
-    let emu = Side::Emulator(Emu::start("vdiff", &["-"], false, &[]).await);
+    let emu = Side::Emulator(Box::new(Emu::start("vdiff", &["-"], false, &[]).await));
     let real = Side::Real(Vt::shared("vt1"));
 
     // WHEN each streams a copy, a multi-statement transaction, an ADD
