@@ -18,3 +18,4 @@ mod reliability;
 mod sync;
 mod targets;
 mod vitess;
+mod vstream_diff;

@@ -72,7 +72,7 @@ fn assert_every_type_matches(
 /// (`int(11)`), MySQL 8 (PlanetScale, and the emulator, which answers as
 /// MySQL 8) does not, but for `tinyint(1)`. The width means nothing to the
 /// type mapping, so the comparison drops it.
-fn without_display_width(sql_type: &str) -> String {
+pub(crate) fn without_display_width(sql_type: &str) -> String {
     let ints = ["tinyint", "smallint", "mediumint", "int", "bigint", "year"];
     match sql_type.split_once('(') {
         Some((base, rest)) if ints.contains(&base) && !sql_type.starts_with("tinyint(1)") => {

@@ -171,6 +171,33 @@ pub fn vitess_type(data_type: &str, column_type: &str) -> Type {
     }
 }
 
+/// MySQL's `NUM_FLAG`: not sent by the server, but added by the MySQL
+/// client library, and by Vitess, whose fields (vtgate's FIELD events
+/// included) carry it on every numeric column.
+pub const NUM_FLAG: u32 = 32768;
+
+/// The types Vitess's client marks with [`NUM_FLAG`]: integers (YEAR too),
+/// floats and decimals (`IsNum` in vitess go/mysql).
+fn is_num(t: Type) -> bool {
+    use Type::*;
+    matches!(
+        t,
+        Int8 | Uint8
+            | Int16
+            | Uint16
+            | Int24
+            | Uint24
+            | Int32
+            | Uint32
+            | Int64
+            | Uint64
+            | Float32
+            | Float64
+            | Decimal
+            | Year
+    )
+}
+
 /// Parses the members of `enum('a','b')` / `set('a','b')`.
 pub fn parse_members(column_type: &str) -> Vec<String> {
     let Some(start) = column_type.find('(') else {
@@ -281,6 +308,9 @@ pub async fn load_table(
             field.charset = u32::from(pc.character_set());
             field.decimals = u32::from(pc.decimals());
             field.flags = u32::from(pc.flags().bits());
+            if is_num(vtype) {
+                field.flags |= NUM_FLAG;
+            }
         }
         if is_json {
             // MySQL 8 reports JSON as binary-charset BLOB-flagged columns.

@@ -6,14 +6,22 @@
 //! the capture log, one response per transaction), and a translator task
 //! turns each of those responses into VStream events in vtgate's order:
 //!
-//! - a transaction: `BEGIN`, `FIELD` (before the first row, and again when
-//!   the fields change), `ROW`…, `VGTID`, `COMMIT`;
-//! - a copy batch: `BEGIN`, `FIELD`, `ROW`… (after-images only), `LASTPK`,
-//!   `VGTID` with `table_p_ks`, `COMMIT`; the end of the copy is a `VGTID`
-//!   without `table_p_ks`, a completed `LASTPK`, then `COPY_COMPLETED` for
-//!   the shard and once more with empty keyspace and shard (as vtgate does);
+//! - a transaction: `BEGIN`, `FIELD` (before the first row, again when the
+//!   fields change, and before the first change after a copy), `ROW`
+//!   (`flags: 1`), `VGTID`, `COMMIT`;
+//! - a copy batch: `BEGIN`, `FIELD` then a `VGTID` with the snapshot
+//!   position, one `ROW` per row (after-images only), `VGTID` with
+//!   `table_p_ks`, `COMMIT`; the end of the copy is a `BEGIN`, `VGTID`
+//!   without `table_p_ks`, `COMMIT`, then `COPY_COMPLETED` for the shard and
+//!   once more with empty keyspace and shard. vtgate does not pass on
+//!   vttablet's `LASTPK` events: the lastpk travels in the VGTID only;
+//! - every event but `HEARTBEAT` and the last `COPY_COMPLETED` names the
+//!   keyspace and shard;
 //! - an idle stream sends `HEARTBEAT` every `heartbeat_interval` seconds;
 //! - a `current` request gets one `VGTID` with the shard's position.
+//!
+//! This order and shape were checked against a real vtgate (v0.24, see
+//! tests/vstream_diff.rs); what still differs is listed in the README.
 //!
 //! Events of consecutive transactions that are ready at once go in one
 //! response (vtgate batches too). Row and field table names are
@@ -38,7 +46,7 @@ use tonic::{Request, Response, Status};
 use crate::grpc::{check_auth, open_stream, parse_timeout, SyncState};
 use crate::values::ChangeText;
 use crate::wire::binlogdata::{
-    FieldEvent, LastPkEvent, RowChange, RowEvent, ShardGtid, TableLastPk, VEvent, VEventType, VGtid,
+    FieldEvent, RowChange, RowEvent, ShardGtid, TableLastPk, VEvent, VEventType, VGtid,
 };
 use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
 use crate::wire::query::{Field, QueryResult};
@@ -217,129 +225,182 @@ impl Translator {
         }
     }
 
+    /// An event of this stream's shard: vtgate passes on the keyspace and
+    /// shard vttablet stamps on every event (not on HEARTBEAT or the last
+    /// COPY_COMPLETED, which vtgate makes itself).
+    fn event(&self, kind: VEventType) -> VEvent {
+        VEvent {
+            keyspace: self.keyspace.clone(),
+            shard: self.shard.clone(),
+            ..event(kind)
+        }
+    }
+
     /// Appends the events of one response; returns its row count.
     fn translate(&mut self, resp: SyncResponse, events: &mut Vec<VEvent>) -> usize {
-        // Rows move from the response into the events, uncopied.
-        let mut changes = Vec::new();
-        let mut fields: Option<Vec<Field>> = None;
-        for qr in resp.result {
-            fields = fields.or(Some(qr.fields));
-            changes.extend(qr.rows.into_iter().map(|r| RowChange {
-                after: Some(r),
-                ..Default::default()
-            }));
-        }
-        for up in resp.updates {
-            let (Some(b), Some(a)) = (pre_encoded(&up.before), pre_encoded(&up.after)) else {
-                continue;
-            };
-            fields = fields.or(Some(a.fields));
-            for (before, after) in b.rows.into_iter().zip(a.rows) {
-                changes.push(RowChange {
-                    before: Some(before),
-                    after: Some(after),
-                    ..Default::default()
-                });
-            }
-        }
-        for del in resp.deletes {
-            let Some(d) = pre_encoded(&del.result) else {
-                continue;
-            };
-            fields = fields.or(Some(d.fields));
-            changes.extend(d.rows.into_iter().map(|r| RowChange {
-                before: Some(r),
-                ..Default::default()
-            }));
-        }
+        let (fields, changes) = row_changes(resp.result, resp.updates, resp.deletes);
         let rows = changes.len();
         if !changes.is_empty() {
             self.begin(events);
             if let Some(f) = fields.filter(|f| !f.is_empty()) {
                 if self.fields.as_ref() != Some(&f) {
-                    let mut ev = event(VEventType::Field);
-                    ev.field_event = Some(FieldEvent {
-                        table_name: self.qualified.clone(),
-                        fields: f.clone(),
-                        keyspace: self.keyspace.clone(),
-                        shard: self.shard.clone(),
-                        enum_set_string_values: self.enum_text,
-                        ..Default::default()
-                    });
-                    events.push(ev);
+                    self.field_event(&f, events);
+                    // A copy pass states its snapshot position right after
+                    // its fields, before the rows.
+                    if let (true, Some(c)) = (self.copying, &resp.cursor) {
+                        events.push(self.vgtid(&c.position, Vec::new()));
+                    }
                     self.fields = Some(f);
                 }
             }
-            let mut ev = event(VEventType::Row);
-            ev.timestamp = now_secs();
-            ev.row_event = Some(RowEvent {
-                table_name: self.qualified.clone(),
-                row_changes: changes,
-                keyspace: self.keyspace.clone(),
-                shard: self.shard.clone(),
-                ..Default::default()
-            });
-            events.push(ev);
+            self.row_events(changes, events);
         }
         let Some(cursor) = resp.cursor else {
             return rows;
         };
         self.begin(events);
+        // vtgate folds vttablet's LASTPK events into the VGTID's table_p_ks
+        // and does not pass them on.
         let table_p_ks = match &cursor.last_known_pk {
-            Some(pk) => {
-                let last = TableLastPk {
-                    table_name: self.table.clone(),
-                    lastpk: Some(pk.clone()),
-                };
-                let mut ev = event(VEventType::Lastpk);
-                ev.last_p_k_event = Some(LastPkEvent {
-                    table_last_p_k: Some(last.clone()),
-                    completed: false,
-                });
-                events.push(ev);
-                vec![last]
-            }
+            Some(pk) => vec![TableLastPk {
+                table_name: self.table.clone(),
+                lastpk: Some(lastpk_shape(pk)),
+            }],
             None => Vec::new(),
         };
-        let mut vg = event(VEventType::Vgtid);
-        vg.vgtid = Some(VGtid {
-            shard_gtids: vec![ShardGtid {
-                keyspace: self.keyspace.clone(),
-                shard: self.shard.clone(),
-                gtid: cursor.position.clone(),
-                table_p_ks,
-            }],
-        });
-        events.push(vg);
-        events.push(event(VEventType::Commit));
+        events.push(self.vgtid(&cursor.position, table_p_ks));
+        events.push(self.event(VEventType::Commit));
         self.in_tx = false;
         if self.copying && cursor.last_known_pk.is_none() {
             self.copying = false;
-            let mut done = event(VEventType::Lastpk);
-            done.last_p_k_event = Some(LastPkEvent {
-                table_last_p_k: Some(TableLastPk {
-                    table_name: self.table.clone(),
-                    lastpk: None,
-                }),
-                completed: true,
-            });
-            events.push(done);
-            let mut shard_done = event(VEventType::CopyCompleted);
-            shard_done.keyspace = self.keyspace.clone();
-            shard_done.shard = self.shard.clone();
-            events.push(shard_done);
+            events.push(self.event(VEventType::CopyCompleted));
             events.push(event(VEventType::CopyCompleted));
+            // The change stream after a copy is a new vstreamer, which
+            // sends the fields again before its first row.
+            self.fields = None;
         }
         rows
     }
 
+    fn field_event(&self, fields: &[Field], events: &mut Vec<VEvent>) {
+        let mut ev = self.event(VEventType::Field);
+        ev.field_event = Some(FieldEvent {
+            table_name: self.qualified.clone(),
+            fields: fields.to_vec(),
+            keyspace: self.keyspace.clone(),
+            shard: self.shard.clone(),
+            enum_set_string_values: self.enum_text,
+            ..Default::default()
+        });
+        events.push(ev);
+    }
+
+    /// Copied rows go one per ROW event (as vtgate's copy sends them);
+    /// changes of a transaction in one, flagged as a binlog rows event's
+    /// end of statement (`flags: 1`), as vttablet passes them on.
+    fn row_events(&self, changes: Vec<RowChange>, events: &mut Vec<VEvent>) {
+        let row_event = |row_changes: Vec<RowChange>, flags: u32| {
+            let mut ev = self.event(VEventType::Row);
+            ev.timestamp = now_secs();
+            ev.row_event = Some(RowEvent {
+                table_name: self.qualified.clone(),
+                row_changes,
+                keyspace: self.keyspace.clone(),
+                shard: self.shard.clone(),
+                flags,
+                ..Default::default()
+            });
+            ev
+        };
+        if self.copying {
+            events.extend(changes.into_iter().map(|c| row_event(vec![c], 0)));
+        } else {
+            events.push(row_event(changes, 1));
+        }
+    }
+
+    fn vgtid(&self, position: &str, table_p_ks: Vec<TableLastPk>) -> VEvent {
+        let mut vg = self.event(VEventType::Vgtid);
+        vg.vgtid = Some(VGtid {
+            shard_gtids: vec![ShardGtid {
+                keyspace: self.keyspace.clone(),
+                shard: self.shard.clone(),
+                gtid: position.to_string(),
+                table_p_ks,
+            }],
+        });
+        vg
+    }
+
     fn begin(&mut self, events: &mut Vec<VEvent>) {
         if !self.in_tx {
-            let mut ev = event(VEventType::Begin);
+            let mut ev = self.event(VEventType::Begin);
             ev.timestamp = now_secs();
             events.push(ev);
             self.in_tx = true;
         }
+    }
+}
+
+/// The fields and row changes of one Sync-shaped response (rows move from
+/// the response into the changes, uncopied).
+fn row_changes(
+    result: Vec<QueryResult>,
+    updates: Vec<crate::wire::psdbconnect::v1alpha1::UpdatedRow>,
+    deletes: Vec<crate::wire::psdbconnect::v1alpha1::DeletedRow>,
+) -> (Option<Vec<Field>>, Vec<RowChange>) {
+    let mut changes = Vec::new();
+    let mut fields: Option<Vec<Field>> = None;
+    for qr in result {
+        fields = fields.or(Some(qr.fields));
+        changes.extend(qr.rows.into_iter().map(|r| RowChange {
+            after: Some(r),
+            ..Default::default()
+        }));
+    }
+    for up in updates {
+        let (Some(b), Some(a)) = (pre_encoded(&up.before), pre_encoded(&up.after)) else {
+            continue;
+        };
+        fields = fields.or(Some(a.fields));
+        for (before, after) in b.rows.into_iter().zip(a.rows) {
+            changes.push(RowChange {
+                before: Some(before),
+                after: Some(after),
+                ..Default::default()
+            });
+        }
+    }
+    for del in deletes {
+        let Some(d) = pre_encoded(&del.result) else {
+            continue;
+        };
+        fields = fields.or(Some(d.fields));
+        changes.extend(d.rows.into_iter().map(|r| RowChange {
+            before: Some(r),
+            ..Default::default()
+        }));
+    }
+    (fields, changes)
+}
+
+/// A lastpk as vtgate's VGTID carries it: its fields keep only name, type,
+/// charset and flags (vttablet builds them from the primary key columns,
+/// not from a query result).
+fn lastpk_shape(pk: &QueryResult) -> QueryResult {
+    QueryResult {
+        fields: pk
+            .fields
+            .iter()
+            .map(|f| Field {
+                name: f.name.clone(),
+                r#type: f.r#type,
+                charset: f.charset,
+                flags: f.flags,
+                ..Default::default()
+            })
+            .collect(),
+        ..pk.clone()
     }
 }
 

@@ -130,19 +130,18 @@ async fn copy_then_changes_in_vtgate_order() {
         vec![
             Begin,
             Field,
+            Vgtid, // the snapshot position, before the rows
             Row,
-            Lastpk,
+            Row,
             Vgtid,
-            Commit, // rows 1, 2
+            Commit, // rows 1, 2, one ROW each
             Begin,
             Row,
-            Lastpk,
             Vgtid,
             Commit, // row 3
             Begin,
             Vgtid,
             Commit,
-            Lastpk,
             CopyCompleted,
             CopyCompleted
         ]
@@ -170,10 +169,11 @@ async fn copy_then_changes_in_vtgate_order() {
         .filter_map(|e| e.vgtid.as_ref())
         .map(|v| &v.shard_gtids[0])
         .collect();
-    let first_pk = vgtids[0].table_p_ks[0].lastpk.clone().expect("lastpk");
+    assert!(vgtids[0].table_p_ks.is_empty(), "the snapshot position");
+    let first_pk = vgtids[1].table_p_ks[0].lastpk.clone().expect("lastpk");
     assert_eq!(rows_of(std::slice::from_ref(&first_pk)), vec![vec![s("2")]]);
-    assert!(vgtids[2].table_p_ks.is_empty(), "the copy is done");
-    let snapshot = vgtids[2].gtid.clone();
+    assert!(vgtids[3].table_p_ks.is_empty(), "the copy is done");
+    let snapshot = vgtids[3].gtid.clone();
     assert!(snapshot.starts_with("MySQL56/"), "{snapshot}");
 
     // WHEN a copy resumes from the first batch's table_p_ks
