@@ -17,3 +17,5 @@ mod reliability;
 mod sync;
 mod targets;
 mod vitess;
+mod keyless;
+mod schemas;

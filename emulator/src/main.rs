@@ -97,6 +97,11 @@ struct Args {
     /// UNKNOWN, "Cannot replicate because the master purged required binary logs").
     #[arg(long, value_name = "N")]
     purged_before: Option<u64>,
+    /// Keep only the newest N transactions of each shard's change log;
+    /// start positions older than that answer as purged, like
+    /// --purged-before (default: keep every change).
+    #[arg(long, value_name = "N")]
+    retain_changes: Option<u64>,
     /// Write the ready file (JSON, see above) here once serving.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -173,6 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cert_dir: args.cert_dir.clone(),
         cell: "zone1".into(),
         copy_batch_rows: args.copy_batch_rows,
+        retain_changes: args.retain_changes,
     };
     let emu = Emulator::start(cfg).await?;
     if let Some(f) = fault {
