@@ -98,8 +98,7 @@ async fn uncapturable_table_is_logged_and_the_ready_file_still_written() {
             &db.url(),
             "--keyspace",
             "refuseks",
-            "--shard-database",
-            &format!("-={backing}"),
+            &format!("--shard-database=-={backing}"),
             "--ready-file",
             &ready.display().to_string(),
         ])
