@@ -44,10 +44,18 @@ fn summary(ev: &VEvent) -> String {
 
 /// The events of a VStream of `table` from `gtid` (empty: copy first),
 /// read until `quiet` passes without any but heartbeats.
-pub async fn raw_events(vt: &Vt<'_>, shard: &str, table: &str, gtid: &str, quiet: Duration) -> Vec<String> {
-    let (settings, _) =
-        tap_planetscale::config::load(&[vt.config.clone()]).expect("config of the Vitess");
-    let client = PsdbClient::connect(&settings).await.expect("connect to vtgate");
+pub async fn raw_events(
+    vt: &Vt<'_>,
+    shard: &str,
+    table: &str,
+    gtid: &str,
+    quiet: Duration,
+) -> Vec<String> {
+    let (settings, _) = tap_planetscale::config::load(std::slice::from_ref(&vt.config))
+        .expect("config of the Vitess");
+    let client = PsdbClient::connect(&settings)
+        .await
+        .expect("connect to vtgate");
     let req = VStreamRequest {
         tablet_type: 1,
         vgtid: Some(VGtid {
@@ -73,21 +81,18 @@ pub async fn raw_events(vt: &Vt<'_>, shard: &str, table: &str, gtid: &str, quiet
         .expect("open VStream");
     let mut out = Vec::new();
     while let Ok(Ok(Some(resp))) = tokio::time::timeout(quiet, stream.message()).await {
-        out.extend(
-            resp.events
-                .iter()
-                .map(summary)
-                .filter(|s| s != "HEARTBEAT"),
-        );
+        out.extend(resp.events.iter().map(summary).filter(|s| s != "HEARTBEAT"));
     }
     out
 }
 
 /// The VGTID position of a shard in the events' VGTID, read by `current`.
 async fn current(vt: &Vt<'_>, shard: &str, table: &str) -> String {
-    let (settings, _) =
-        tap_planetscale::config::load(&[vt.config.clone()]).expect("config of the Vitess");
-    let client = PsdbClient::connect(&settings).await.expect("connect to vtgate");
+    let (settings, _) = tap_planetscale::config::load(std::slice::from_ref(&vt.config))
+        .expect("config of the Vitess");
+    let client = PsdbClient::connect(&settings)
+        .await
+        .expect("connect to vtgate");
     tap_planetscale::sync::vstream::current_position(
         &client,
         &vt.keyspace,
@@ -164,8 +169,8 @@ async fn real_vtgate_keyless_is_full_table_and_truncate_is_warned() {
     .await;
     vt.schema_reloaded().await;
     let catalog = vt.catalog(&["kl_tap", "tr_tap"]).await;
-    let c: Value = serde_json::from_str(&std::fs::read_to_string(&catalog).expect("catalog"))
-        .expect("json");
+    let c: Value =
+        serde_json::from_str(&std::fs::read_to_string(&catalog).expect("catalog")).expect("json");
     let kl = c["streams"]
         .as_array()
         .expect("streams")

@@ -21,7 +21,11 @@ fn odd_tables() -> Vec<(String, String, String)> {
     vec![
         (format!("{long}a"), "k".repeat(64), "v".repeat(64)),
         (format!("{long}b"), "key".into(), "v".repeat(64)),
-        ("odd name.with-dash".into(), "the key".into(), "a.b-c".into()),
+        (
+            "odd name.with-dash".into(),
+            "the key".into(),
+            "a.b-c".into(),
+        ),
         ("tick`table".into(), "id`x".into(), "val`ue".into()),
         ("Bücher_ñ_日本".into(), "schlüssel".into(), "prix €".into()),
         ("select".into(), "from".into(), "order".into()),

@@ -287,7 +287,9 @@ pub async fn start(
                                 let _ = head_tx.send(h);
                             }
                             if let Some(keep) = retain {
-                                if let Err(e) = prune(&mut conn, &db, head, keep, &purged_task).await {
+                                if let Err(e) =
+                                    prune(&mut conn, &db, head, keep, &purged_task).await
+                                {
                                     tracing::warn!(database = %db, error = %e, "change log pruning failed");
                                 }
                             }
@@ -712,7 +714,13 @@ mod tests {
     fn the_longest_and_oddest_names_fit_in_64_plain_characters() {
         let long = "t".repeat(64);
         let odd = "é".repeat(64);
-        for table in [long.as_str(), odd.as_str(), "a b.c-d`e", "select", "Bücher €"] {
+        for table in [
+            long.as_str(),
+            odd.as_str(),
+            "a b.c-d`e",
+            "select",
+            "Bücher €",
+        ] {
             for name in [
                 shadow_name(table),
                 trigger_name("i", table),

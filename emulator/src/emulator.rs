@@ -229,14 +229,13 @@ impl Emulator {
                     ))
                     .into();
             let pool = mysql_async::Pool::new(opts);
-            let (capture, task) =
-                capture::start(
-                    pool.clone(),
-                    db.clone(),
-                    cfg.retain_changes,
-                    shutdown_rx.clone(),
-                )
-                .await?;
+            let (capture, task) = capture::start(
+                pool.clone(),
+                db.clone(),
+                cfg.retain_changes,
+                shutdown_rx.clone(),
+            )
+            .await?;
             tasks.push(task);
             captures.push(capture.clone());
             backends.insert(

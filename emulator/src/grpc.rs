@@ -847,15 +847,15 @@ impl StreamCtx<'_> {
             "SELECT 1 FROM DUAL WHERE FALSE".to_string()
         } else {
             format!(
-            "SELECT g.gtid, c.op, s._psdb_img, {} FROM {db}.`{GTIDS}` g \
+                "SELECT g.gtid, c.op, s._psdb_img, {} FROM {db}.`{GTIDS}` g \
              JOIN {db}.`{CHANGELOG}` c ON c.trx_start = g.trx \
              JOIN {db}.{} s ON s._psdb_seq = c.seq \
              WHERE c.tbl = {} AND g.gtid > {from} AND g.gtid <= {upto} \
              ORDER BY g.gtid, c.seq, s._psdb_img DESC",
-            cols.join(", "),
-            quote_ident(&shadow_name(&meta.name)),
-            crate::values::quote_literal(meta.name.as_bytes()),
-        )
+                cols.join(", "),
+                quote_ident(&shadow_name(&meta.name)),
+                crate::values::quote_literal(meta.name.as_bytes()),
+            )
         };
         // Streamed, not collected: one transaction can hold millions of rows.
         let mut conn = match self.shard.pool.get_conn().await {

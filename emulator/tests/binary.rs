@@ -132,7 +132,11 @@ async fn uncapturable_table_is_logged_and_the_ready_file_still_written() {
         )
         .await
         .expect("triggers");
-    assert_eq!(triggers, vec![long.clone(), long.clone(), long], "only the long table's");
+    assert_eq!(
+        triggers,
+        vec![long.clone(), long.clone(), long],
+        "only the long table's"
+    );
     // SAFETY: signalling our own child.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
