@@ -41,6 +41,13 @@
 //! re-creates it when a table's columns change (a signature stored in the
 //! shadow table's comment).
 //!
+//! Any legal table name is captured: the names of a table's shadow and
+//! triggers are derived by [`bounded`] so they always fit MySQL's 64
+//! characters and never collide. A table whose capture fails (whatever the
+//! reason) is logged once per definition, its partial capture removed, and
+//! it is served with its copy and no changes: one odd table must not stop
+//! the emulator serving the others.
+//!
 //! Needs MariaDB 10.3+ (system versioning with transaction-precise history
 //! and `mysql.transaction_registry`, sequences).
 //!
@@ -53,7 +60,9 @@
 //!   scan (≤ 0.5 s, or `refresh_capture`), the old triggers still name the old
 //!   columns: DML on a table that lost a column fails, and streams of a table
 //!   that gained one fail. Re-creating capture drops images not yet streamed.
-//! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen.
+//! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen
+//!   (a real vtgate sends TRUNCATE as a DDL event).
+//! - Column names starting with `_psdb_` clash with the shadow table's own.
 //! - The change log is pruned only with a retention (`--retain-changes N`:
 //!   the newest N transactions are kept, older start positions answer as
 //!   purged).
