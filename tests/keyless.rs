@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tap_planetscale::pb::binlogdata::{Filter, Rule, ShardGtid, VEvent, VEventType, VGtid};
+use tap_planetscale::pb::psdbconnect::v1alpha1::TableCursor;
+use tap_planetscale::pb::query::{Field, QueryResult, Row, Type};
 use tap_planetscale::pb::vtgate::VStreamRequest;
 use tap_planetscale::psdb::PsdbClient;
 
@@ -278,5 +280,54 @@ async fn a_keyless_table_is_discovered_as_full_table_and_recopied_with_a_warning
         .collect();
     rows.sort();
     assert_eq!(rows, vec![(1, "z".into()), (1, "z".into())], "the table as it is now");
+}
+}
+
+both_apis! {
+#[tokio::test]
+async fn an_interrupted_keyless_copy_starts_again_rather_than_skip_a_duplicate() {
+    // GIVEN a keyless table with two identical rows, and a state saying its
+    // copy stopped right after the first of them
+    let schema = "CREATE TABLE kl (a INT, b VARCHAR(8));\
+                  INSERT INTO kl VALUES (1, 'x'), (1, 'x'), (2, 'y');";
+    let emu = Emu::start("kl_resume", &["-"], false, &[("-", schema.to_string())]).await;
+    let catalog = emu.catalog(&[]).await;
+    let field = |name: &str, ty: Type| Field {
+        name: name.into(),
+        r#type: ty as i32,
+        ..Default::default()
+    };
+    let cursor = TableCursor {
+        shard: "-".into(),
+        keyspace: "kl_resume".into(),
+        position: String::new(),
+        last_known_pk: Some(QueryResult {
+            fields: vec![field("a", Type::Int32), field("b", Type::Varchar)],
+            rows: vec![Row {
+                lengths: vec![1, 1],
+                values: b"1x".to_vec().into(),
+            }],
+            ..Default::default()
+        }),
+    };
+    let state = serde_json::json!({"bookmarks": {"kl": {
+        "shards": {"-": {"cursor": tap_planetscale::state::encode_cursor(&cursor)}},
+        "version": 1,
+        "initial_full_table_complete": false,
+    }}});
+
+    // WHEN the next run starts
+    let out = emu.sync(&catalog, Some(&state)).await.ok();
+
+    // THEN it copies the whole table again under a new version: resuming
+    // after (1, 'x') by every column would skip the second (1, 'x')
+    let mut rows: Vec<(i64, String)> = out
+        .records("kl")
+        .iter()
+        .map(|r| (r["a"].as_i64().unwrap_or(-1), r["b"].as_str().unwrap_or("").into()))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, vec![(1, "x".into()), (1, "x".into()), (2, "y".into())]);
+    assert_ne!(out.last_state()["bookmarks"]["kl"]["version"], 1, "a new version");
 }
 }

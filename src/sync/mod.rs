@@ -136,7 +136,8 @@ async fn mysql_phase(
 /// Why: its changes can only be sent as whole-row images with no key, which
 /// no target can apply (an update would add a row, a delete would match
 /// nothing or every duplicate), and a copy resumed after an interruption
-/// cannot tell identical rows apart. A full copy bracketed by
+/// cannot tell identical rows apart (so a keyless copy is never resumed
+/// across runs: an interrupted one starts again). A full copy bracketed by
 /// ACTIVATE_VERSION replaces the target's table with the source's, so
 /// nothing wrong reaches it. Warned once per stream per run, also when the
 /// catalog already says FULL_TABLE: the cost of a full copy every run should
@@ -277,7 +278,10 @@ pub async fn run_into<W: std::io::Write>(
         let method = method_for(s, table);
         let version = if method == ReplicationMethod::FullTable {
             let bm = state.bookmarks.entry(s.name.clone()).or_default();
-            let in_progress = bm.extra.get(COMPLETE_KEY).and_then(Value::as_bool) == Some(false);
+            // A keyless copy is never resumed: it would resume after the
+            // last row sent, by every column, which skips an identical row.
+            let in_progress = bm.extra.get(COMPLETE_KEY).and_then(Value::as_bool) == Some(false)
+                && !table.primary_key.is_empty();
             let old = bm.extra.get(VERSION_KEY).and_then(Value::as_i64);
             match (in_progress, old) {
                 (true, Some(v)) => v,
