@@ -117,7 +117,13 @@ fn build_stream(
     let mut top = Map::new();
     top.insert("table-key-properties".into(), json!(table.primary_key));
     top.insert("valid-replication-keys".into(), json!(table.primary_key));
-    if opts.incremental {
+    // A table without a primary key has no key a target could apply its
+    // changes by: it is marked for full copies (see `sync::method_for`).
+    let keyless = table.primary_key.is_empty() && !table.is_view;
+    if keyless {
+        top.insert("forced-replication-method".into(), json!("FULL_TABLE"));
+    }
+    if opts.incremental && !keyless {
         top.insert("replication-method".into(), json!("INCREMENTAL"));
     }
     top.insert("database-name".into(), json!(keyspace));
@@ -264,6 +270,23 @@ mod tests {
         let sel = back.selected().expect("resolves");
         assert_eq!(sel.len(), 2);
         assert_eq!(sel[0].properties.len(), 2);
+    }
+
+    #[test]
+    fn a_keyless_table_is_forced_to_full_table() {
+        let mut t = table("k");
+        t.primary_key.clear();
+        t.columns[0].in_primary_key = false;
+        let opts = DiscoverOptions {
+            incremental: true,
+            ..DiscoverOptions::default()
+        };
+        let (c, _) = build_catalog("ks", vec![t], &opts, Encodings::default());
+        let md = c.streams[0].stream_metadata().expect("stream metadata");
+        assert_eq!(md["table-key-properties"], json!([]));
+        assert_eq!(md["forced-replication-method"], json!("FULL_TABLE"));
+        assert!(md.get("replication-method").is_none(), "{md:?}");
+        assert_eq!(c.streams[0].key_properties, Some(Vec::new()));
     }
 
     #[test]

@@ -41,6 +41,13 @@
 //! re-creates it when a table's columns change (a signature stored in the
 //! shadow table's comment).
 //!
+//! Any legal table name is captured: the names of a table's shadow and
+//! triggers are derived by [`bounded`] so they always fit MySQL's 64
+//! characters and never collide. A table whose capture fails (whatever the
+//! reason) is logged once per definition, its partial capture removed, and
+//! it is served with its copy and no changes: one odd table must not stop
+//! the emulator serving the others.
+//!
 //! Needs MariaDB 10.3+ (system versioning with transaction-precise history
 //! and `mysql.transaction_registry`, sequences).
 //!
@@ -53,9 +60,16 @@
 //!   scan (≤ 0.5 s, or `refresh_capture`), the old triggers still name the old
 //!   columns: DML on a table that lost a column fails, and streams of a table
 //!   that gained one fail. Re-creating capture drops images not yet streamed.
-//! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen.
-//! - The change log is never pruned.
+//! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen
+//!   (a real vtgate sends TRUNCATE as a DDL event).
+//! - Column names starting with `_psdb_` clash with the shadow table's own.
+//! - The change log is pruned only with a retention (`--retain-changes N`:
+//!   the newest N transactions are kept, older start positions answer as
+//!   purged).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -85,6 +99,8 @@ pub enum CaptureError {
     Stopped,
     #[error("{0}")]
     Refresh(String),
+    #[error("column `{0}` starts with the emulator's reserved prefix `{PREFIX}`")]
+    ReservedColumn(String),
 }
 
 /// Handle to one shard's capture.
@@ -93,6 +109,9 @@ pub struct ShardCapture {
     pub database: String,
     pub uuid: String,
     head: watch::Receiver<u64>,
+    /// GTIDs up to this number are pruned from the change log
+    /// (`--retain-changes`); 0 when nothing is.
+    purged: Arc<AtomicU64>,
     requests: mpsc::Sender<Request>,
 }
 
@@ -113,6 +132,12 @@ impl ShardCapture {
     /// A receiver that changes whenever new transactions are numbered.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.head.clone()
+    }
+
+    /// Start positions below this GTID number can no longer be served: the
+    /// changes after them are pruned.
+    pub fn purged(&self) -> u64 {
+        self.purged.load(Ordering::Acquire)
     }
 
     pub fn position(&self, n: u64) -> String {
@@ -144,7 +169,12 @@ impl ShardCapture {
     }
 }
 
-/// Shadow table name for a captured table (kept within MySQL's 64 chars).
+/// MySQL's limit on an identifier, in characters.
+const NAME_LEN: usize = 64;
+/// Hex digits of the hash that ends a shortened name.
+const HASH_LEN: usize = 16;
+
+/// Shadow table name for a captured table.
 pub fn shadow_name(table: &str) -> String {
     bounded("_psdb_s_", table)
 }
@@ -153,16 +183,38 @@ fn trigger_name(kind: &str, table: &str) -> String {
     bounded(&format!("_psdb_t{kind}_"), table)
 }
 
+/// `prefix` + `table` when that is shorter than MySQL's 64 characters and
+/// the table name is plain (ASCII letters, digits, `_`); otherwise exactly
+/// 64 plain characters: the prefix, the table name's start with every other
+/// character as `_` (readable in `SHOW TRIGGERS`), `_` and a 64-bit FNV-1a
+/// hash of the whole name.
+///
+/// Plain names only, because MariaDB keeps tables and triggers in files
+/// whose names spell other characters as `@xxxx`: a table name that fits
+/// the file system can overflow it once a prefix is added.
+///
+/// Why this never collides: two tables have the same direct name only if
+/// they have the same name. A shortened name is always exactly 64
+/// characters and a direct one always shorter, so the two forms never meet;
+/// two shortened names meet only if the hashes of two names collide (and
+/// [`scan`] refuses that case rather than mixing two tables' changes).
 fn bounded(prefix: &str, table: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let full = format!("{prefix}{table}");
-    if full.chars().count() <= 64 {
+    if full.chars().count() < NAME_LEN && table.chars().all(plain) {
         return full;
     }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in table.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    let head: String = table.chars().take(40).collect();
+    let room = NAME_LEN - prefix.len() - 1 - HASH_LEN;
+    let head: String = table
+        .chars()
+        .map(|c| if plain(c) { c } else { '_' })
+        .chain(std::iter::repeat('_'))
+        .take(room)
+        .collect();
     format!("{prefix}{head}_{h:016x}")
 }
 
@@ -170,6 +222,7 @@ fn bounded(prefix: &str, table: &str) -> String {
 pub async fn start(
     pool: mysql_async::Pool,
     database: String,
+    retain: Option<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(ShardCapture, tokio::task::JoinHandle<()>), CaptureError> {
     let mut conn = pool.get_conn().await?;
@@ -184,10 +237,13 @@ pub async fn start(
         )
         .await?;
     let uuid = uuid.unwrap_or_default();
-    scan(&mut conn, &database).await?;
+    let mut refused = Refused::new();
+    scan(&mut conn, &database, &mut refused).await?;
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .await?;
     let head = poll(&mut conn, &database, 0).await?;
+    let purged = Arc::new(AtomicU64::new(purged_mark(&mut conn, &database).await?));
+    let purged_task = purged.clone();
     let (head_tx, head_rx) = watch::channel(head);
     let (req_tx, mut req_rx) = mpsc::channel::<Request>(64);
     let db = database.clone();
@@ -227,7 +283,7 @@ pub async fn start(
                 failure = None;
                 if want_scan {
                     last_scan = tokio::time::Instant::now();
-                    if let Err(e) = scan(&mut conn, &db).await {
+                    if let Err(e) = scan(&mut conn, &db, &mut refused).await {
                         tracing::warn!(database = %db, error = %e, "capture scan failed");
                         failure = Some(e.to_string());
                     }
@@ -238,6 +294,13 @@ pub async fn start(
                             if h != head {
                                 head = h;
                                 let _ = head_tx.send(h);
+                            }
+                            if let Some(keep) = retain {
+                                if let Err(e) =
+                                    prune(&mut conn, &db, head, keep, &purged_task).await
+                                {
+                                    tracing::warn!(database = %db, error = %e, "change log pruning failed");
+                                }
                             }
                         }
                         Err(e) => {
@@ -278,6 +341,7 @@ pub async fn start(
             database,
             uuid,
             head: head_rx,
+            purged,
             requests: req_tx,
         },
         task,
@@ -291,7 +355,7 @@ async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Cap
          v VARCHAR(255) NOT NULL) ENGINE=InnoDB;\
          CREATE SEQUENCE IF NOT EXISTS {db}.`_psdb_seq` START WITH 1 CACHE 1000;\
          CREATE TABLE IF NOT EXISTS {db}.`{CHANGELOG}` (seq BIGINT NOT NULL PRIMARY KEY, \
-         tbl VARCHAR(64) NOT NULL, op CHAR(1) NOT NULL, \
+         tbl VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, op CHAR(1) NOT NULL, \
          trx_start BIGINT UNSIGNED GENERATED ALWAYS AS ROW START INVISIBLE, \
          trx_end BIGINT UNSIGNED GENERATED ALWAYS AS ROW END INVISIBLE, \
          PERIOD FOR SYSTEM_TIME(trx_start, trx_end), KEY trx_k (trx_start, tbl, seq, op)) \
@@ -322,7 +386,11 @@ async fn ddl_count(conn: &mut mysql_async::Conn) -> Result<u64, mysql_async::Err
 }
 
 /// Installs or re-creates capture for every base table whose columns changed.
-async fn scan(conn: &mut mysql_async::Conn, database: &str) -> Result<(), CaptureError> {
+async fn scan(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    refused: &mut Refused,
+) -> Result<(), CaptureError> {
     conn.query_drop("SET SESSION group_concat_max_len = 1048576")
         .await?;
     // Two flat per-schema queries: a correlated subquery over
@@ -366,20 +434,80 @@ async fn scan(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Captur
             (database,),
         )
         .await?;
-    for (table, sig) in rows {
+    // Which table each shadow name belongs to: a second table on the same
+    // name (a hash collision) is refused rather than mixed with the first.
+    let mut owners: BTreeMap<String, &str> = BTreeMap::new();
+    for (table, sig) in &rows {
         let Some(sig) = sig else { continue };
-        let shadow = shadow_name(&table);
+        let shadow = shadow_name(table);
+        if let Some(first) = owners.get(&shadow) {
+            let reason = format!("its capture objects would share names with `{first}`'s");
+            // Its objects are the first table's: nothing to remove.
+            refuse(database, table, sig, &reason, refused);
+            continue;
+        }
+        owners.insert(shadow.clone(), table);
+        if refused.get(table) == Some(sig) {
+            continue;
+        }
         let current = shadows.iter().find(|(n, _)| *n == shadow).map(|(_, c)| c);
         let have_triggers = ["i", "u", "d"]
             .iter()
-            .all(|k| triggers.contains(&trigger_name(k, &table)));
-        if current == Some(&sig) && have_triggers {
+            .all(|k| triggers.contains(&trigger_name(k, table)));
+        if current == Some(sig) && have_triggers {
             continue;
         }
         tracing::debug!(database, table, "installing change capture");
-        install_table(conn, database, &table, &sig).await?;
+        match install_table(conn, database, table, sig).await {
+            Ok(()) => {
+                refused.remove(table);
+            }
+            Err(e) => {
+                refuse(database, table, sig, &e.to_string(), refused);
+                uninstall(conn, database, table).await;
+            }
+        }
     }
     Ok(())
+}
+
+/// Tables the emulator could not capture, each with the column signature it
+/// failed for: the warning is logged once per table definition, and an
+/// ALTER TABLE gets a new try.
+type Refused = BTreeMap<String, String>;
+
+/// Leaves `table` without capture, and logs why (once per definition).
+fn refuse(database: &str, table: &str, sig: &str, reason: &str, refused: &mut Refused) {
+    if refused.get(table).map(String::as_str) != Some(sig) {
+        tracing::warn!(
+            database,
+            table,
+            reason,
+            "table served without change capture: its copy streams, its changes are not seen"
+        );
+    }
+    refused.insert(table.to_string(), sig.to_string());
+}
+
+/// Removes whatever part of a table's capture was installed, so its writes
+/// succeed and its streams serve the copy and no changes, never half of
+/// them.
+async fn uninstall(conn: &mut mysql_async::Conn, database: &str, table: &str) {
+    let db = quote_ident(database);
+    let mut sql = String::new();
+    for k in ["i", "u", "d"] {
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS {db}.{};",
+            quote_ident(&trigger_name(k, table))
+        ));
+    }
+    sql.push_str(&format!(
+        "DROP TABLE IF EXISTS {db}.{};",
+        quote_ident(&shadow_name(table))
+    ));
+    if let Err(e) = conn.query_drop(sql).await {
+        tracing::warn!(database, table, error = %e, "removing partial change capture failed");
+    }
 }
 
 async fn install_table(
@@ -398,6 +526,15 @@ async fn install_table(
             (database, table),
         )
         .await?;
+    // The shadow table adds its own `_psdb_` columns; a user column of that
+    // name would merge with one of them (CREATE … SELECT does not refuse it)
+    // and fail the user's writes at run time.
+    if let Some(c) = columns
+        .iter()
+        .find(|c| c.to_ascii_lowercase().starts_with(PREFIX))
+    {
+        return Err(CaptureError::ReservedColumn(c.clone()));
+    }
     let col_list: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     let col_list = col_list.join(", ");
     let new_vals: Vec<String> = columns
@@ -469,6 +606,63 @@ async fn install_table(
     Ok(())
 }
 
+/// The pruning mark kept in `_psdb_meta` (0 when nothing was pruned), so a
+/// restarted emulator still answers pruned positions as purged.
+async fn purged_mark(conn: &mut mysql_async::Conn, database: &str) -> Result<u64, CaptureError> {
+    let v: Option<String> = conn
+        .query_first(format!(
+            "SELECT v FROM {}.`_psdb_meta` WHERE k = 'purged'",
+            quote_ident(database)
+        ))
+        .await?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Retention (`--retain-changes keep`): deletes the change log rows, images
+/// and GTID rows of every transaction but the newest `keep`, then records
+/// the new mark, so positions before it answer as purged, as a server
+/// whose binlogs expired does. The change log is system-versioned, so its
+/// deleted rows are removed from history too.
+async fn prune(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    head: u64,
+    keep: u64,
+    purged: &AtomicU64,
+) -> Result<(), CaptureError> {
+    let mark = head.saturating_sub(keep);
+    if mark <= purged.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let db = quote_ident(database);
+    let shadows: Vec<String> = conn
+        .exec(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = ? AND table_name LIKE '\\_psdb\\_s\\_%'",
+            (database,),
+        )
+        .await?;
+    let mut sql = String::from("START TRANSACTION;");
+    for shadow in &shadows {
+        sql.push_str(&format!(
+            "DELETE s FROM {db}.{} s JOIN {db}.`{CHANGELOG}` c ON c.seq = s._psdb_seq \
+             JOIN {db}.`{GTIDS}` g ON g.trx = c.trx_start WHERE g.gtid <= {mark};",
+            quote_ident(shadow)
+        ));
+    }
+    sql.push_str(&format!(
+        "DELETE c FROM {db}.`{CHANGELOG}` c JOIN {db}.`{GTIDS}` g ON g.trx = c.trx_start \
+         WHERE g.gtid <= {mark};\
+         DELETE FROM {db}.`{GTIDS}` WHERE gtid <= {mark} AND gtid < {head};\
+         REPLACE INTO {db}.`_psdb_meta` (k, v) VALUES ('purged', '{mark}');\
+         COMMIT;\
+         DELETE HISTORY FROM {db}.`{CHANGELOG}`;"
+    ));
+    conn.query_drop(sql).await?;
+    purged.store(mark, Ordering::Release);
+    Ok(())
+}
+
 /// Numbers newly committed transactions; returns the new head.
 ///
 /// The change log is system-versioned with transaction-precise history, so
@@ -513,4 +707,67 @@ async fn poll(
         .await?;
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_short_names_stay_readable() {
+        assert_eq!(shadow_name("items"), "_psdb_s_items");
+        assert_eq!(trigger_name("u", "items"), "_psdb_tu_items");
+    }
+
+    #[test]
+    fn the_longest_and_oddest_names_fit_in_64_plain_characters() {
+        let long = "t".repeat(64);
+        let odd = "é".repeat(64);
+        for table in [
+            long.as_str(),
+            odd.as_str(),
+            "a b.c-d`e",
+            "select",
+            "Bücher €",
+        ] {
+            for name in [
+                shadow_name(table),
+                trigger_name("i", table),
+                trigger_name("u", table),
+                trigger_name("d", table),
+            ] {
+                assert!(name.len() <= NAME_LEN, "{name} is too long");
+                assert!(
+                    name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{name} is not plain"
+                );
+            }
+        }
+        assert!(shadow_name(&long).starts_with("_psdb_s_tttt"));
+    }
+
+    #[test]
+    fn long_names_sharing_a_prefix_do_not_collide() {
+        let base = "x".repeat(63);
+        let names: Vec<String> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|s| format!("{base}{s}"))
+            .chain([base.clone(), "x".repeat(62)])
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for n in &names {
+            assert!(seen.insert(shadow_name(n)), "shadow of {n} collides");
+            assert!(seen.insert(trigger_name("i", n)), "trigger of {n} collides");
+        }
+        // A plain name that looks like a shortened one is not one: shortened
+        // names are exactly 64 characters, direct ones shorter.
+        let lookalike = &shadow_name(&names[0])["_psdb_s_".len()..];
+        assert_ne!(shadow_name(lookalike), shadow_name(&names[0]));
+    }
+
+    #[test]
+    fn odd_names_that_flatten_alike_stay_apart() {
+        assert_ne!(shadow_name("a b"), shadow_name("a-b"));
+        assert_ne!(shadow_name("a b"), shadow_name("a_b"));
+    }
 }

@@ -73,6 +73,9 @@ pub struct EmulatorConfig {
     /// Rows per copy-phase response (default 4000); small values let tests
     /// interrupt a copy after a few batches.
     pub copy_batch_rows: usize,
+    /// Keep only the newest N transactions of each shard's change log;
+    /// older start positions answer as purged (`None`: keep everything).
+    pub retain_changes: Option<u64>,
 }
 
 impl EmulatorConfig {
@@ -101,11 +104,17 @@ impl EmulatorConfig {
             cert_dir: None,
             cell: "zone1".to_string(),
             copy_batch_rows: crate::grpc::DEFAULT_COPY_BATCH_ROWS,
+            retain_changes: None,
         }
     }
 
     pub fn copy_batch_rows(mut self, rows: usize) -> Self {
         self.copy_batch_rows = rows;
+        self
+    }
+
+    pub fn retain_changes(mut self, keep: u64) -> Self {
+        self.retain_changes = Some(keep);
         self
     }
 
@@ -220,8 +229,13 @@ impl Emulator {
                     ))
                     .into();
             let pool = mysql_async::Pool::new(opts);
-            let (capture, task) =
-                capture::start(pool.clone(), db.clone(), shutdown_rx.clone()).await?;
+            let (capture, task) = capture::start(
+                pool.clone(),
+                db.clone(),
+                cfg.retain_changes,
+                shutdown_rx.clone(),
+            )
+            .await?;
             tasks.push(task);
             captures.push(capture.clone());
             backends.insert(

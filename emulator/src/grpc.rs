@@ -142,18 +142,14 @@ pub(crate) async fn open_stream(
         })?;
     // A table created moments ago may not be captured yet; capture it now
     // so the change phase has its shadow table.
-    let shadow: Option<String> = conn
-        .exec_first(
-            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
-             WHERE table_schema = ? AND table_name = ?",
-            (&shard.database, shadow_name(&meta.name)),
-        )
-        .await
-        .map_err(internal)?;
-    drop(conn);
-    if shadow.is_none() {
+    let mut captured = has_shadow(&mut conn, &shard.database, &meta.name).await?;
+    if !captured {
         shard.capture.refresh().await.map_err(internal)?;
+        // Still none: the table cannot be captured (the scan logged why),
+        // and is served with its copy and no changes.
+        captured = has_shadow(&mut conn, &shard.database, &meta.name).await?;
     }
+    drop(conn);
     let sel = Selection::new(&meta, &req.columns)?;
     let is_peek = cursor.position == "current";
     let start_gtid = if is_peek || cursor.position.is_empty() {
@@ -165,7 +161,7 @@ pub(crate) async fn open_stream(
                 cursor.position, cursor.shard
             ))
         })?;
-        if st.faults.is_purged(&cursor.shard, n) {
+        if st.faults.is_purged(&cursor.shard, n) || n < shard.capture.purged() {
             return Err(Status::unknown(PURGED_MESSAGE));
         }
         Some(n)
@@ -193,6 +189,7 @@ pub(crate) async fn open_stream(
             sel: &sel,
             req: &req,
             vstream,
+            captured,
         };
         let ended = stream.run(&mut out, is_peek, start_gtid, cursor).await;
         tracing::debug!(
@@ -582,6 +579,23 @@ impl Out {
     }
 }
 
+/// Whether `table`'s shadow table (its change capture) exists.
+async fn has_shadow(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    table: &str,
+) -> Result<bool, Status> {
+    let shadow: Option<String> = conn
+        .exec_first(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = ? AND table_name = ?",
+            (database, shadow_name(table)),
+        )
+        .await
+        .map_err(internal)?;
+    Ok(shadow.is_some())
+}
+
 struct StreamCtx<'a> {
     st: &'a SyncState,
     shard: &'a ShardBackend,
@@ -590,6 +604,9 @@ struct StreamCtx<'a> {
     req: &'a SyncRequest,
     /// Shape the change phase for the VStream front (see [`open_stream`]).
     vstream: bool,
+    /// The table has change capture; without it the change phase sends
+    /// positions and no rows.
+    captured: bool,
 }
 
 impl StreamCtx<'_> {
@@ -817,6 +834,7 @@ impl StreamCtx<'_> {
     /// Streams the changes to this table in GTIDs (from, upto], ending with a
     /// cursor at `upto`.
     async fn change_range(&self, out: &mut Out, from: u64, upto: u64) -> Result<(), Stop> {
+        self.check_retained(out, from).await?;
         let meta = self.meta;
         let sel = self.sel;
         let db = quote_ident(&self.shard.database);
@@ -825,16 +843,20 @@ impl StreamCtx<'_> {
             .iter()
             .map(|&i| format!("s.{}", quote_ident(&meta.columns[i].name)))
             .collect();
-        let sql = format!(
-            "SELECT g.gtid, c.op, s._psdb_img, {} FROM {db}.`{GTIDS}` g \
+        let sql = if !self.captured {
+            "SELECT 1 FROM DUAL WHERE FALSE".to_string()
+        } else {
+            format!(
+                "SELECT g.gtid, c.op, s._psdb_img, {} FROM {db}.`{GTIDS}` g \
              JOIN {db}.`{CHANGELOG}` c ON c.trx_start = g.trx \
              JOIN {db}.{} s ON s._psdb_seq = c.seq \
              WHERE c.tbl = {} AND g.gtid > {from} AND g.gtid <= {upto} \
              ORDER BY g.gtid, c.seq, s._psdb_img DESC",
-            cols.join(", "),
-            quote_ident(&shadow_name(&meta.name)),
-            crate::values::quote_literal(meta.name.as_bytes()),
-        );
+                cols.join(", "),
+                quote_ident(&shadow_name(&meta.name)),
+                crate::values::quote_literal(meta.name.as_bytes()),
+            )
+        };
         // Streamed, not collected: one transaction can hold millions of rows.
         let mut conn = match self.shard.pool.get_conn().await {
             Ok(c) => c,
@@ -950,7 +972,18 @@ impl StreamCtx<'_> {
                 out.send(batch.take(self, &fields, part(done_pos))).await?;
             }
         }
+        // Pruned while read: some images may be missing, so no cursor.
+        self.check_retained(out, from).await?;
         out.send(batch.take(self, &fields, Some(upto))).await
+    }
+
+    /// Fails the stream as purged when the changes after `from` have been
+    /// pruned by the retention (a copy may outlast it).
+    async fn check_retained(&self, out: &mut Out, from: u64) -> Result<(), Stop> {
+        if from < self.shard.capture.purged() {
+            return out.fail(Status::unknown(PURGED_MESSAGE)).await;
+        }
+        Ok(())
     }
 
     /// Encodes selected cells of a change image as a Vitess row.

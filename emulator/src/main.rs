@@ -23,6 +23,16 @@ use psdb_emulator::{BackingSpec, ChangeText, Emulator, EmulatorConfig};
 /// tap_config is a complete tap-planetscale config: host, database, username,
 /// password, mysql_host, grpc_host, tls, and tls_ca_file when TLS is on.
 ///
+/// CHANGE CAPTURE: triggers into a change log in each backing database (objects
+/// named _psdb_*; names over 64 characters or not plain ASCII are shortened
+/// with a hash). A table that cannot be captured (e.g. a column named
+/// _psdb_...) is logged with the reason and served with its copy and no
+/// changes. Limits: TRUNCATE TABLE and rows changed by foreign-key cascades
+/// fire no triggers in MariaDB, so they are not seen (a real vtgate sends
+/// TRUNCATE as a DDL event); writes within 0.5 s of a CREATE TABLE made
+/// straight on a backing database are missed; the change log grows without
+/// --retain-changes.
+///
 /// The process runs until SIGTERM or SIGINT and then exits 0.
 #[derive(Debug, Parser)]
 #[command(name = "psdb-emulator", version, verbatim_doc_comment)]
@@ -101,6 +111,11 @@ struct Args {
     /// UNKNOWN, "Cannot replicate because the master purged required binary logs").
     #[arg(long, value_name = "N")]
     purged_before: Option<u64>,
+    /// Keep only the newest N transactions of each shard's change log;
+    /// start positions older than that answer as purged, like
+    /// --purged-before (default: keep every change).
+    #[arg(long, value_name = "N")]
+    retain_changes: Option<u64>,
     /// Write the ready file (JSON, see above) here once serving.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -181,6 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cert_dir: args.cert_dir.clone(),
         cell: "zone1".into(),
         copy_batch_rows: args.copy_batch_rows,
+        retain_changes: args.retain_changes,
     };
     let emu = Emulator::start(cfg).await?;
     if let Some(f) = fault {

@@ -96,3 +96,75 @@ fn help_names_the_default_backing_databases() {
         "{help}"
     );
 }
+
+/// Issue 19: a table the emulator cannot capture is logged with the reason
+/// and served without changes; the emulator still starts and writes its
+/// ready file, and a 64-character table name is captured.
+#[tokio::test]
+async fn uncapturable_table_is_logged_and_the_ready_file_still_written() {
+    let db = mariadb();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ready = dir.path().join("ready.json");
+    let log = dir.path().join("stderr.log");
+    let backing = db.create_database("refuse").await.expect("db");
+    let long = "n".repeat(64);
+    db.execute(
+        &backing,
+        &format!(
+            "CREATE TABLE clash (id INT PRIMARY KEY, _psdb_seq INT);\
+             CREATE TABLE `{long}` (id INT PRIMARY KEY);"
+        ),
+    )
+    .await
+    .expect("schema");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_psdb-emulator"))
+        .args([
+            "--mariadb-url",
+            &db.url(),
+            "--keyspace",
+            "refuseks",
+            &format!("--shard-database=-={backing}"),
+            "--ready-file",
+            &ready.display().to_string(),
+        ])
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while !ready.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no ready file");
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("emulator exited early: {status}\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&log).expect("stderr");
+    let warning = text
+        .lines()
+        .find(|l| l.contains("table served without change capture"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(warning.contains("clash"), "{warning}");
+    assert!(warning.contains("_psdb_seq"), "the reason: {warning}");
+    assert!(!text.contains(&long), "the 64-character table is captured");
+    let mut conn = db.connect(Some(&backing)).await.expect("connect");
+    use mysql_async::prelude::Queryable;
+    let triggers: Vec<String> = conn
+        .exec(
+            "SELECT CAST(event_object_table AS CHAR) FROM information_schema.triggers \
+             WHERE trigger_schema = ?",
+            (&backing,),
+        )
+        .await
+        .expect("triggers");
+    assert_eq!(
+        triggers,
+        vec![long.clone(), long.clone(), long],
+        "only the long table's"
+    );
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().expect("wait").success());
+}

@@ -143,6 +143,30 @@ async fn mysql_phase(settings: &Settings, keyspace: &str) -> Result<MySqlAnswers
     Ok((shards, tablets, tables))
 }
 
+/// The method a stream is synced with this run: its catalog's, except that
+/// a table without a primary key is copied in full (FULL_TABLE).
+///
+/// Why: its changes can only be sent as whole-row images with no key, which
+/// no target can apply (an update would add a row, a delete would match
+/// nothing or every duplicate), and a copy resumed after an interruption
+/// cannot tell identical rows apart (so a keyless copy is never resumed
+/// across runs: an interrupted one starts again). A full copy bracketed by
+/// ACTIVATE_VERSION replaces the target's table with the source's, so
+/// nothing wrong reaches it. Warned once per stream per run, also when the
+/// catalog already says FULL_TABLE: the cost of a full copy every run should
+/// not go unseen.
+fn method_for(s: &SelectedStream, table: &RawTable) -> ReplicationMethod {
+    if !table.primary_key.is_empty() {
+        return s.method;
+    }
+    warn!(
+        stream = %s.name,
+        catalog_method = %s.method,
+        "table has no primary key, so its changes cannot be keyed: copying it in full (FULL_TABLE) every run; add a primary key to follow its changes"
+    );
+    ReplicationMethod::FullTable
+}
+
 /// Runs a sync to completion, writing Singer messages to stdout.
 pub async fn run(settings: &Settings, inputs: SyncInputs) -> Result<(), TapError> {
     run_into(settings, inputs, std::io::stdout()).await
@@ -264,9 +288,13 @@ pub async fn run_into<W: std::io::Write>(
                 members,
             });
         }
-        let version = if s.method == ReplicationMethod::FullTable {
+        let method = method_for(s, table);
+        let version = if method == ReplicationMethod::FullTable {
             let bm = state.bookmarks.entry(s.name.clone()).or_default();
-            let in_progress = bm.extra.get(COMPLETE_KEY).and_then(Value::as_bool) == Some(false);
+            // A keyless copy is never resumed: it would resume after the
+            // last row sent, by every column, which skips an identical row.
+            let in_progress = bm.extra.get(COMPLETE_KEY).and_then(Value::as_bool) == Some(false)
+                && !table.primary_key.is_empty();
             let old = bm.extra.get(VERSION_KEY).and_then(Value::as_i64);
             match (in_progress, old) {
                 (true, Some(v)) => v,
@@ -295,7 +323,7 @@ pub async fn run_into<W: std::io::Write>(
             &s.name,
             &keyspace,
             &shards,
-            if s.method.is_cdc() { starting } else { None },
+            if method.is_cdc() { starting } else { None },
         );
         schemas.push((
             s.name.clone(),
@@ -310,7 +338,7 @@ pub async fn run_into<W: std::io::Write>(
             props,
             columns,
             key_properties: s.key_properties.clone(),
-            method: s.method,
+            method,
             version,
         }));
     }

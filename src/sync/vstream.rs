@@ -184,6 +184,18 @@ pub async fn current_position(
     }
 }
 
+/// Whether a DDL statement empties its table: vtgate sends `TRUNCATE TABLE`
+/// as a DDL event (the binlog holds it as a statement, not as row deletes).
+/// vtgate sends only the DDL of the streamed table, so the name is not read.
+fn is_truncate(statement: &str) -> bool {
+    let mut words = statement
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split_whitespace();
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("truncate"))
+}
+
 /// This shard's entry of a VGTID (vtgate may list several shards).
 fn shard_gtid<'a>(v: &'a VGtid, keyspace: &str, shard: &str) -> Option<&'a ShardGtid> {
     v.shard_gtids
@@ -332,6 +344,14 @@ impl Events {
                 }
             }
             VEventType::Ddl => {
+                if is_truncate(&ev.statement) {
+                    tracing::warn!(
+                        stream = %self.table,
+                        shard = %self.shard,
+                        statement = %ev.statement,
+                        "table truncated on the server: the server sends this as one DDL, not as row deletes, so the target still holds every row it had; copy the stream again: drop its bookmark from the state (or sync it as FULL_TABLE) and run again"
+                    );
+                }
                 // The table may have changed: rows need the next FIELD.
                 self.flush(None);
                 self.fields = None;
@@ -522,6 +542,15 @@ mod tests {
             r#type: kind as i32,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn truncate_is_told_from_other_ddl() {
+        assert!(is_truncate("truncate table kl"));
+        assert!(is_truncate("  TRUNCATE `kl`"));
+        assert!(!is_truncate("alter table kl add column c int"));
+        assert!(!is_truncate("create table truncate_log (id int)"));
+        assert!(!is_truncate(""));
     }
 
     fn fields(table: &str, text: bool) -> VEvent {
