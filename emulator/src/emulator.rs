@@ -411,22 +411,15 @@ impl Emulator {
 
     /// A complete tap config object for this emulator.
     pub fn tap_config(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "host": format!("127.0.0.1:{}", self.grpc_addr.port()),
-            "database": self.cfg.keyspace,
-            "username": self.cfg.username,
-            "password": self.cfg.password,
-            "mysql_host": format!("127.0.0.1:{}", self.mysql_addr.port()),
-            "grpc_host": format!("127.0.0.1:{}", self.grpc_addr.port()),
-            "tls": self.cfg.tls,
-        });
-        if let (Some(ca), Some(obj)) = (&self.ca_file, v.as_object_mut()) {
-            obj.insert(
-                "tls_ca_file".into(),
-                serde_json::Value::String(ca.display().to_string()),
-            );
-        }
-        v
+        crate::ready::tap_config(&crate::ready::Endpoints {
+            grpc: self.grpc_addr,
+            mysql: self.mysql_addr,
+            keyspace: &self.cfg.keyspace,
+            username: &self.cfg.username,
+            password: &self.cfg.password,
+            tls: self.cfg.tls,
+            ca_file: self.ca_file.as_deref(),
+        })
     }
 
     pub fn faults(&self) -> FaultHandle {

@@ -123,17 +123,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: the demo and the tests keep this log
-        // in a file.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    psdb_emulator::ready::init_logs();
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -211,11 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("{}", serde_json::to_string(&doc)?);
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    psdb_emulator::ready::until_signal().await?;
     tracing::info!("shutting down");
     drop(emu);
     drop(mariadb);

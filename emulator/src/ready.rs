@@ -1,6 +1,8 @@
-//! The binary's ready-file contract: JSON written atomically (temp file +
+//! The binaries' ready-file contract: JSON written atomically (temp file +
 //! rename) once both fronts serve, so scripts can poll for the file and then
-//! read every address from it.
+//! read every address from it. `psdb-emulator` and `psdb-vitess` (the real
+//! Vitess) write the same keys, and share their process lifecycle: logs on
+//! stderr, serving until SIGTERM or SIGINT.
 //!
 //! ```json
 //! {"grpc_addr": "127.0.0.1:PORT", "mysql_addr": "127.0.0.1:PORT",
@@ -10,9 +12,67 @@
 //!  "tap_config": {...}}
 //! ```
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::emulator::Emulator;
+
+/// Where a tap reaches a local server, and as whom: the ready file's
+/// `tap_config` for the emulator and for the real Vitess alike.
+pub struct Endpoints<'a> {
+    pub grpc: SocketAddr,
+    pub mysql: SocketAddr,
+    pub keyspace: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub tls: bool,
+    pub ca_file: Option<&'a Path>,
+}
+
+/// A complete tap config for `e`.
+pub fn tap_config(e: &Endpoints<'_>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "host": format!("127.0.0.1:{}", e.grpc.port()),
+        "database": e.keyspace,
+        "username": e.username,
+        "password": e.password,
+        "mysql_host": format!("127.0.0.1:{}", e.mysql.port()),
+        "grpc_host": format!("127.0.0.1:{}", e.grpc.port()),
+        "tls": e.tls,
+    });
+    if let (Some(ca), Some(obj)) = (e.ca_file, v.as_object_mut()) {
+        obj.insert(
+            "tls_ca_file".into(),
+            serde_json::Value::String(ca.display().to_string()),
+        );
+    }
+    v
+}
+
+/// Logs of the binaries: stderr, `RUST_LOG` (default `info`), colour only on
+/// a terminal (the demo and the tests keep these logs in files).
+pub fn init_logs() {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+/// Returns when the process gets SIGTERM or SIGINT: the binaries serve
+/// until then.
+pub async fn until_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
 
 /// The ready-file document for a running emulator.
 pub fn document(emu: &Emulator, mariadb_url: Option<&str>) -> serde_json::Value {

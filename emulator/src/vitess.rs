@@ -490,23 +490,17 @@ impl Vitess {
 
     /// A complete tap config for one keyspace over the VStream API.
     pub fn tap_config_for(&self, keyspace: &str) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "host": format!("127.0.0.1:{}", self.grpc_addr.port()),
-            "database": keyspace,
-            "username": USER,
-            "password": PASSWORD,
-            "mysql_host": format!("127.0.0.1:{}", self.mysql_addr.port()),
-            "grpc_host": format!("127.0.0.1:{}", self.grpc_addr.port()),
-            "tls": self.cfg.tls,
-            "api": "vstream",
-            "grpc_auth": "static",
+        let mut v = crate::ready::tap_config(&crate::ready::Endpoints {
+            grpc: self.grpc_addr,
+            mysql: self.mysql_addr,
+            keyspace,
+            username: USER,
+            password: PASSWORD,
+            tls: self.cfg.tls,
+            ca_file: self.ca_file.as_deref(),
         });
-        if let (Some(ca), Some(obj)) = (&self.ca_file, v.as_object_mut()) {
-            obj.insert(
-                "tls_ca_file".into(),
-                serde_json::Value::String(ca.display().to_string()),
-            );
-        }
+        v["api"] = serde_json::json!("vstream");
+        v["grpc_auth"] = serde_json::json!("static");
         v
     }
 

@@ -336,22 +336,7 @@ impl Emu {
 
     /// `sync` with another config file.
     pub async fn sync_using(&self, config: &Path, catalog: &Path, state: Option<&Value>) -> Singer {
-        let state_file = state.map(|st| self.scratch.write_json("state-in.json", st));
-        let args = sync_args(config, catalog, state_file.as_deref());
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = Singer::parse(tap(&argv, &[]).await);
-        // The run really used the API its config names.
-        let cfg: Value = serde_json::from_str(&std::fs::read_to_string(config).expect("config"))
-            .expect("config json");
-        let want = cfg["api"].as_str().unwrap_or("psdbconnect");
-        if out.run.stderr.contains("sync starting") {
-            assert!(
-                out.run.stderr.contains(&format!("api={want}")),
-                "the run did not use api {want}: {}",
-                out.run.stderr
-            );
-        }
-        out
+        run_sync(&self.scratch, config, catalog, state).await
     }
 
     /// Changes keys of this emulator's own tap config, which `catalog` and
@@ -442,6 +427,32 @@ pub fn venv_tool(venv: &str, name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Runs `sync` with a config, a catalog and an optional state (written to a
+/// file in `scratch`), and checks that the run used the API its config
+/// names.
+pub async fn run_sync(
+    scratch: &Scratch,
+    config: &Path,
+    catalog: &Path,
+    state: Option<&Value>,
+) -> Singer {
+    let state_file = state.map(|st| scratch.write_json("state-in.json", st));
+    let args = sync_args(config, catalog, state_file.as_deref());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = Singer::parse(tap(&argv, &[]).await);
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(config).expect("config"))
+        .expect("config json");
+    let want = cfg["api"].as_str().unwrap_or("psdbconnect");
+    if out.run.stderr.contains("sync starting") {
+        assert!(
+            out.run.stderr.contains(&format!("api={want}")),
+            "the run did not use api {want}: {}",
+            out.run.stderr
+        );
+    }
+    out
 }
 
 /// `sync` arguments for a config, a catalog and an optional state file.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use psdb_emulator::vitess::Vitess;
 use serde_json::Value;
 
-use super::{sync_args, tap, Scratch, Singer};
+use super::{run_sync, tap, Scratch, Singer};
 
 /// The shared Vitess. A missing vtcombo fails the test with the command
 /// that builds it: the suite never skips for lack of a peer.
@@ -98,15 +98,6 @@ impl<'a> Vt<'a> {
     }
 
     pub async fn sync_using(&self, config: &Path, catalog: &Path, state: Option<&Value>) -> Singer {
-        let state_file = state.map(|st| self.scratch.write_json("state-in.json", st));
-        let args = sync_args(config, catalog, state_file.as_deref());
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = Singer::parse(tap(&argv, &[]).await);
-        assert!(
-            !out.run.stderr.contains("sync starting") || out.run.stderr.contains("api=vstream"),
-            "the run did not use VStream: {}",
-            out.run.stderr
-        );
-        out
+        run_sync(&self.scratch, config, catalog, state).await
     }
 }

@@ -45,18 +45,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    psdb_emulator::ready::init_logs();
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("psdb-vitess: {e:#}");
+            eprintln!("psdb-vitess: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -73,11 +66,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         psdb_emulator::ready::write(path, &doc)?;
     }
     eprintln!("{}", serde_json::to_string(&doc)?);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    psdb_emulator::ready::until_signal().await?;
     tracing::info!("shutting down");
     drop(vitess);
     Ok(())
