@@ -216,6 +216,13 @@ async fn sync_commit(
         })
         .map_err(|e| setup("thread", e))?;
     let stopped = || Err(TapError::Runtime("the import API writer stopped".into()));
+    // Listening starts now, not when the sync is done: a signal that comes
+    // while the sync is blocked writing to a full pipe reaches the sync's
+    // own listener only after its write, and if that write was its last,
+    // a listener made afterwards would never hear it (tokio tells a
+    // listener only of signals after its creation), and the upload would
+    // run to its end.
+    let mut signals = StopSignals::listen();
     let sync = crate::sync::run_into(settings, inputs, writer);
     tokio::pin!(sync);
     let mut done_rx = done_rx;
@@ -229,7 +236,7 @@ async fn sync_commit(
             let relayed = match &synced {
                 Ok(()) => tokio::select! {
                     r = &mut done_rx => r.unwrap_or_else(|_| stopped()),
-                    stop = stop_signal() => Err(stop),
+                    stop = signals.stopped() => Err(stop),
                 },
                 Err(_) => (&mut done_rx).await.unwrap_or_else(|_| stopped()),
             };
@@ -252,19 +259,32 @@ async fn sync_commit(
     }
 }
 
-/// Waits for SIGTERM or SIGINT, as the error the process exits with.
-async fn stop_signal() -> TapError {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => TapError::Interrupted { signal: "SIGTERM", code: 143 },
-            _ = int.recv() => TapError::Interrupted { signal: "SIGINT", code: 130 },
-        },
-        // Without signal handling the upload simply runs to its end.
-        _ => std::future::pending().await,
+/// SIGTERM and SIGINT, heard from the moment they are created.
+struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn listen() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => StopSignals(Some((term, int))),
+            _ => StopSignals(None),
+        }
+    }
+
+    /// Waits for SIGTERM or SIGINT (one already received counts), as the
+    /// error the process exits with.
+    async fn stopped(&mut self) -> TapError {
+        match &mut self.0 {
+            Some((term, int)) => tokio::select! {
+                _ = term.recv() => TapError::Interrupted { signal: "SIGTERM", code: 143 },
+                _ = int.recv() => TapError::Interrupted { signal: "SIGINT", code: 130 },
+            },
+            // Without signal handling the upload simply runs to its end.
+            None => std::future::pending().await,
+        }
     }
 }
 
