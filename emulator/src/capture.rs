@@ -493,6 +493,13 @@ fn refuse(database: &str, table: &str, sig: &str, reason: &str, refused: &mut Re
 /// succeed and its streams serve the copy and no changes, never half of
 /// them.
 async fn uninstall(conn: &mut mysql_async::Conn, database: &str, table: &str) {
+    if let Err(e) = conn.query_drop(drop_capture_sql(database, table)).await {
+        tracing::warn!(database, table, error = %e, "removing partial change capture failed");
+    }
+}
+
+/// Drops a table's triggers and shadow table, whichever exist.
+fn drop_capture_sql(database: &str, table: &str) -> String {
     let db = quote_ident(database);
     let mut sql = String::new();
     for k in ["i", "u", "d"] {
@@ -505,9 +512,7 @@ async fn uninstall(conn: &mut mysql_async::Conn, database: &str, table: &str) {
         "DROP TABLE IF EXISTS {db}.{};",
         quote_ident(&shadow_name(table))
     ));
-    if let Err(e) = conn.query_drop(sql).await {
-        tracing::warn!(database, table, error = %e, "removing partial change capture failed");
-    }
+    sql
 }
 
 async fn install_table(
@@ -547,16 +552,9 @@ async fn install_table(
         .collect();
     let tbl_lit = crate::values::quote_literal(table.as_bytes());
     let sig_lit = crate::values::quote_literal(sig.as_bytes());
-    let mut sql = String::new();
-    for k in ["i", "u", "d"] {
-        sql.push_str(&format!(
-            "DROP TRIGGER IF EXISTS {db}.{};",
-            quote_ident(&trigger_name(k, table))
-        ));
-    }
+    let mut sql = drop_capture_sql(database, table);
     sql.push_str(&format!(
-        "DROP TABLE IF EXISTS {db}.{shadow};\
-         CREATE TABLE {db}.{shadow} (_psdb_seq BIGINT NOT NULL DEFAULT 0, _psdb_img CHAR(1) NOT NULL DEFAULT 'A', \
+        "CREATE TABLE {db}.{shadow} (_psdb_seq BIGINT NOT NULL DEFAULT 0, _psdb_img CHAR(1) NOT NULL DEFAULT 'A', \
          PRIMARY KEY (_psdb_seq, _psdb_img)) ENGINE=InnoDB COMMENT={sig_lit} \
          AS SELECT * FROM {db}.{t} LIMIT 0;"
     ));

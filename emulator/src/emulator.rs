@@ -411,7 +411,12 @@ impl Emulator {
 
     /// A complete tap config object for this emulator.
     pub fn tap_config(&self) -> serde_json::Value {
-        crate::ready::tap_config(&crate::ready::Endpoints {
+        crate::ready::tap_config(&self.endpoints())
+    }
+
+    /// Where and as whom a tap reaches this emulator.
+    pub fn endpoints(&self) -> crate::ready::Endpoints<'_> {
+        crate::ready::Endpoints {
             grpc: self.grpc_addr,
             mysql: self.mysql_addr,
             keyspace: &self.cfg.keyspace,
@@ -419,7 +424,18 @@ impl Emulator {
             password: &self.cfg.password,
             tls: self.cfg.tls,
             ca_file: self.ca_file.as_deref(),
-        })
+        }
+    }
+
+    /// The ready-file document (`mariadb_url` when the emulator started
+    /// its own MariaDB).
+    pub fn ready_document(&self, mariadb_url: Option<&str>) -> serde_json::Value {
+        crate::ready::document(
+            &self.endpoints(),
+            &self.shard_dbs,
+            mariadb_url,
+            self.tap_config(),
+        )
     }
 
     pub fn faults(&self) -> FaultHandle {

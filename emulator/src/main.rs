@@ -195,7 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.purged_before {
         emu.faults().set_purged_before(None, n);
     }
-    let doc = psdb_emulator::ready::document(&emu, mariadb.as_ref().map(|_| url.as_str()));
+    let doc = emu.ready_document(mariadb.as_ref().map(|_| url.as_str()));
     if let Some(path) = &args.ready_file {
         psdb_emulator::ready::write(path, &doc)?;
     }

@@ -12,10 +12,9 @@
 //!  "tap_config": {...}}
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-
-use crate::emulator::Emulator;
 
 /// Where a tap reaches a local server, and as whom: the ready file's
 /// `tap_config` for the emulator and for the real Vitess alike.
@@ -74,19 +73,25 @@ pub async fn until_signal() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The ready-file document for a running emulator.
-pub fn document(emu: &Emulator, mariadb_url: Option<&str>) -> serde_json::Value {
-    let mut shards = serde_json::Map::new();
-    for (shard, db) in emu.shard_databases() {
-        shards.insert(shard.clone(), serde_json::json!({ "database": db }));
-    }
+/// The ready-file document of a server at `e`: the contract both binaries
+/// write, from one place so their keys cannot drift apart.
+pub fn document(
+    e: &Endpoints<'_>,
+    shards: &BTreeMap<String, String>,
+    mariadb_url: Option<&str>,
+    tap_config: serde_json::Value,
+) -> serde_json::Value {
+    let shards: serde_json::Map<String, serde_json::Value> = shards
+        .iter()
+        .map(|(shard, db)| (shard.clone(), serde_json::json!({ "database": db })))
+        .collect();
     let mut doc = serde_json::json!({
-        "grpc_addr": emu.grpc_addr().to_string(),
-        "mysql_addr": emu.mysql_addr().to_string(),
-        "ca_file": emu.ca_file().map(|p| p.display().to_string()),
-        "keyspace": emu.keyspace(),
+        "grpc_addr": e.grpc.to_string(),
+        "mysql_addr": e.mysql.to_string(),
+        "ca_file": e.ca_file.map(|p| p.display().to_string()),
+        "keyspace": e.keyspace,
         "shards": shards,
-        "tap_config": emu.tap_config(),
+        "tap_config": tap_config,
     });
     if let (Some(url), Some(obj)) = (mariadb_url, doc.as_object_mut()) {
         obj.insert(

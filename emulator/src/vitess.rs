@@ -158,6 +158,8 @@ pub struct Vitess {
     ca_file: Option<PathBuf>,
     /// MariaDB's Unix socket, which vtcombo uses.
     socket: PathBuf,
+    /// vtcombo's HTTP status port: never used, but it must be free.
+    status_port: u16,
 }
 
 impl Vitess {
@@ -198,6 +200,7 @@ impl Vitess {
             mysql_addr,
             ca_file,
             socket,
+            status_port: free_port()?,
         };
         vt.launch(&binary).await?;
         Ok(vt)
@@ -291,7 +294,7 @@ impl Vitess {
         .map(|s| s.to_string())
         .collect();
         let pairs = [
-            ("--port", free_port_or_zero().to_string()),
+            ("--port", self.status_port.to_string()),
             ("--grpc-port", self.grpc_addr.port().to_string()),
             ("--mysql-server-port", self.mysql_addr.port().to_string()),
             // The socket, not TCP: a tablet then has no MySQL host name,
@@ -490,7 +493,15 @@ impl Vitess {
 
     /// A complete tap config for one keyspace over the VStream API.
     pub fn tap_config_for(&self, keyspace: &str) -> serde_json::Value {
-        let mut v = crate::ready::tap_config(&crate::ready::Endpoints {
+        let mut v = crate::ready::tap_config(&self.endpoints(keyspace));
+        v["api"] = serde_json::json!("vstream");
+        v["grpc_auth"] = serde_json::json!("static");
+        v
+    }
+
+    /// Where and as whom a tap reaches one keyspace.
+    fn endpoints<'a>(&'a self, keyspace: &'a str) -> crate::ready::Endpoints<'a> {
+        crate::ready::Endpoints {
             grpc: self.grpc_addr,
             mysql: self.mysql_addr,
             keyspace,
@@ -498,33 +509,18 @@ impl Vitess {
             password: PASSWORD,
             tls: self.cfg.tls,
             ca_file: self.ca_file.as_deref(),
-        });
-        v["api"] = serde_json::json!("vstream");
-        v["grpc_auth"] = serde_json::json!("static");
-        v
+        }
     }
 
-    /// The ready-file document, with the emulator's keys.
+    /// The ready-file document of the first keyspace, with the emulator's
+    /// keys.
     pub fn ready_document(&self) -> serde_json::Value {
-        let shards: serde_json::Map<String, serde_json::Value> = self
-            .shard_databases()
-            .into_iter()
-            .map(|(s, db)| (s, serde_json::json!({ "database": db })))
-            .collect();
-        serde_json::json!({
-            "grpc_addr": self.grpc_addr.to_string(),
-            "mysql_addr": self.mysql_addr.to_string(),
-            "ca_file": self.ca_file.as_ref().map(|p| p.display().to_string()),
-            "keyspace": self.cfg.keyspace,
-            "shards": shards,
-            "mariadb_url": self.mariadb.url(),
-            "tap_config": self.tap_config(),
-        })
-    }
-
-    /// vtcombo's log so far, for test failure messages.
-    pub fn log_tail(&self) -> String {
-        tail(&self.dir.path().join("vtcombo.log"))
+        crate::ready::document(
+            &self.endpoints(&self.cfg.keyspace),
+            &self.shard_databases(),
+            Some(&self.mariadb.url()),
+            self.tap_config(),
+        )
     }
 }
 
@@ -622,11 +618,6 @@ const NOBODY: u32 = 65534;
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// vtcombo's status port is never used; any free one will do.
-fn free_port_or_zero() -> u16 {
-    free_port().unwrap_or(0)
 }
 
 /// The last lines of vtcombo's log, without the flag list cobra prints
