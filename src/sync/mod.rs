@@ -45,9 +45,19 @@ fn deleted_at_schema() -> Value {
     json!({"type": ["null", "string"], "format": "date-time"})
 }
 
+macro_rules! sequence_column {
+    () => {
+        "_sdc_source_sequence"
+    };
+}
+
 /// The tap's record sequence with `include_metadata`. Not `_sdc_sequence`:
 /// Meltano SDK targets write that column themselves and would overwrite ours.
-pub(crate) const SEQUENCE_COLUMN: &str = "_sdc_source_sequence";
+pub(crate) const SEQUENCE_COLUMN: &str = sequence_column!();
+
+/// `,"<SEQUENCE_COLUMN>":`, as written before each record's sequence: a
+/// constant, so no row escapes the name again.
+pub(crate) const SEQUENCE_KEY: &str = concat!(",\"", sequence_column!(), "\":");
 
 /// Bookmark key of a FULL_TABLE copy's version.
 const VERSION_KEY: &str = "version";

@@ -648,9 +648,7 @@ impl Converter {
                     self.extra.extend_from_slice(b",\"_sdc_position\":");
                     write_json_str(&mut self.extra, position);
                     let seq = ctx.sequence.fetch_add(1, Ordering::Relaxed);
-                    self.extra.push(b',');
-                    write_json_str(&mut self.extra, super::SEQUENCE_COLUMN);
-                    self.extra.push(b':');
+                    self.extra.extend_from_slice(super::SEQUENCE_KEY.as_bytes());
                     let _ = std::io::Write::write_fmt(&mut self.extra, format_args!("{seq}"));
                 }
                 members[0] = &self.extra;
