@@ -272,9 +272,34 @@ impl CatalogStream {
         if name.is_empty() {
             return Err(CatalogError::Unnamed { index });
         }
-        let table = self.table_name.clone().unwrap_or_else(|| name.clone());
         let md = self.stream_metadata();
+        let schema_props = self
+            .schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let key_properties = self.key_properties(&id, &schema_props)?;
+        self.check_selected_properties(&id, &schema_props)?;
+        Ok(Some(SelectedStream {
+            table: self.table_name.clone().unwrap_or_else(|| name.clone()),
+            method: self.method(&id)?,
+            properties: self.selected_properties(&schema_props, &key_properties),
+            key_properties,
+            is_view: md
+                .and_then(|m| m.get("is-view"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            row_count: md.and_then(|m| m.get("row-count")).and_then(Value::as_u64),
+            tap_stream_id: id,
+            name,
+        }))
+    }
 
+    /// The replication method: metadata, the Go tap's top-level key, or the
+    /// forced one, in that order.
+    fn method(&self, id: &str) -> Result<ReplicationMethod, CatalogError> {
+        let md = self.stream_metadata();
         let method_text = md
             .and_then(|m| m.get("replication-method"))
             .and_then(Value::as_str)
@@ -284,26 +309,23 @@ impl CatalogStream {
                     .and_then(Value::as_str)
             })
             .filter(|s| !s.trim().is_empty());
-        let method = match method_text {
-            None => ReplicationMethod::DEFAULT,
-            Some(text) => {
-                ReplicationMethod::parse(text).ok_or_else(|| CatalogError::BadMethod {
-                    stream: id.clone(),
-                    method: text.to_string(),
-                })?
-            }
-        };
+        match method_text {
+            None => Ok(ReplicationMethod::DEFAULT),
+            Some(text) => ReplicationMethod::parse(text).ok_or_else(|| CatalogError::BadMethod {
+                stream: id.to_string(),
+                method: text.to_string(),
+            }),
+        }
+    }
 
-        let schema_props = self
-            .schema
-            .get("properties")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let is_view = md
-            .and_then(|m| m.get("is-view"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+    /// The key: table, then view key properties from metadata, else the
+    /// stream's own `key_properties`; each must be in the schema.
+    fn key_properties(
+        &self,
+        id: &str,
+        schema_props: &Map<String, Value>,
+    ) -> Result<Vec<String>, CatalogError> {
+        let md = self.stream_metadata();
         let key_list = |v: Option<&Value>| -> Option<Vec<String>> {
             v.and_then(Value::as_array).map(|a| {
                 a.iter()
@@ -318,31 +340,48 @@ impl CatalogStream {
             .or_else(|| self.key_properties.clone())
             .unwrap_or_default();
         key_properties.dedup();
-        for k in &key_properties {
-            if !schema_props.contains_key(k) {
-                return Err(CatalogError::UnknownKey {
-                    stream: id.clone(),
-                    property: k.clone(),
-                });
-            }
+        if let Some(k) = key_properties
+            .iter()
+            .find(|k| !schema_props.contains_key(*k))
+        {
+            return Err(CatalogError::UnknownKey {
+                stream: id.to_string(),
+                property: k.clone(),
+            });
         }
+        Ok(key_properties)
+    }
 
-        // Property metadata that names a column the schema lacks is a
-        // mistake worth stopping for when it selects that column.
+    /// Property metadata that names a column the schema lacks is a mistake
+    /// worth stopping for when it selects that column.
+    fn check_selected_properties(
+        &self,
+        id: &str,
+        schema_props: &Map<String, Value>,
+    ) -> Result<(), CatalogError> {
         for m in &self.metadata {
             if let Some(prop) = m.property() {
                 let selected = m.metadata.get("selected").and_then(Value::as_bool) == Some(true);
                 if selected && !schema_props.contains_key(&prop) {
                     return Err(CatalogError::UnknownProperty {
-                        stream: id.clone(),
+                        stream: id.to_string(),
                         property: prop,
                     });
                 }
             }
         }
+        Ok(())
+    }
 
-        // A stream selected with no column-level choice at all means every
-        // column, which is what a hand-written catalog intends.
+    /// The properties to sync: keys and `automatic` ones always, then the
+    /// property's own choice. A stream selected with no column-level choice
+    /// at all means every column, which is what a hand-written catalog
+    /// intends.
+    fn selected_properties(
+        &self,
+        schema_props: &Map<String, Value>,
+        key_properties: &[String],
+    ) -> Vec<SelectedProperty> {
         let any_choice = schema_props.keys().any(|p| {
             self.property_metadata(p)
                 .map(|m| m.contains_key("selected") || m.contains_key("selected-by-default"))
@@ -350,7 +389,7 @@ impl CatalogStream {
         });
         let keys: BTreeSet<&str> = key_properties.iter().map(String::as_str).collect();
         let mut properties = Vec::new();
-        for (prop, schema) in &schema_props {
+        for (prop, schema) in schema_props {
             let pm = self.property_metadata(prop);
             let get = |k: &str| pm.and_then(|m| m.get(k));
             let inclusion = get("inclusion")
@@ -377,17 +416,7 @@ impl CatalogStream {
                 });
             }
         }
-
-        Ok(Some(SelectedStream {
-            tap_stream_id: id,
-            name,
-            table,
-            key_properties,
-            properties,
-            method,
-            is_view,
-            row_count: md.and_then(|m| m.get("row-count")).and_then(Value::as_u64),
-        }))
+        properties
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command line: subcommands, the Singer flags Meltano sends, and the Go
-//! tap's flags. This module only records what the user typed; `app` turns it
-//! into a validated plan.
+//! tap's flags. This module only records what the user typed; flags that
+//! set config keys become the config's last layer
+//! ([`CommonArgs::config_flags`]), validated with it.
 //!
 //! The Go tap used Go's `flag` package, which accepts `-config` as well as
 //! `--config` and `-incremental=false` for booleans. [`normalize`] rewrites
@@ -11,6 +12,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::config;
+use crate::discovery::DiscoverOptions;
 
 /// What the user asked for, after parsing: the subcommand (if any) and every
 /// flag given, wherever it was given. `app` reads only this.
@@ -240,6 +244,73 @@ pub struct CommonArgs {
     pub buffer_size: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<LogFormat>,
+}
+
+impl CommonArgs {
+    /// The flags that set config keys, as the config's last layer (see
+    /// [`config::Flags`]): validated with the files and the environment.
+    pub fn config_flags(&self) -> config::Flags {
+        let mut flags = config::Flags::default();
+        // A tablet flag picks its type over the config's: the other one is
+        // turned off, unless both flags were given (a conflict).
+        let replica = self.use_replica == Some(true);
+        let rdonly = self.use_rdonly == Some(true);
+        if replica {
+            flags.set("use_replica", "--use-replica", true);
+            flags.set("use_rdonly", "--use-replica", rdonly);
+        }
+        if rdonly {
+            flags.set("use_rdonly", "--use-rdonly", true);
+            flags.set("use_replica", "--use-rdonly", replica);
+        }
+        if let Some(api) = &self.api {
+            flags.set("api", "--api", api.as_str());
+        }
+        if let Some(commit) = self.commit {
+            flags.set("commit", "--commit", commit);
+        }
+        if let Some(url) = &self.singer_api_url {
+            flags.set("singer_api_url", "--singer-api-url", url.as_str());
+        }
+        if let Some(token) = &self.singer_api_token {
+            flags.set("singer_api_token", "--singer-api-token", token.as_str());
+        }
+        if let Some(n) = self.batch_size {
+            flags.set("batch_size", "--batch-size", n);
+        }
+        if let Some(dir) = &self.state_directory {
+            flags.set(
+                "state_directory",
+                "--state-directory",
+                dir.display().to_string(),
+            );
+        }
+        flags
+    }
+
+    /// `discover`'s options; tinyint(1) is boolean by flag or by the Go
+    /// tap's `do_not_treat_tiny_int_as_boolean: false`.
+    pub fn discover_options(&self, settings: &config::Settings) -> DiscoverOptions {
+        DiscoverOptions {
+            auto_select: self.auto_select.unwrap_or(false),
+            excluded: self
+                .excluded_tables
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            incremental: self.incremental.unwrap_or(true),
+            tinyint_as_boolean: self.tinyint_as_boolean.unwrap_or(false)
+                || settings.do_not_treat_tiny_int_as_boolean == Some(false),
+        }
+    }
+
+    /// The catalog path, given as `--catalog` or the older `--properties`.
+    pub fn catalog_path(&self) -> Option<&std::path::Path> {
+        self.catalog.as_deref().or(self.properties.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Args)]

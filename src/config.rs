@@ -156,6 +156,12 @@ pub enum ConfigError {
         "config keys `use_replica` and `use_rdonly` are both true; pick at most one tablet type"
     )]
     TabletConflict,
+    #[error("commit mode needs {what}: pass {flag}, or set `{key}` in the config or TAP_PLANETSCALE_{}", .key.to_uppercase())]
+    CommitNeeds {
+        what: &'static str,
+        flag: &'static str,
+        key: &'static str,
+    },
 }
 
 /// Where a raw value came from, for error messages.
@@ -163,6 +169,8 @@ pub enum ConfigError {
 pub enum Origin {
     File(PathBuf),
     Env(String),
+    /// A command-line flag, the last layer.
+    Flag(&'static str),
 }
 
 impl fmt::Display for Origin {
@@ -170,6 +178,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::File(p) => write!(f, "config file {}", p.display()),
             Origin::Env(v) => write!(f, "environment variable {v}"),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
         }
     }
 }
@@ -362,6 +371,7 @@ impl RawConfig {
         let path = match &origin {
             Origin::File(p) => p.clone(),
             Origin::Env(v) => PathBuf::from(v),
+            Origin::Flag(f) => PathBuf::from(f),
         };
         if text.trim().is_empty() {
             return Ok(());
@@ -422,6 +432,20 @@ impl RawConfig {
                 RawValue {
                     value,
                     origin: Origin::Env(name),
+                },
+            );
+        }
+    }
+
+    /// Applies the command line's values, the last layer: flags win over
+    /// the environment and the files, and are validated with them.
+    pub fn apply_flags(&mut self, flags: &Flags) {
+        for (key, flag, value) in &flags.values {
+            self.values.insert(
+                (*key).to_string(),
+                RawValue {
+                    value: value.clone(),
+                    origin: Origin::Flag(flag),
                 },
             );
         }
@@ -514,158 +538,27 @@ impl RawConfig {
 
     /// Validates everything and builds [`Settings`].
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        let host_missing = self.is_missing("host")
-            && (self.is_missing("mysql_host") || self.is_missing("grpc_host"));
-        let missing: Vec<&'static str> = [
-            ("host", host_missing),
-            ("database", self.is_missing("database")),
-            ("username", self.is_missing("username")),
-            ("password", self.is_missing("password")),
-        ]
-        .into_iter()
-        .filter_map(|(key, missing)| missing.then_some(key))
-        .collect();
-        if !missing.is_empty() {
-            return Err(ConfigError::Missing { keys: missing });
-        }
+        self.require_connection_keys()?;
         let database = self.required_string("database")?;
         let username = self.required_string("username")?;
         let password = Secret::new(self.required_string("password")?);
-
-        let host = self.optional_string("host")?.filter(|s| !s.is_empty());
-        let mysql_host = self
-            .optional_string("mysql_host")?
-            .filter(|s| !s.is_empty());
-        let grpc_host = self.optional_string("grpc_host")?.filter(|s| !s.is_empty());
-        if host.is_none() && (mysql_host.is_none() || grpc_host.is_none()) {
-            return Err(ConfigError::Missing { keys: vec!["host"] });
-        }
-        let endpoint = |key: &str, text: &str, default_port: u16| {
-            parse_endpoint(text, default_port).map_err(|p| self.invalid(key, &p))
-        };
-        let mysql = match (&mysql_host, &host) {
-            (Some(m), _) => endpoint("mysql_host", m, DEFAULT_MYSQL_PORT)?,
-            (None, Some(h)) => endpoint("host", h, DEFAULT_MYSQL_PORT)?,
-            (None, None) => unreachable_missing()?,
-        };
-        let grpc = match (&grpc_host, &host) {
-            (Some(g), _) => endpoint("grpc_host", g, DEFAULT_GRPC_PORT)?,
-            (None, Some(h)) => endpoint("host", h, DEFAULT_GRPC_PORT)?,
-            (None, None) => unreachable_missing()?,
-        };
-
-        let tls = self.bool("tls", true)?;
-        let tls_ca_file = match self.optional_string("tls_ca_file")? {
-            Some(p) if !p.is_empty() => {
-                let path = PathBuf::from(p);
-                if let Err(e) = std::fs::File::open(&path) {
-                    return Err(self.invalid(
-                        "tls_ca_file",
-                        &format!(
-                            "names {} which cannot be read ({e}); give the path of a PEM CA file",
-                            path.display()
-                        ),
-                    ));
-                }
-                Some(path)
-            }
-            _ => None,
-        };
-
-        let shards = match self.get("shards") {
-            None => None,
-            Some(raw) => {
-                let list: Vec<String> = match &raw.value {
-                    Value::String(s) => s
-                        .split(',')
-                        .map(|x| x.trim().to_string())
-                        .filter(|x| !x.is_empty())
-                        .collect(),
-                    Value::Array(items) => {
-                        let mut out = Vec::new();
-                        for item in items {
-                            match item.as_str() {
-                                Some(s) if !s.trim().is_empty() => out.push(s.trim().to_string()),
-                                _ => {
-                                    return Err(self.invalid(
-                                        "shards",
-                                        "must be a comma-separated string like \"-80,80-\"",
-                                    ))
-                                }
-                            }
-                        }
-                        out
-                    }
-                    other => {
-                        return Err(self.invalid(
-                            "shards",
-                            &format!(
-                                "must be a comma-separated string like \"-80,80-\", got {}",
-                                json_kind(other)
-                            ),
-                        ))
-                    }
-                };
-                if list.is_empty() {
-                    None
-                } else {
-                    Some(list)
-                }
-            }
-        };
-
-        let use_replica = self.bool("use_replica", false)?;
-        let use_rdonly = self.bool("use_rdonly", false)?;
-        if use_replica && use_rdonly {
-            return Err(ConfigError::TabletConflict);
-        }
-        let tablet_type = if use_replica {
-            TabletType::Replica
-        } else if use_rdonly {
-            TabletType::Rdonly
-        } else {
-            TabletType::Primary
-        };
-
-        let starting_gtids = self.starting_gtids()?;
-        let api = match self.optional_string("api")? {
-            None => Api::default(),
-            Some(text) => Api::parse(&text)
-                .ok_or_else(|| self.invalid("api", "must be `psdbconnect` or `vstream`"))?,
-        };
-        let grpc_auth = match self.optional_string("grpc_auth")?.as_deref().map(str::trim) {
-            None | Some("basic") => GrpcAuth::Basic,
-            Some("static") => GrpcAuth::Static,
-            Some("none") => GrpcAuth::None,
-            Some(_) => return Err(self.invalid("grpc_auth", "must be `basic`, `static` or `none`")),
-        };
-        let cells = self
-            .optional_string("cells")?
-            .map(|text| {
-                text.split(',')
-                    .map(|c| c.trim().to_string())
-                    .filter(|c| !c.is_empty())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|list| !list.is_empty());
-
+        let (mysql, grpc) = self.endpoints()?;
         let encodings = Encodings {
             decimal: self.encoding("decimal_encoding", DecimalEncoding::default())?,
             binary: self.encoding("binary_encoding", BinaryEncoding::default())?,
             json: self.encoding("json_encoding", JsonEncoding::default())?,
         };
-
         Ok(Settings {
             database,
             username,
             password,
             mysql,
             grpc,
-            tls,
-            tls_ca_file,
-            shards,
-            tablet_type,
-            starting_gtids,
+            tls: self.bool("tls", true)?,
+            tls_ca_file: self.tls_ca_file()?,
+            shards: self.shards()?,
+            tablet_type: self.tablet_type()?,
+            starting_gtids: self.starting_gtids()?,
             timeout: Duration::from_secs(self.u64("timeout_seconds", 90, 1)?),
             connect_timeout: Duration::from_secs(self.u64("connect_timeout_seconds", 10, 1)?),
             max_retries: u32::try_from(self.u64("max_retries", 5, 0)?)
@@ -680,11 +573,141 @@ impl RawConfig {
             state_interval: Duration::from_secs(self.u64("state_interval_seconds", 5, 1)?),
             progress_interval: Duration::from_secs(self.u64("progress_interval_seconds", 5, 1)?),
             resync_on_purged: self.bool("resync_on_purged", false)?,
-            api,
-            grpc_auth,
-            cells,
+            api: self.api()?,
+            grpc_auth: self.grpc_auth()?,
+            cells: self.cells()?,
             encodings,
         })
+    }
+
+    /// Every missing connection key at once, so one run names them all.
+    fn require_connection_keys(&self) -> Result<(), ConfigError> {
+        let host_missing = self.is_missing("host")
+            && (self.is_missing("mysql_host") || self.is_missing("grpc_host"));
+        let missing: Vec<&'static str> = [
+            ("host", host_missing),
+            ("database", self.is_missing("database")),
+            ("username", self.is_missing("username")),
+            ("password", self.is_missing("password")),
+        ]
+        .into_iter()
+        .filter_map(|(key, missing)| missing.then_some(key))
+        .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Missing { keys: missing })
+        }
+    }
+
+    /// MySQL and gRPC endpoints: `mysql_host` / `grpc_host`, else `host`.
+    fn endpoints(&self) -> Result<(Endpoint, Endpoint), ConfigError> {
+        let host = self.optional_string("host")?.filter(|s| !s.is_empty());
+        let mysql_host = self
+            .optional_string("mysql_host")?
+            .filter(|s| !s.is_empty());
+        let grpc_host = self.optional_string("grpc_host")?.filter(|s| !s.is_empty());
+        let endpoint = |own: (&str, &Option<String>), default_port: u16| {
+            let (key, text) = match (own.1, &host) {
+                (Some(text), _) => (own.0, text),
+                (None, Some(h)) => ("host", h),
+                (None, None) => return Err(ConfigError::Missing { keys: vec!["host"] }),
+            };
+            parse_endpoint(text, default_port).map_err(|p| self.invalid(key, &p))
+        };
+        let mysql = endpoint(("mysql_host", &mysql_host), DEFAULT_MYSQL_PORT)?;
+        let grpc = endpoint(("grpc_host", &grpc_host), DEFAULT_GRPC_PORT)?;
+        Ok((mysql, grpc))
+    }
+
+    fn tls_ca_file(&self) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(p) = self
+            .optional_string("tls_ca_file")?
+            .filter(|p| !p.is_empty())
+        else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(p);
+        if let Err(e) = std::fs::File::open(&path) {
+            return Err(self.invalid(
+                "tls_ca_file",
+                &format!(
+                    "names {} which cannot be read ({e}); give the path of a PEM CA file",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Some(path))
+    }
+
+    /// `shards`: a comma-separated string (or a list of names).
+    fn shards(&self) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(raw) = self.get("shards") else {
+            return Ok(None);
+        };
+        let shape = "must be a comma-separated string like \"-80,80-\"";
+        let list: Vec<String> = match &raw.value {
+            Value::String(s) => s
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item.as_str() {
+                        Some(s) if !s.trim().is_empty() => out.push(s.trim().to_string()),
+                        _ => return Err(self.invalid("shards", shape)),
+                    }
+                }
+                out
+            }
+            other => {
+                let problem = format!("{shape}, got {}", json_kind(other));
+                return Err(self.invalid("shards", &problem));
+            }
+        };
+        Ok(Some(list).filter(|l| !l.is_empty()))
+    }
+
+    fn tablet_type(&self) -> Result<TabletType, ConfigError> {
+        let use_replica = self.bool("use_replica", false)?;
+        let use_rdonly = self.bool("use_rdonly", false)?;
+        match (use_replica, use_rdonly) {
+            (true, true) => Err(ConfigError::TabletConflict),
+            (true, false) => Ok(TabletType::Replica),
+            (false, true) => Ok(TabletType::Rdonly),
+            (false, false) => Ok(TabletType::Primary),
+        }
+    }
+
+    fn api(&self) -> Result<Api, ConfigError> {
+        match self.optional_string("api")? {
+            None => Ok(Api::default()),
+            Some(text) => Api::parse(&text)
+                .ok_or_else(|| self.invalid("api", "must be `psdbconnect` or `vstream`")),
+        }
+    }
+
+    fn grpc_auth(&self) -> Result<GrpcAuth, ConfigError> {
+        match self.optional_string("grpc_auth")?.as_deref().map(str::trim) {
+            None | Some("basic") => Ok(GrpcAuth::Basic),
+            Some("static") => Ok(GrpcAuth::Static),
+            Some("none") => Ok(GrpcAuth::None),
+            Some(_) => Err(self.invalid("grpc_auth", "must be `basic`, `static` or `none`")),
+        }
+    }
+
+    fn cells(&self) -> Result<Option<Vec<String>>, ConfigError> {
+        Ok(self
+            .optional_string("cells")?
+            .map(|text| {
+                text.split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|list| !list.is_empty()))
     }
 
     /// One of the `*_encoding` settings; an unknown value names the ones
@@ -753,11 +776,6 @@ impl RawConfig {
         }
         Ok(parsed)
     }
-}
-
-/// Keeps the match arms total without an `unreachable!` on input-driven paths.
-fn unreachable_missing() -> Result<Endpoint, ConfigError> {
-    Err(ConfigError::Missing { keys: vec!["host"] })
 }
 
 /// `config key `a` is missing; …` or `config keys `a`, `b` and `c` are
@@ -852,9 +870,13 @@ pub fn parse_endpoint(text: &str, default_port: u16) -> Result<Endpoint, String>
 }
 
 /// Loads settings from files and the process environment.
-pub fn load(paths: &[PathBuf]) -> Result<(Settings, Vec<(String, Origin)>), ConfigError> {
+pub fn load(
+    paths: &[PathBuf],
+    flags: &Flags,
+) -> Result<(Settings, Vec<(String, Origin)>), ConfigError> {
     let mut raw = RawConfig::from_files(paths)?;
     raw.apply_env(std::env::vars());
+    raw.apply_flags(flags);
     let unknown = raw.unknown.clone();
     Ok((raw.into_settings()?, unknown))
 }
@@ -862,14 +884,29 @@ pub fn load(paths: &[PathBuf]) -> Result<(Settings, Vec<(String, Origin)>), Conf
 /// Loads the commit-mode settings. Config files are optional here: the
 /// stdin relay needs no database, so it may run on flags and environment
 /// alone.
-pub fn load_commit(paths: &[PathBuf]) -> Result<CommitConfig, ConfigError> {
+pub fn load_commit(paths: &[PathBuf], flags: &Flags) -> Result<CommitConfig, ConfigError> {
     let mut raw = if paths.is_empty() {
         RawConfig::default()
     } else {
         RawConfig::from_files(paths)?
     };
     raw.apply_env(std::env::vars());
+    raw.apply_flags(flags);
     raw.commit_config()
+}
+
+/// The command line's values for config keys, each with the flag that
+/// gave it (for error messages).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    values: Vec<(&'static str, &'static str, Value)>,
+}
+
+impl Flags {
+    /// Sets config key `key` from flag `flag`.
+    pub fn set(&mut self, key: &'static str, flag: &'static str, value: impl Into<Value>) {
+        self.values.push((key, flag, value.into()));
+    }
 }
 
 /// For error messages that must name the file a setting came from.

@@ -20,6 +20,8 @@ pub mod position;
 pub mod progress;
 pub mod psdb;
 pub mod relay;
+pub mod retry;
+pub mod signals;
 pub mod singer;
 pub mod state;
 pub mod sync;

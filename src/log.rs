@@ -7,7 +7,7 @@
 //! INFO. The event's other fields go under `extra`, where Meltano keeps them.
 //!
 //! When live progress bars are drawn on a terminal, every log line is
-//! written through [`crate::progress::print_above`] so a line never tears a
+//! written through [`print_above`] so a line never tears a
 //! bar in half.
 
 use std::fmt;
@@ -15,6 +15,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use indicatif::{MultiProgress, ProgressDrawTarget};
 use serde_json::{json, Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -43,7 +44,33 @@ pub fn print_block(text: &str) {
     if is_text() && tracing::enabled!(Level::INFO) {
         let mut block = text.trim_end().to_string();
         block.push('\n');
-        crate::progress::print_above(block.as_bytes());
+        print_above(block.as_bytes());
+    }
+}
+
+/// The terminal's progress bars, when there is a terminal to draw them on.
+static TERMINAL: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Turns live bars on: stderr is a terminal and logs are text.
+fn attach_terminal() {
+    let _ = TERMINAL.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+}
+
+/// The progress bars' terminal, if bars are drawn.
+pub fn terminal() -> Option<&'static MultiProgress> {
+    TERMINAL.get()
+}
+
+/// Writes a finished line to stderr, lifting the bars out of its way.
+pub fn print_above(line: &[u8]) {
+    let write = || {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(line);
+        let _ = err.flush();
+    };
+    match TERMINAL.get() {
+        Some(bars) => bars.suspend(write),
+        None => write(),
     }
 }
 
@@ -57,7 +84,7 @@ pub fn init(level: Option<&str>, format: LogFormat) {
     let _ = FORMAT.set(format);
     let terminal = std::io::stderr().is_terminal();
     if format == LogFormat::Text && terminal {
-        crate::progress::attach_terminal();
+        attach_terminal();
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -186,7 +213,7 @@ impl Write for LineWriter {
 impl Drop for LineWriter {
     fn drop(&mut self) {
         if !self.0.is_empty() {
-            crate::progress::print_above(&self.0);
+            print_above(&self.0);
         }
     }
 }

@@ -12,6 +12,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
 
 use crate::config::{Endpoint, Settings, TabletType};
+use crate::error::kind::Kind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MySqlError {
@@ -41,24 +42,22 @@ pub enum MySqlError {
 }
 
 impl MySqlError {
-    /// Exit-code class (see `error`): a login, TLS, host or database
-    /// problem is the person's to fix; a failed query may pass on a rerun.
-    pub fn kind(&self) -> crate::error::Kind {
+    /// Retry and exit-code class (see `error`): a login, TLS, host or
+    /// database problem is the person's to fix; a connection lost during a
+    /// query may pass if tried again; any other failed query may pass on a
+    /// rerun.
+    pub fn kind(&self) -> Kind {
         match self {
-            MySqlError::Query { .. } | MySqlError::Shape { .. } => crate::error::Kind::Failed,
-            _ => crate::error::Kind::Input,
-        }
-    }
-
-    /// Whether retrying the same call may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            MySqlError::Unreachable { .. } | MySqlError::Timeout { .. } => true,
-            MySqlError::Query { source, .. } => matches!(
-                **source,
-                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
-            ),
-            _ => false,
+            MySqlError::Query { source, .. }
+                if matches!(
+                    **source,
+                    mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+                ) =>
+            {
+                Kind::Transient
+            }
+            MySqlError::Query { .. } | MySqlError::Shape { .. } => Kind::Failed,
+            _ => Kind::Input,
         }
     }
 }
@@ -133,7 +132,7 @@ fn classify_connect(e: mysql_async::Error, settings: &Settings, endpoint: String
             // their text, since mysql_async gives no kind for them. The
             // reason is the innermost cause: mysql_async's own message
             // repeats `Input/output error: ` once per layer.
-            let text = crate::error::root_cause(&other);
+            let text = crate::error::kind::root_cause(&other);
             let lower = other.to_string().to_ascii_lowercase();
             if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
                 MySqlError::Tls {

@@ -12,38 +12,15 @@
 //! is printed either way. The writer loop owns the board, so no locking is
 //! needed beyond what the bars do themselves.
 
-use std::io::Write;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, warn};
 
-use crate::sync::reader::Counts;
-
-/// The terminal's bars, when there is a terminal to draw them on.
-static TERMINAL: OnceLock<MultiProgress> = OnceLock::new();
-
-/// Turns live bars on: stderr is a terminal and logs are text.
-pub fn attach_terminal() {
-    let _ = TERMINAL.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-}
-
-/// Writes a finished log line to stderr, lifting the bars out of its way.
-pub fn print_above(line: &[u8]) {
-    let write = || {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(line);
-        let _ = err.flush();
-    };
-    match TERMINAL.get() {
-        Some(bars) => bars.suspend(write),
-        None => write(),
-    }
-}
+use crate::sync::records::{ColumnWarning, Counts};
 
 /// One (stream, shard) as the board sees it.
-pub struct Slot {
+pub struct Entry {
     pub stream: String,
     pub shard: String,
     /// Estimated rows of this shard's copy, if the catalog had a count.
@@ -53,14 +30,14 @@ pub struct Slot {
     pub done: bool,
     started: Instant,
     finished: Option<Duration>,
-    pub warnings: Vec<(String, String, u64)>,
+    pub warnings: Vec<ColumnWarning>,
     /// Rows at the last progress line, for the rate since then.
     rows_then: u64,
 }
 
-impl Slot {
-    pub fn new(stream: &str, shard: &str, estimate: Option<u64>, copying: bool) -> Slot {
-        Slot {
+impl Entry {
+    pub fn new(stream: &str, shard: &str, estimate: Option<u64>, copying: bool) -> Entry {
+        Entry {
             stream: stream.to_string(),
             shard: shard.to_string(),
             estimate,
@@ -104,7 +81,7 @@ pub fn per_shard(row_count: Option<u64>, shards: usize) -> Option<u64> {
 }
 
 pub struct Board {
-    slots: Vec<Slot>,
+    slots: Vec<Entry>,
     bars: Vec<ProgressBar>,
     started: Instant,
     last_log: Instant,
@@ -113,8 +90,8 @@ pub struct Board {
 }
 
 impl Board {
-    pub fn new(slots: Vec<Slot>, every: Duration) -> Board {
-        let bars = match TERMINAL.get() {
+    pub fn new(slots: Vec<Entry>, every: Duration) -> Board {
+        let bars = match crate::log::terminal() {
             Some(term) => slots.iter().map(|s| term.add(bar_for(s))).collect(),
             None => Vec::new(),
         };
@@ -127,7 +104,7 @@ impl Board {
         }
     }
 
-    pub fn slot(&self, i: usize) -> &Slot {
+    pub fn entry(&self, i: usize) -> &Entry {
         &self.slots[i]
     }
 
@@ -154,7 +131,7 @@ impl Board {
     }
 
     /// Marks a slot finished.
-    pub fn done(&mut self, i: usize, warnings: Vec<(String, String, u64)>) {
+    pub fn done(&mut self, i: usize, warnings: Vec<ColumnWarning>) {
         let s = &mut self.slots[i];
         s.done = true;
         s.finished = Some(s.started.elapsed());
@@ -207,7 +184,7 @@ impl Board {
         for bar in &self.bars {
             bar.finish_and_clear();
         }
-        if let Some(term) = TERMINAL.get() {
+        if let Some(term) = crate::log::terminal() {
             let _ = term.clear();
         }
         let secs = self.started.elapsed().as_secs_f64();
@@ -228,15 +205,15 @@ impl Board {
             return;
         }
         for s in &self.slots {
-            let warnings: u64 = s.warnings.iter().map(|w| w.2).sum();
+            let warnings: u64 = s.warnings.iter().map(|w| w.count).sum();
             info!(
                 stream = %s.stream, shard = %s.shard, copied = s.counts.copied,
                 inserted = s.counts.inserted, updated = s.counts.updated,
                 deleted = s.counts.deleted, warnings, secs = s.secs(), complete = s.done,
                 "summary"
             );
-            for (column, what, n) in &s.warnings {
-                warn!(stream = %s.stream, shard = %s.shard, column = %column, count = n, "{what}");
+            for w in &s.warnings {
+                warn!(stream = %s.stream, shard = %s.shard, column = %w.column, count = w.count, "{}", w.reason);
             }
         }
         info!(secs, "sync finished");
@@ -245,20 +222,20 @@ impl Board {
 
 /// One line per (stream, shard, column) with warnings: how many values,
 /// and what happened to them.
-pub fn warning_lines(slots: &[Slot]) -> Vec<String> {
+pub fn warning_lines(slots: &[Entry]) -> Vec<String> {
     let mut out = Vec::new();
     for s in slots {
-        for (column, what, n) in &s.warnings {
+        for w in &s.warnings {
             out.push(format!(
-                "{} {} column `{column}`: {n} {what}",
-                s.stream, s.shard
+                "{} {} column `{}`: {} {}",
+                s.stream, s.shard, w.column, w.count, w.reason
             ));
         }
     }
     out
 }
 
-fn style_for(s: &Slot) -> ProgressStyle {
+fn style_for(s: &Entry) -> ProgressStyle {
     let template = if s.copying && s.estimate.is_some() {
         "{prefix:30} {msg:8} [{bar:30}] {pos:>10}/{len} {percent:>3}% {per_sec:>12}"
     } else {
@@ -269,7 +246,7 @@ fn style_for(s: &Slot) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
-fn bar_for(s: &Slot) -> ProgressBar {
+fn bar_for(s: &Entry) -> ProgressBar {
     let bar = ProgressBar::new(s.estimate.unwrap_or(0)).with_style(style_for(s));
     bar.set_prefix(format!("{} {}", s.stream, s.shard));
     bar.set_message(s.phase());
@@ -277,7 +254,7 @@ fn bar_for(s: &Slot) -> ProgressBar {
 }
 
 /// The end-of-run table, one row per (stream, shard).
-pub fn summary_table(slots: &[Slot]) -> String {
+pub fn summary_table(slots: &[Entry]) -> String {
     let header = [
         "stream", "shard", "phase", "copied", "inserted", "updated", "deleted", "warnings", "secs",
         "rows/s",
@@ -294,7 +271,7 @@ pub fn summary_table(slots: &[Slot]) -> String {
             s.counts.inserted.to_string(),
             s.counts.updated.to_string(),
             s.counts.deleted.to_string(),
-            s.warnings.iter().map(|w| w.2).sum::<u64>().to_string(),
+            s.warnings.iter().map(|w| w.count).sum::<u64>().to_string(),
             format!("{secs:.2}"),
             ((rows_total as f64 / secs.max(0.001)) as u64).to_string(),
         ]);
@@ -357,24 +334,24 @@ mod tests {
 
     #[test]
     fn warnings_say_column_count_and_outcome() {
-        let mut a = Slot::new("orders", "-80", None, false);
-        a.warnings = vec![(
-            "ship_date".into(),
-            "zero or invalid dates written as null".into(),
-            227,
-        )];
+        let mut a = Entry::new("orders", "-80", None, false);
+        a.warnings = vec![ColumnWarning {
+            column: "ship_date".into(),
+            reason: "zero or invalid dates written as null",
+            count: 227,
+        }];
         assert_eq!(
-            warning_lines(&[a, Slot::new("t", "-", None, false)]),
+            warning_lines(&[a, Entry::new("t", "-", None, false)]),
             vec!["orders -80 column `ship_date`: 227 zero or invalid dates written as null"]
         );
     }
 
     #[test]
     fn summary_table_aligns_columns() {
-        let mut a = Slot::new("shop-orders", "-80", Some(10), true);
+        let mut a = Entry::new("shop-orders", "-80", Some(10), true);
         a.counts.copied = 1234;
         a.done = true;
-        let b = Slot::new("t", "80-", None, false);
+        let b = Entry::new("t", "80-", None, false);
         let table = summary_table(&[a, b]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);

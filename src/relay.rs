@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::commit::{CommitError, Committer, Totals};
+use crate::error::kind::Kind;
 
 /// Default longest line of `relay`, in KiB (`--buffer-size`). Twice and more
 /// the largest request body, so any record that could be sent fits.
@@ -48,13 +49,11 @@ pub enum RelayError {
 
 impl RelayError {
     /// Bad input exits 2; the server, the network or the disk exit 1.
-    pub fn is_input(&self) -> bool {
+    pub fn kind(&self) -> Kind {
         match self {
-            RelayError::Input { .. } => true,
-            RelayError::Commit { source, .. } | RelayError::Finish { source, .. } => {
-                source.is_input()
-            }
-            RelayError::Read { .. } => false,
+            RelayError::Input { .. } => Kind::Input,
+            RelayError::Commit { source, .. } | RelayError::Finish { source, .. } => source.kind(),
+            RelayError::Read { .. } => Kind::Failed,
         }
     }
 }

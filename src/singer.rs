@@ -1,7 +1,9 @@
-//! Singer messages and the one writer that owns stdout.
+//! Singer messages and the one module that owns stdout.
 //!
-//! Nothing else in the process writes to stdout: logs go to stderr, and
-//! every message passes through [`SingerWriter`], which buffers large writes
+//! Nothing else in the process writes to stdout: logs go to stderr, every
+//! Singer message passes through [`SingerWriter`], and the few outputs that
+//! are not Singer messages (`--about`, the `check` report, commit mode's
+//! state file path) go through [`print`]. [`SingerWriter`] buffers large writes
 //! and flushes before each STATE so that a STATE line never reaches the
 //! target ahead of the records it covers. Messages are serialized from
 //! borrowed data; RECORD bodies can be written straight into the buffer by
@@ -43,8 +45,35 @@ pub struct SingerWriter<W: Write> {
 
 impl SingerWriter<io::Stdout> {
     pub fn stdout() -> Self {
-        SingerWriter::new(io::stdout())
+        SingerWriter::new(stdout())
     }
+}
+
+/// The process's stdout, for a [`SingerWriter`] made elsewhere (the sync
+/// writes to stdout or, in commit mode, to a pipe).
+pub fn stdout() -> io::Stdout {
+    io::stdout()
+}
+
+/// Writes one whole output that is not a Singer message and flushes it.
+pub fn print(text: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text)?;
+    out.flush()
+}
+
+/// [`print`] of one line.
+pub fn print_line(line: &str) -> io::Result<()> {
+    let mut text = Vec::with_capacity(line.len() + 1);
+    text.extend_from_slice(line.as_bytes());
+    text.push(b'\n');
+    print(&text)
+}
+
+/// Whether stdout is a terminal (a person, not a program, reads it).
+pub fn stdout_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    io::stdout().is_terminal()
 }
 
 impl<W: Write> SingerWriter<W> {

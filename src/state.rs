@@ -66,6 +66,19 @@ pub enum StateError {
 
 /// Shard bookmark key holding a copy's floor (see [`State::copy_floor`]).
 const COPY_FLOOR: &str = "copy_floor";
+/// Stream bookmark key of a FULL_TABLE copy's version.
+const VERSION_KEY: &str = "version";
+/// Stream bookmark key set once a FULL_TABLE copy has completed (ppw's name).
+const COMPLETE_KEY: &str = "initial_full_table_complete";
+
+/// The version a FULL_TABLE stream's records carry this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullTableCopy {
+    pub version: i64,
+    /// The stream's first copy ever: activate the version at once, so its
+    /// rows appear while the copy runs.
+    pub first: bool,
+}
 
 /// One shard's saved cursor.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -189,6 +202,8 @@ impl State {
     }
 
     /// Stores a cursor for one (stream, shard).
+    /// Replaces the cursor unconditionally (a start, or a reset by choice
+    /// after a purged position); readers' cursors go through [`State::advance`].
     pub fn set_cursor(&mut self, stream: &str, shard: &str, cursor: &TableCursor) {
         let entry = self.bookmarks.entry(stream.to_string()).or_default();
         let encoded = encode_cursor(cursor);
@@ -268,6 +283,61 @@ impl State {
                     last_known_pk: None,
                 },
             );
+        }
+    }
+
+    /// Adopts a reader's cursor for one (stream, shard), unless it would
+    /// move backward (see [`advances`]); `false` when it was refused. A
+    /// cursor past its copy also ends the copy's floor.
+    pub fn advance(&mut self, stream: &str, shard: &str, cursor: &TableCursor) -> bool {
+        if let Some(old) = self.cursor(stream, shard) {
+            if !advances(&old, cursor) {
+                return false;
+            }
+        }
+        self.set_cursor(stream, shard, cursor);
+        if cursor.last_known_pk.is_none() && !cursor.position.is_empty() {
+            self.set_copy_floor(stream, shard, None);
+        }
+        true
+    }
+
+    /// The FULL_TABLE copy of `stream` this run: the interrupted one resumed
+    /// with its version when `resumable`, or a new one at `now_ms` with its
+    /// shard cursors cleared.
+    pub fn full_table_copy(&mut self, stream: &str, resumable: bool, now_ms: i64) -> FullTableCopy {
+        let bm = self.bookmarks.entry(stream.to_string()).or_default();
+        let in_progress = bm.extra.get(COMPLETE_KEY).and_then(Value::as_bool) == Some(false);
+        let old = bm.extra.get(VERSION_KEY).and_then(Value::as_i64);
+        if let (true, true, Some(version)) = (resumable, in_progress, old) {
+            return FullTableCopy {
+                version,
+                first: false,
+            };
+        }
+        bm.shards.clear();
+        bm.extra.insert(VERSION_KEY.into(), Value::from(now_ms));
+        bm.extra.insert(COMPLETE_KEY.into(), Value::Bool(false));
+        FullTableCopy {
+            version: now_ms,
+            first: old.is_none(),
+        }
+    }
+
+    /// Marks the FULL_TABLE copy of `stream` complete: the next run copies
+    /// afresh under a new version.
+    pub fn complete_full_table(&mut self, stream: &str) {
+        if let Some(bm) = self.bookmarks.get_mut(stream) {
+            bm.shards.clear();
+            bm.extra.insert(COMPLETE_KEY.into(), Value::Bool(true));
+        }
+    }
+
+    /// Drops FULL_TABLE bookkeeping from a stream now synced by changes.
+    pub fn forget_full_table(&mut self, stream: &str) {
+        if let Some(bm) = self.bookmarks.get_mut(stream) {
+            bm.extra.remove(VERSION_KEY);
+            bm.extra.remove(COMPLETE_KEY);
         }
     }
 
@@ -512,5 +582,77 @@ mod tests {
         assert!(err
             .to_string()
             .contains("shard `-` is not in keyspace `ks` (it has -80, 80-)"));
+    }
+
+    #[test]
+    fn advance_refuses_to_go_back_and_ends_the_copy_floor() {
+        use crate::pb::query::QueryResult;
+        let a = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
+        let b = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-9";
+        let c = |pos: &str, copying: bool| TableCursor {
+            shard: "-".into(),
+            keyspace: "ks".into(),
+            position: pos.into(),
+            last_known_pk: copying.then(QueryResult::default),
+        };
+        let mut s = State::default();
+        s.initialize("t", "ks", &["-".into()], None);
+        s.set_copy_floor("t", "-", Some(a));
+        assert!(s.advance("t", "-", &c(a, true)));
+        assert_eq!(s.copy_floor("t", "-").as_deref(), Some(a), "copying");
+        assert!(s.advance("t", "-", &c(b, false)));
+        assert_eq!(s.copy_floor("t", "-"), None, "the copy is done");
+        assert!(!s.advance("t", "-", &c(a, false)), "older");
+        assert!(!s.advance("t", "-", &c(b, true)), "back into a copy");
+        assert_eq!(s.cursor("t", "-").map(|c| c.position), Some(b.into()));
+    }
+
+    #[test]
+    fn full_table_copies_keep_or_renew_their_version() {
+        let mut s = State::default();
+        let first = s.full_table_copy("t", true, 10);
+        assert_eq!(
+            first,
+            FullTableCopy {
+                version: 10,
+                first: true
+            }
+        );
+        s.initialize("t", "ks", &["-".into()], None);
+        // interrupted: resumed with its version when resumable
+        let again = s.full_table_copy("t", true, 20);
+        assert_eq!(
+            again,
+            FullTableCopy {
+                version: 10,
+                first: false
+            }
+        );
+        assert!(s.cursor("t", "-").is_some(), "resumed where it was");
+        // not resumable (a keyless table): a new version, shards cleared
+        let keyless = s.full_table_copy("t", false, 30);
+        assert_eq!(
+            keyless,
+            FullTableCopy {
+                version: 30,
+                first: false
+            }
+        );
+        assert!(s.cursor("t", "-").is_none());
+        s.complete_full_table("t");
+        let next = s.full_table_copy("t", true, 40);
+        assert_eq!(
+            next,
+            FullTableCopy {
+                version: 40,
+                first: false
+            }
+        );
+        s.forget_full_table("t");
+        let text = s.to_json().to_string();
+        assert!(
+            !text.contains("version") && !text.contains("initial_full_table_complete"),
+            "{text}"
+        );
     }
 }

@@ -53,8 +53,9 @@ pub async fn raw_events(
     gtid: &str,
     quiet: Duration,
 ) -> Vec<String> {
-    let (settings, _) = tap_planetscale::config::load(std::slice::from_ref(&vt.config))
-        .expect("config of the Vitess");
+    let (settings, _) =
+        tap_planetscale::config::load(std::slice::from_ref(&vt.config), &Default::default())
+            .expect("config of the Vitess");
     let client = PsdbClient::connect(&settings)
         .await
         .expect("connect to vtgate");
@@ -90,22 +91,23 @@ pub async fn raw_events(
 
 /// The VGTID position of a shard in the events' VGTID, read by `current`.
 async fn current(vt: &Vt<'_>, shard: &str, table: &str) -> String {
-    let (settings, _) = tap_planetscale::config::load(std::slice::from_ref(&vt.config))
-        .expect("config of the Vitess");
+    let (settings, _) =
+        tap_planetscale::config::load(std::slice::from_ref(&vt.config), &Default::default())
+            .expect("config of the Vitess");
     let client = PsdbClient::connect(&settings)
         .await
         .expect("connect to vtgate");
-    tap_planetscale::sync::vstream::current_position(
-        &client,
-        &vt.keyspace,
-        shard,
-        table,
-        settings.tablet_type,
-        &[],
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("current position")
+    let target = tap_planetscale::psdb::Target {
+        keyspace: vt.keyspace.clone(),
+        shard: shard.to_string(),
+        table: table.to_string(),
+        tablet_type: settings.tablet_type,
+        cells: Vec::new(),
+    };
+    client
+        .current(&target, Duration::from_secs(30))
+        .await
+        .expect("current position")
 }
 
 /// Evidence for the keyless and TRUNCATE policies: what the real vtgate

@@ -8,7 +8,7 @@
 //! - Both streams are opened from the tap's config for each server (TLS
 //!   with its CA and static auth to vtcombo; plaintext and the same
 //!   metadata login to the emulator) with the request the tap sends for a
-//!   copy (see `src/sync/vstream.rs`: every column, heartbeats, the cell,
+//!   copy (see `src/psdb/vstream.rs`: every column, heartbeats, the cell,
 //!   PRIMARY, an empty gtid). The client is the emulator crate's generated
 //!   one: the tap's own protos leave out the `query.Field` strings it never
 //!   reads (`org_name`, `column_type`, …), which this test compares.
@@ -279,12 +279,12 @@ fn is(e: &VEvent, kind: VEventType) -> bool {
 }
 
 /// The request the tap sends to copy one table of one shard (see
-/// `request` and `flags` in src/sync/vstream.rs).
+/// `request` and `flags` in src/psdb/vstream.rs).
 fn copy_request(keyspace: &str, cell: &str) -> VStreamRequest {
     use psdb_emulator::wire::binlogdata::{Filter, Rule, ShardGtid};
     use psdb_emulator::wire::vtgate::VStreamFlags;
     VStreamRequest {
-        tablet_type: tap_planetscale::psdb::vitess_tablet_type(
+        tablet_type: tap_planetscale::psdb::vstream::tablet_type(
             tap_planetscale::config::TabletType::Primary,
         ),
         vgtid: Some(VGtid {

@@ -19,6 +19,7 @@
 
 pub mod batch;
 pub mod http;
+pub mod pipe;
 pub mod state_files;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tracing::{debug, info, warn};
 
-use crate::config::Secret;
+use crate::config::{CommitConfig, ConfigError, Secret};
+use crate::error::kind::Kind;
+use crate::retry::{Policy, Retries};
 use batch::{Envelope, Limits, Pending, Place, Sequence};
 use http::{classify, server_message, ImportApi, Outcome};
 use state_files::{StateDirectory, StateFileError};
@@ -79,16 +82,43 @@ pub enum CommitError {
 }
 
 impl CommitError {
-    /// Input errors (bad messages, bad URL or token) exit 2 like other bad input;
-    /// what the server or the disk did exits 1.
-    pub fn is_input(&self) -> bool {
-        matches!(
-            self,
+    /// Exit-code class (see `error`): bad messages, a bad URL or token are
+    /// input; what the server or the disk did fails the run.
+    pub fn kind(&self) -> Kind {
+        match self {
             CommitError::Setup(_)
-                | CommitError::StateFile(StateFileError::Create { .. })
-                | CommitError::RecordBeforeSchema { .. }
-                | CommitError::NotAnObject { .. }
-        )
+            | CommitError::StateFile(StateFileError::Create { .. })
+            | CommitError::RecordBeforeSchema { .. }
+            | CommitError::NotAnObject { .. } => Kind::Input,
+            _ => Kind::Failed,
+        }
+    }
+}
+
+impl CommitSettings {
+    /// Commit mode's settings: the token and the state directory are
+    /// required there.
+    pub fn from_config(c: CommitConfig) -> Result<CommitSettings, ConfigError> {
+        let api_token = c.api_token.ok_or(ConfigError::CommitNeeds {
+            what: "an Import API token",
+            flag: "--singer-api-token TOKEN",
+            key: "singer_api_token",
+        })?;
+        let state_directory = c.state_directory.ok_or(ConfigError::CommitNeeds {
+            what: "a directory for its state files",
+            flag: "--state-directory DIR",
+            key: "state_directory",
+        })?;
+        Ok(CommitSettings {
+            api_url: c.api_url,
+            api_token,
+            batch_size: c.batch_size,
+            state_directory,
+            max_retries: c.max_retries,
+            backoff: c.backoff,
+            backoff_max: c.backoff_max,
+            timeout: c.timeout,
+        })
     }
 }
 
@@ -283,7 +313,12 @@ impl Committer {
         let count = q.pending.len();
         let body = q.pending.take_body(&q.envelope);
         let bytes = body.len();
-        let mut attempt: u32 = 0;
+        let mut retries = Retries::new(Policy {
+            attempts: self.settings.max_retries,
+            budget: None,
+            first: self.settings.backoff,
+            max: self.settings.backoff_max,
+        });
         loop {
             let started = std::time::Instant::now();
             let (problem, wait) = match self.api.post_batch(body.clone()).await {
@@ -314,24 +349,19 @@ impl Committer {
                 },
                 Err(e) => (e.to_string(), None),
             };
-            if attempt >= self.settings.max_retries {
+            let Some(backoff) = retries.next_wait() else {
                 return Err(CommitError::GaveUp {
                     stream: stream.to_string(),
-                    attempts: attempt + 1,
+                    attempts: retries.attempts() + 1,
                     last: problem,
                 });
-            }
-            let backoff = crate::sync::reader::backoff_between(
-                attempt,
-                self.settings.backoff,
-                self.settings.backoff_max,
-            );
+            };
             // A server's Retry-After is honoured up to the longest backoff.
             let wait = wait
                 .map(|w| w.min(self.settings.backoff_max).max(backoff))
                 .unwrap_or(backoff);
-            attempt += 1;
             self.totals.retries += 1;
+            let attempt = retries.attempts();
             warn!(stream, attempt, records = count, error = %problem, wait_ms = wait.as_millis() as u64, "import API batch failed; retrying");
             tokio::time::sleep(wait).await;
         }

@@ -1,7 +1,7 @@
 //! The gRPC client for PlanetScale Connect and vtgate's VStream: one channel
 //! shared by every reader and both APIs, the credentials on every call (Basic
-//! auth, Vitess static auth metadata, or none), TLS with system roots or a
-//! private CA or plaintext, and the `current` peeks.
+//! auth, Vitess static auth metadata, or none), and TLS with system roots or
+//! a private CA or plaintext.
 //!
 //! tonic cannot speak the Snappy framing the Go client asks for, so requests
 //! go uncompressed and advertise no compression; servers then answer
@@ -17,9 +17,10 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use crate::config::{GrpcAuth, Settings, TabletType};
+use crate::config::{Api, GrpcAuth, Settings};
+use crate::error::kind::Kind;
 use crate::pb::psdbconnect::v1alpha1::connect_client::ConnectClient;
-use crate::pb::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
+use crate::pb::psdbconnect::v1alpha1::{SyncRequest, SyncResponse};
 use crate::pb::vtgate::{VStreamRequest, VStreamResponse};
 use crate::pb::vtgateservice::vitess_client::VitessClient;
 
@@ -49,6 +50,18 @@ pub enum StatusClass {
     Auth,
     /// Anything else the server will keep refusing.
     Permanent,
+}
+
+impl StatusClass {
+    /// What the class means for retries and the exit code: refused
+    /// credentials and a purged position need a changed config or state.
+    pub fn kind(self) -> Kind {
+        match self {
+            StatusClass::SessionEnd | StatusClass::Retryable => Kind::Transient,
+            StatusClass::Purged | StatusClass::Auth => Kind::Input,
+            StatusClass::Permanent => Kind::Failed,
+        }
+    }
 }
 
 /// Classifies a gRPC status. The purged-binlog text is matched in both the
@@ -83,27 +96,11 @@ pub fn classify(status: &Status) -> StatusClass {
     }
 }
 
-/// psdb's tablet numbering (replica 0, primary 1, batch/rdonly 2).
-pub fn tablet_type_number(t: TabletType) -> i32 {
-    match t {
-        TabletType::Replica => 0,
-        TabletType::Primary => 1,
-        TabletType::Rdonly => 2,
-    }
-}
-
-/// Vitess numbering (topodata: PRIMARY 1, REPLICA 2, RDONLY 3), for VStream.
-pub fn vitess_tablet_type(t: TabletType) -> i32 {
-    match t {
-        TabletType::Primary => 1,
-        TabletType::Replica => 2,
-        TabletType::Rdonly => 3,
-    }
-}
-
 /// A cloneable client: clones share one HTTP/2 channel.
 #[derive(Clone)]
 pub struct PsdbClient {
+    /// Which API the sessions and peeks use.
+    pub(super) api: Api,
     inner: ConnectClient<Channel>,
     vitess: VitessClient<Channel>,
     /// Metadata put on every call.
@@ -149,7 +146,7 @@ impl PsdbClient {
             .await
             .map_err(|e| PsdbError::Unreachable {
                 endpoint: ep.clone(),
-                reason: crate::error::root_cause(&e),
+                reason: crate::error::kind::root_cause(&e),
             })?;
         let header = |text: String| {
             MetadataValue::try_from(text).map_err(|e| PsdbError::Endpoint {
@@ -179,6 +176,7 @@ impl PsdbClient {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         Ok(PsdbClient {
+            api: settings.api,
             inner,
             vitess,
             auth,
@@ -217,52 +215,6 @@ impl PsdbClient {
         let mut client = self.inner.clone();
         Ok(client.sync(self.request(req, timeout)).await?.into_inner())
     }
-
-    /// Asks for the current position of a shard: a Sync with position
-    /// `current`, read until the first cursor, then cancelled.
-    pub async fn current_position(
-        &self,
-        table: &str,
-        keyspace: &str,
-        shard: &str,
-        tablet_type: TabletType,
-        cells: &[String],
-        timeout: Duration,
-    ) -> Result<String, Status> {
-        let req = SyncRequest {
-            table_name: table.to_string(),
-            cursor: Some(TableCursor {
-                shard: shard.to_string(),
-                keyspace: keyspace.to_string(),
-                position: "current".to_string(),
-                last_known_pk: None,
-            }),
-            tablet_type: tablet_type_number(tablet_type),
-            include_inserts: false,
-            include_updates: false,
-            include_deletes: false,
-            columns: Vec::new(),
-            cells: cells.to_vec(),
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut stream = self.sync(req, timeout).await?;
-        loop {
-            match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => return Err(Status::deadline_exceeded("no position before the deadline")),
-                Ok(Err(status)) => return Err(status),
-                Ok(Ok(None)) => {
-                    return Err(Status::unavailable(
-                        "the server ended the `current` peek without a position",
-                    ))
-                }
-                Ok(Ok(Some(resp))) => {
-                    if let Some(c) = resp.cursor {
-                        return Ok(c.position);
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -288,12 +240,5 @@ mod tests {
         for (status, want) in cases {
             assert_eq!(classify(&status), want, "{status:?}");
         }
-    }
-
-    #[test]
-    fn tablet_numbers() {
-        assert_eq!(tablet_type_number(TabletType::Replica), 0);
-        assert_eq!(tablet_type_number(TabletType::Primary), 1);
-        assert_eq!(tablet_type_number(TabletType::Rdonly), 2);
     }
 }

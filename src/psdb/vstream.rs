@@ -1,7 +1,7 @@
-//! The VStream side of a reader: vtgate's `/vtgateservice.Vitess/VStream`
-//! events turned into the Sync API's response shape, so the read loop, the
-//! stop rules, the copy floor, retries, conversion and checkpoints in
-//! [`super::reader`] are the same for both APIs, and so is the state.
+//! vtgate's `/vtgateservice.Vitess/VStream`, with its events turned into
+//! the Sync API's response shape, so the read loop, the stop rules, the copy
+//! floor, retries, conversion and checkpoints in [`crate::sync`] are the
+//! same for both APIs, and so is the state.
 //!
 //! The mapping (wire-protocol.md §5, §6):
 //! - the cursor is the shard's VGTID: `position` = its gtid and, during the
@@ -32,29 +32,16 @@ use crate::pb::binlogdata::{Filter, Rule, ShardGtid, TableLastPk, VEvent, VEvent
 use crate::pb::psdbconnect::v1alpha1::{DeletedRow, SyncResponse, TableCursor, UpdatedRow};
 use crate::pb::query::{Field, QueryResult, Row};
 use crate::pb::vtgate::{VStreamFlags, VStreamRequest, VStreamResponse};
-use crate::psdb::{vitess_tablet_type, PsdbClient};
 
-use super::reader::{trim_last_known_pk, ReaderContext, Slot};
+use super::client::PsdbClient;
+use super::target::{resume_cursor, Change, Resume, SessionError, Target, Unit};
 
-/// One response's worth of rows (and maybe a cursor), in the Sync shape.
-pub struct Unit {
-    pub resp: SyncResponse,
-    /// The server sends ENUM and SET as member text (FIELD's
-    /// `enum_set_string_values`): never map digits to members.
-    pub enum_text: bool,
-}
-
-/// Why a session's next unit is not available.
-#[derive(Debug)]
-pub enum SessionError {
-    Status(tonic::Status),
-    /// The server sent something that cannot be read.
-    Data(String),
-}
-
-impl From<tonic::Status> for SessionError {
-    fn from(s: tonic::Status) -> Self {
-        SessionError::Status(s)
+/// Vitess numbering (topodata: PRIMARY 1, REPLICA 2, RDONLY 3).
+pub fn tablet_type(t: TabletType) -> i32 {
+    match t {
+        TabletType::Primary => 1,
+        TabletType::Replica => 2,
+        TabletType::Rdonly => 3,
     }
 }
 
@@ -90,69 +77,60 @@ fn filter(table: &str) -> Filter {
     }
 }
 
-fn flags(ctx: &ReaderContext) -> VStreamFlags {
+fn flags(target: &Target, heartbeat_interval: u32) -> VStreamFlags {
     VStreamFlags {
-        heartbeat_interval: heartbeat_seconds(ctx.timeout),
-        cells: ctx.cells.join(","),
+        heartbeat_interval,
+        cells: target.cells.join(","),
         ..Default::default()
     }
 }
 
-/// The request that resumes from `cursor`: a copy resumes by primary key
-/// with an empty gtid, changes from the position.
-pub fn request(ctx: &ReaderContext, slot: &Slot, cursor: &TableCursor) -> VStreamRequest {
-    let (gtid, table_p_ks) = match &cursor.last_known_pk {
-        Some(pk) => (
-            String::new(),
-            vec![TableLastPk {
-                table_name: slot.stream.table.clone(),
-                lastpk: Some(trim_last_known_pk(pk, &slot.stream.key_properties)),
-            }],
-        ),
-        None => (cursor.position.clone(), Vec::new()),
+/// The request that resumes `target` from `resume`: a copy resumes by
+/// primary key with an empty gtid, changes from the position.
+pub fn request(target: &Target, resume: &Resume<'_>) -> VStreamRequest {
+    let cursor = resume_cursor(target, resume);
+    let table_p_ks = match cursor.last_known_pk {
+        Some(lastpk) => vec![TableLastPk {
+            table_name: target.table.clone(),
+            lastpk: Some(lastpk),
+        }],
+        None => Vec::new(),
     };
     VStreamRequest {
-        tablet_type: vitess_tablet_type(ctx.tablet_type),
+        tablet_type: tablet_type(target.tablet_type),
         vgtid: Some(VGtid {
             shard_gtids: vec![ShardGtid {
-                keyspace: ctx.keyspace.clone(),
-                shard: slot.shard.clone(),
-                gtid,
+                keyspace: target.keyspace.clone(),
+                shard: target.shard.clone(),
+                gtid: cursor.position,
                 table_p_ks,
             }],
         }),
-        filter: Some(filter(&slot.stream.table)),
-        flags: Some(flags(ctx)),
+        filter: Some(filter(&target.table)),
+        flags: Some(flags(target, heartbeat_seconds(resume.timeout))),
         ..Default::default()
     }
 }
 
 /// The shard's current position: a VStream from `current`, read until the
 /// first VGTID, then cancelled.
-pub async fn current_position(
+pub(super) async fn current(
     client: &PsdbClient,
-    keyspace: &str,
-    shard: &str,
-    table: &str,
-    tablet_type: TabletType,
-    cells: &[String],
+    target: &Target,
     timeout: Duration,
 ) -> Result<String, tonic::Status> {
     let req = VStreamRequest {
-        tablet_type: vitess_tablet_type(tablet_type),
+        tablet_type: tablet_type(target.tablet_type),
         vgtid: Some(VGtid {
             shard_gtids: vec![ShardGtid {
-                keyspace: keyspace.to_string(),
-                shard: shard.to_string(),
+                keyspace: target.keyspace.clone(),
+                shard: target.shard.clone(),
                 gtid: "current".into(),
                 table_p_ks: Vec::new(),
             }],
         }),
-        filter: Some(filter(table)),
-        flags: Some(VStreamFlags {
-            cells: cells.join(","),
-            ..Default::default()
-        }),
+        filter: Some(filter(&target.table)),
+        flags: Some(flags(target, 0)),
         ..Default::default()
     };
     let deadline = tokio::time::Instant::now() + timeout;
@@ -175,7 +153,7 @@ pub async fn current_position(
                     .events
                     .iter()
                     .filter_map(|e| e.vgtid.as_ref())
-                    .find_map(|v| shard_gtid(v, keyspace, shard));
+                    .find_map(|v| shard_gtid(v, &target.keyspace, &target.shard));
                 if let Some(sg) = found {
                     return Ok(sg.gtid.clone());
                 }
@@ -203,13 +181,6 @@ fn shard_gtid<'a>(v: &'a VGtid, keyspace: &str, shard: &str) -> Option<&'a Shard
         .find(|s| s.shard == shard && (s.keyspace == keyspace || s.keyspace.is_empty()))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Insert,
-    Update,
-    Delete,
-}
-
 /// Turns VStream events of one (table, shard) into [`Unit`]s.
 pub struct Events {
     keyspace: String,
@@ -229,7 +200,7 @@ pub struct Events {
     /// The last position seen, for the cursor that ends the copy.
     position: Option<String>,
     pending: SyncResponse,
-    pending_kind: Option<Kind>,
+    pending_kind: Option<Change>,
     pending_rows: usize,
     ready: VecDeque<Unit>,
 }
@@ -368,9 +339,9 @@ impl Events {
             ..Default::default()
         };
         let kind = match (&before, &after) {
-            (None, Some(_)) => Kind::Insert,
-            (Some(_), Some(_)) => Kind::Update,
-            (Some(_), None) => Kind::Delete,
+            (None, Some(_)) => Change::Insert,
+            (Some(_), Some(_)) => Change::Update,
+            (Some(_), None) => Change::Delete,
             (None, None) => return,
         };
         if self.pending_kind.is_some_and(|k| k != kind) {
@@ -480,27 +451,26 @@ pub struct Session {
 }
 
 impl Session {
-    pub async fn open(
-        ctx: &ReaderContext,
-        slot: &Slot,
-        cursor: &TableCursor,
-        copying: bool,
+    pub(super) async fn open(
+        client: &PsdbClient,
+        target: &Target,
+        resume: &Resume<'_>,
     ) -> Result<Session, tonic::Status> {
-        let req = request(ctx, slot, cursor);
-        let stream = ctx.client.vstream(req, ctx.timeout).await?;
+        let req = request(target, resume);
+        let stream = client.vstream(req, resume.timeout).await?;
         Ok(Session {
             stream,
             events: Box::new(Events::new(
-                &ctx.keyspace,
-                &slot.shard,
-                &slot.stream.table,
-                copying,
+                &target.keyspace,
+                &target.shard,
+                &target.table,
+                resume.copying,
             )),
         })
     }
 
     /// The next unit; `None` when the server ended the stream.
-    pub async fn message(&mut self) -> Result<Option<Unit>, SessionError> {
+    pub(super) async fn next(&mut self) -> Result<Option<Unit>, SessionError> {
         loop {
             if let Some(unit) = self.events.next_unit() {
                 return Ok(Some(unit));

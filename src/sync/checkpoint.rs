@@ -1,0 +1,241 @@
+//! The one place a sync writes: records, then the state that covers them.
+//!
+//! Readers send finished RECORD lines with the cursor that covers them.
+//! The [`Checkpoint`] writes a batch's lines, then lets [`State::advance`]
+//! adopt its cursor (which refuses any that would move backward), and emits
+//! STATE every N records or T seconds, when a copy's floor is set, at the
+//! end of each slot, and once at the very end, always after flushing the
+//! records it covers. It owns the map from slot to (stream, shard), and the
+//! progress board. On a reader's failure or a stop signal it stops the
+//! other readers, writes what it already received, emits the last good
+//! STATE and fails.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::warn;
+
+use super::error::ReadError;
+use super::error::SyncError;
+use super::plan::{Plan, Slot};
+use super::reader::Event;
+use super::records::{Batch, LinePool, StreamSpec};
+use crate::catalog::ReplicationMethod;
+use crate::config::Settings;
+use crate::progress;
+use crate::signals::StopSignals;
+use crate::singer::SingerWriter;
+use crate::state::State;
+
+pub struct Checkpoint<W: Write> {
+    out: SingerWriter<W>,
+    state: State,
+    board: progress::Board,
+    /// Per slot: its stream and shard.
+    slots: Vec<(Arc<StreamSpec>, String)>,
+    every_records: u64,
+    every: Duration,
+    /// How often STATE and progress are looked at without an event.
+    tick: Duration,
+    since_state: u64,
+    last_state: Instant,
+    /// Whether the state changed since the last STATE.
+    dirty: bool,
+    failure: Option<SyncError>,
+}
+
+impl<W: Write> Checkpoint<W> {
+    /// Writes every stream's SCHEMA (and the ACTIVATE_VERSION of a first
+    /// FULL_TABLE copy) before any record.
+    pub fn start(
+        output: W,
+        plan: Plan,
+        slots: &[Slot],
+        settings: &Settings,
+    ) -> Result<Checkpoint<W>, SyncError> {
+        let mut out = SingerWriter::new(output);
+        for s in &plan.streams {
+            out.schema(&s.spec.name, &s.schema, &s.spec.key_properties, None)?;
+        }
+        for s in &plan.streams {
+            if let Some(v) = s.activate_now {
+                out.activate_version(&s.spec.name, v)?;
+            }
+        }
+        let entries = slots
+            .iter()
+            .map(|slot| {
+                let stream = plan
+                    .streams
+                    .iter()
+                    .find(|s| Arc::ptr_eq(&s.spec, &slot.stream));
+                let estimate = stream.and_then(|s| s.row_count);
+                let copying = slot.start.last_known_pk.is_some() || slot.start.position.is_empty();
+                progress::Entry::new(
+                    &slot.stream.name,
+                    &slot.shard,
+                    progress::per_shard(estimate, plan.shards.len()),
+                    copying,
+                )
+            })
+            .collect();
+        Ok(Checkpoint {
+            out,
+            state: plan.state,
+            board: progress::Board::new(entries, settings.progress_interval),
+            slots: slots
+                .iter()
+                .map(|s| (s.stream.clone(), s.shard.clone()))
+                .collect(),
+            every_records: settings.state_interval_records,
+            every: settings.state_interval,
+            tick: settings
+                .state_interval
+                .min(settings.progress_interval)
+                .min(Duration::from_secs(5)),
+            since_state: 0,
+            last_state: Instant::now(),
+            dirty: false,
+            failure: None,
+        })
+    }
+
+    /// Writes what the readers send until they are all done, a reader
+    /// fails or a signal stops the run.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        readers: &mut JoinSet<()>,
+        signals: &mut StopSignals,
+        lines: &LinePool,
+    ) -> Result<(), SyncError> {
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.event(ev, readers, lines)?,
+                    None => break,
+                },
+                stop = signals.stopped() => {
+                    self.failure = Some(stop.into());
+                    break;
+                }
+                _ = ticker.tick() => self.tick()?,
+            }
+        }
+        readers.abort_all();
+        while readers.join_next().await.is_some() {}
+        self.out.state(&self.state.to_json())?;
+        self.board.finish();
+        match self.failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn event(
+        &mut self,
+        event: Event,
+        readers: &mut JoinSet<()>,
+        lines: &LinePool,
+    ) -> Result<(), SyncError> {
+        match event {
+            Event::Batch { slot, batch } => {
+                self.batch(slot, &batch)?;
+                lines.give(batch.lines);
+            }
+            Event::CopyFloor { slot, floor } => {
+                let (stream, shard) = &self.slots[slot];
+                self.state.set_copy_floor(&stream.name, shard, Some(&floor));
+                self.emit_state()?;
+            }
+            Event::Reset { slot, cursor } => {
+                let (stream, shard) = &self.slots[slot];
+                self.state.set_cursor(&stream.name, shard, &cursor);
+                self.emit_state()?;
+            }
+            Event::Done { slot, warnings } => {
+                self.board.done(slot, warnings);
+                self.done(slot)?;
+            }
+            Event::Failed { slot, error } => {
+                self.failed(slot, error);
+                readers.abort_all();
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&mut self, slot: usize, b: &Batch) -> Result<(), SyncError> {
+        let (stream, shard) = &self.slots[slot];
+        if b.records > 0 {
+            self.out.records_raw(&b.lines, b.records)?;
+            self.since_state += b.records;
+            self.dirty = true;
+        }
+        if let Some(c) = &b.cursor {
+            if self.state.advance(&stream.name, shard, c) {
+                self.dirty = true;
+            } else {
+                warn!(stream = %stream.name, shard = %shard, new = %c.position, "server sent an older cursor; keeping the newer one");
+            }
+        }
+        self.board.add(slot, &b.counts, b.copying);
+        if self.since_state >= self.every_records || self.last_state.elapsed() >= self.every {
+            self.emit_state()?;
+        }
+        Ok(())
+    }
+
+    /// A slot is done; the last of a FULL_TABLE stream's slots activates
+    /// its copy, so that rows the copy did not see go from the target.
+    fn done(&mut self, slot: usize) -> Result<(), SyncError> {
+        let stream = self.slots[slot].0.clone();
+        let all_done = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, _))| Arc::ptr_eq(s, &stream))
+            .all(|(i, _)| self.board.entry(i).done);
+        if stream.method == ReplicationMethod::FullTable && all_done {
+            if let Some(v) = stream.version {
+                self.out.activate_version(&stream.name, v)?;
+            }
+            self.state.complete_full_table(&stream.name);
+        }
+        self.emit_state()
+    }
+
+    fn failed(&mut self, slot: usize, error: ReadError) {
+        let (stream, shard) = &self.slots[slot];
+        if self.failure.is_none() {
+            // Its text is the run's final error line: said once.
+            warn!(stream = %stream.name, shard = %shard, "reader failed; stopping the others");
+            self.failure = Some(SyncError::Read(error));
+        } else {
+            warn!(stream = %stream.name, shard = %shard, error = %error, "another reader failed too");
+        }
+    }
+
+    /// The periodic STATE when the state changed without enough records to
+    /// trigger one, and the progress display.
+    fn tick(&mut self) -> Result<(), SyncError> {
+        if self.dirty && self.last_state.elapsed() >= self.every {
+            self.emit_state()?;
+        }
+        self.board.tick();
+        Ok(())
+    }
+
+    fn emit_state(&mut self) -> Result<(), SyncError> {
+        self.out.state(&self.state.to_json())?;
+        self.since_state = 0;
+        self.last_state = Instant::now();
+        self.dirty = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! One response's rows turned into finished RECORD lines and counts.
+//!
+//! A reader owns one [`Records`] for its (stream, shard). It caches a
+//! conversion plan per field set (the server repeats the same fields with
+//! every response), writes each row straight into a line buffer (no JSON
+//! value per row), and returns the lines with the response's cursor as one
+//! [`Batch`], which the checkpoint writes before it adopts the cursor.
+//! Line buffers come from and go back to a [`LinePool`].
+//!
+//! Order within a response: inserted rows, then updates, then deletes,
+//! which is the order of a transaction that creates, changes and removes
+//! rows. Servers split transactions whose events do not follow that order
+//! into several responses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::warn;
+
+use crate::catalog::ReplicationMethod;
+use crate::convert::{write_json_str, ConvertError, PropertySpec, RecordPlan, Warnings};
+use crate::pb::psdbconnect::v1alpha1::{SyncResponse, TableCursor};
+use crate::pb::query::{Field, QueryResult};
+use crate::psdb::Change;
+use crate::singer::{encode_record, rfc3339_utc};
+
+macro_rules! sequence_column {
+    () => {
+        "_sdc_source_sequence"
+    };
+}
+
+/// The tap's record sequence with `include_metadata`. Not `_sdc_sequence`:
+/// Meltano SDK targets write that column themselves and would overwrite ours.
+pub const SEQUENCE_COLUMN: &str = sequence_column!();
+
+/// `,"<SEQUENCE_COLUMN>":`, as written before each record's sequence: a
+/// constant, so no row escapes the name again.
+const SEQUENCE_KEY: &str = concat!(",\"", sequence_column!(), "\":");
+
+/// Everything about one selected stream that readers need.
+#[derive(Debug)]
+pub struct StreamSpec {
+    pub name: String,
+    /// The name as a JSON string literal, escaped once.
+    pub name_json: String,
+    pub table: String,
+    pub props: Vec<PropertySpec>,
+    /// Columns to request (selected and present in the table).
+    pub columns: Vec<String>,
+    pub key_properties: Vec<String>,
+    pub method: ReplicationMethod,
+    /// FULL_TABLE version, on every record.
+    pub version: Option<i64>,
+}
+
+/// Row counts of one (stream, shard).
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub copied: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.copied + self.inserted + self.updated + self.deleted
+    }
+}
+
+/// Records of one response and the cursor that covers them.
+pub struct Batch {
+    pub lines: Vec<u8>,
+    pub records: u64,
+    pub counts: Counts,
+    pub cursor: Option<TableCursor>,
+    /// Whether the slot is in its copy phase after this batch.
+    pub copying: bool,
+}
+
+/// A column whose values needed a note, counted over a slot's run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnWarning {
+    pub column: String,
+    pub reason: &'static str,
+    pub count: u64,
+}
+
+/// Line buffers the writer hands back once it has written them, so readers
+/// reuse their capacity: a fresh buffer per batch would grow by doubling
+/// (copying everything each time) and, past glibc's mmap threshold, fault
+/// in fresh zeroed pages for every response.
+#[derive(Debug, Default)]
+pub struct LinePool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl LinePool {
+    /// More spare buffers than batches in flight would only hold memory.
+    const KEEP: usize = 16;
+
+    pub fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_else(|| Vec::with_capacity(64 * 1024))
+    }
+
+    pub fn give(&self, mut lines: Vec<u8>) {
+        lines.clear();
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < Self::KEEP {
+                free.push(lines);
+            }
+        }
+    }
+}
+
+/// What every record of one response shares.
+struct Stamp<'a> {
+    time_extracted: &'a str,
+    /// `_sdc_position`: the response's position.
+    position: &'a str,
+    /// `_sdc_deleted_at` of its deletes.
+    deleted_at: &'a str,
+    enum_text: bool,
+}
+
+/// Converts one (stream, shard)'s responses into batches.
+pub struct Records {
+    stream: Arc<StreamSpec>,
+    shard: String,
+    include_metadata: bool,
+    /// `_sdc_source_sequence`, shared by every reader of the run.
+    sequence: Arc<AtomicU64>,
+    plans: Vec<(bool, RecordPlan)>,
+    delete_plans: Vec<(bool, RecordPlan)>,
+    /// The stream's properties without ENUM/SET members, for servers that
+    /// send member text (VStream's `enum_set_string_values`).
+    text_props: Option<Vec<PropertySpec>>,
+    warnings: Warnings,
+    buf: Vec<u8>,
+    extra: Vec<u8>,
+}
+
+impl Records {
+    pub fn new(
+        stream: Arc<StreamSpec>,
+        shard: &str,
+        include_metadata: bool,
+        sequence: Arc<AtomicU64>,
+    ) -> Records {
+        Records {
+            stream,
+            shard: shard.to_string(),
+            include_metadata,
+            sequence,
+            plans: Vec::new(),
+            delete_plans: Vec::new(),
+            text_props: None,
+            warnings: Warnings::default(),
+            buf: Vec::with_capacity(64 * 1024),
+            extra: Vec::with_capacity(256),
+        }
+    }
+
+    /// Turns one response into a batch; the lines go out in the batch and
+    /// `pool` gives the buffer for the next one.
+    pub fn batch(
+        &mut self,
+        resp: &SyncResponse,
+        copying_before: bool,
+        enum_text: bool,
+        pool: &LinePool,
+    ) -> Result<Batch, ConvertError> {
+        let ts = rfc3339_utc(SystemTime::now());
+        let cursor = resp.cursor.as_ref().map(owned_cursor);
+        let copying = cursor
+            .as_ref()
+            .map(|c| c.last_known_pk.is_some())
+            .unwrap_or(copying_before);
+        let deleted_at = ts.replace('Z', "+00:00");
+        let stamp = Stamp {
+            time_extracted: &ts,
+            position: cursor.as_ref().map(|c| c.position.as_str()).unwrap_or(""),
+            deleted_at: &deleted_at,
+            enum_text,
+        };
+        let mut counts = Counts::default();
+        self.buf.clear();
+        for qr in &resp.result {
+            let n = self.rows(qr, Change::Insert, &stamp)?;
+            if copying || copying_before {
+                counts.copied += n;
+            } else {
+                counts.inserted += n;
+            }
+        }
+        for after in resp.updates.iter().filter_map(|u| u.after.as_ref()) {
+            counts.updated += self.rows(after, Change::Update, &stamp)?;
+        }
+        for gone in resp.deletes.iter().filter_map(|d| d.result.as_ref()) {
+            counts.deleted += self.rows(gone, Change::Delete, &stamp)?;
+        }
+        Ok(Batch {
+            lines: std::mem::replace(&mut self.buf, pool.take()),
+            records: counts.total(),
+            counts,
+            cursor,
+            copying,
+        })
+    }
+
+    /// The plan for rows of `fields`, made once per field set.
+    fn plan(&mut self, fields: &[Field], delete: bool, enum_text: bool) -> usize {
+        let plans = if delete {
+            &mut self.delete_plans
+        } else {
+            &mut self.plans
+        };
+        if let Some(i) = plans
+            .iter()
+            .position(|(text, p)| *text == enum_text && p.matches(fields))
+        {
+            return i;
+        }
+        let plan = if delete {
+            RecordPlan::keys_only(fields, &self.stream.props)
+        } else {
+            let plan = RecordPlan::new(fields, &self.stream.props);
+            let missing = plan.missing_names();
+            if !missing.is_empty() {
+                warn!(stream = %self.stream.name, columns = ?missing, "selected columns are not in the server's rows (dropped?); writing null");
+            }
+            plan
+        };
+        if plans.len() >= 8 {
+            plans.remove(0);
+        }
+        plans.push((enum_text, plan));
+        plans.len() - 1
+    }
+
+    /// Writes the RECORD lines of one result's rows.
+    fn rows(
+        &mut self,
+        qr: &QueryResult,
+        change: Change,
+        stamp: &Stamp,
+    ) -> Result<u64, ConvertError> {
+        let delete = change == Change::Delete;
+        let pi = self.plan(&qr.fields, delete, stamp.enum_text);
+        if stamp.enum_text && self.text_props.is_none() {
+            let mut props = self.stream.props.clone();
+            for p in &mut props {
+                p.members.clear();
+            }
+            self.text_props = Some(props);
+        }
+        let props: &[PropertySpec] = match (&self.text_props, stamp.enum_text) {
+            (Some(text), true) => text,
+            _ => &self.stream.props,
+        };
+        let plan = if delete {
+            &self.delete_plans[pi].1
+        } else {
+            &self.plans[pi].1
+        };
+        let stream = &self.stream;
+        for row in &qr.rows {
+            metadata(
+                &mut self.extra,
+                stream.method.is_cdc(),
+                delete,
+                self.include_metadata
+                    .then_some((&self.shard, &*self.sequence)),
+                stamp,
+            );
+            let members: [&[u8]; 1] = [&self.extra];
+            let extra: &[&[u8]] = if self.extra.is_empty() { &[] } else { &members };
+            let warnings = &mut self.warnings;
+            encode_record(
+                &mut self.buf,
+                &stream.name_json,
+                stream.version,
+                stamp.time_extracted,
+                |out| plan.write_record(out, row, props, extra, warnings),
+            )?;
+        }
+        Ok(qr.rows.len() as u64)
+    }
+
+    /// The notes of this slot's run, per column.
+    pub fn warnings(&self) -> Vec<ColumnWarning> {
+        let mut out = Vec::new();
+        for (i, p) in self.stream.props.iter().enumerate() {
+            let counted = [
+                (&self.warnings.zero_dates, "zero or invalid dates written as null (MySQL's `0000-00-00` and the like name no calendar day, so JSON has no form for them)"),
+                (&self.warnings.fallbacks, "values written as text (not the catalog type)"),
+            ];
+            for (counts, reason) in counted {
+                if let Some(n) = counts.get(i).filter(|n| **n > 0) {
+                    out.push(ColumnWarning {
+                        column: p.name.clone(),
+                        reason,
+                        count: *n,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The members the tap adds to a record (`"key":value`, comma-separated,
+/// into `extra`, cleared first): `_sdc_deleted_at` on change streams, and
+/// with `include_metadata` the shard, the position and the sequence.
+fn metadata(
+    extra: &mut Vec<u8>,
+    cdc: bool,
+    delete: bool,
+    include: Option<(&String, &AtomicU64)>,
+    stamp: &Stamp,
+) {
+    extra.clear();
+    if cdc {
+        extra.extend_from_slice(b"\"_sdc_deleted_at\":");
+        if delete {
+            write_json_str(extra, stamp.deleted_at);
+        } else {
+            extra.extend_from_slice(b"null");
+        }
+    }
+    if let Some((shard, sequence)) = include {
+        if !extra.is_empty() {
+            extra.push(b',');
+        }
+        extra.extend_from_slice(b"\"_sdc_shard\":");
+        write_json_str(extra, shard);
+        extra.extend_from_slice(b",\"_sdc_position\":");
+        write_json_str(extra, stamp.position);
+        let seq = sequence.fetch_add(1, Ordering::Relaxed);
+        extra.extend_from_slice(SEQUENCE_KEY.as_bytes());
+        let _ = std::io::Write::write_fmt(extra, format_args!("{seq}"));
+    }
+}
+
+/// A copy of a response's cursor that owns its bytes. Its `last_known_pk`
+/// row is otherwise a slice of the response's whole receive buffer (rows
+/// are decoded without copying) and would keep that buffer alive for as
+/// long as the cursor lives: in the writer's channel and in the state.
+fn owned_cursor(c: &TableCursor) -> TableCursor {
+    let mut c = c.clone();
+    if let Some(pk) = c.last_known_pk.as_mut() {
+        for row in &mut pk.rows {
+            row.values = prost::bytes::Bytes::copy_from_slice(&row.values);
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp<'a>() -> Stamp<'a> {
+        Stamp {
+            time_extracted: "2026-01-02T03:04:05.000000Z",
+            position: "MySQL56/x:1-5",
+            deleted_at: "2026-01-02T03:04:05.000000+00:00",
+            enum_text: false,
+        }
+    }
+
+    #[test]
+    fn metadata_members() {
+        let seq = AtomicU64::new(7);
+        let shard = "-80".to_string();
+        let cases: [(bool, bool, bool, &str); 5] = [
+            (false, false, false, ""),
+            (true, false, false, r#""_sdc_deleted_at":null"#),
+            (
+                true,
+                true,
+                false,
+                r#""_sdc_deleted_at":"2026-01-02T03:04:05.000000+00:00""#,
+            ),
+            (
+                false,
+                false,
+                true,
+                r#""_sdc_shard":"-80","_sdc_position":"MySQL56/x:1-5","_sdc_source_sequence":7"#,
+            ),
+            (
+                true,
+                false,
+                true,
+                r#""_sdc_deleted_at":null,"_sdc_shard":"-80","_sdc_position":"MySQL56/x:1-5","_sdc_source_sequence":8"#,
+            ),
+        ];
+        for (cdc, delete, include, want) in cases {
+            let mut extra = b"left over".to_vec();
+            let include = include.then_some((&shard, &seq));
+            metadata(&mut extra, cdc, delete, include, &stamp());
+            assert_eq!(String::from_utf8_lossy(&extra), want, "{cdc} {delete}");
+        }
+    }
+}
