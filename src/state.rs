@@ -38,7 +38,7 @@ pub enum StateError {
         path: String,
         stream: String,
         shard: String,
-        problem: String,
+        problem: CursorProblem,
     },
     #[error("state file {path}: stream `{stream}` shard `{shard}` belongs to keyspace `{found}`, not `{expected}`; this state is for another database")]
     Keyspace {
@@ -373,18 +373,31 @@ pub fn encode_cursor(cursor: &TableCursor) -> String {
     B64.encode(cursor.encode_to_vec())
 }
 
+/// What is wrong with a saved cursor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CursorProblem {
+    #[error("not base64 ({0})")]
+    Base64(String),
+    #[error("not a protobuf TableCursor ({0})")]
+    Protobuf(String),
+    #[error("a TableCursor with no shard or keyspace")]
+    Unnamed,
+    #[error("holding an unreadable position ({0})")]
+    Position(String),
+}
+
 /// Decodes a saved cursor, saying what is wrong with it.
-pub fn decode_cursor(text: &str) -> Result<TableCursor, String> {
+pub fn decode_cursor(text: &str) -> Result<TableCursor, CursorProblem> {
     let bytes = B64
         .decode(text.trim())
-        .map_err(|e| format!("not base64 ({e})"))?;
+        .map_err(|e| CursorProblem::Base64(e.to_string()))?;
     let tc = TableCursor::decode(bytes.as_slice())
-        .map_err(|e| format!("not a protobuf TableCursor ({e})"))?;
+        .map_err(|e| CursorProblem::Protobuf(e.to_string()))?;
     if tc.shard.is_empty() && tc.keyspace.is_empty() && !bytes.is_empty() {
-        return Err("a TableCursor with no shard or keyspace".to_string());
+        return Err(CursorProblem::Unnamed);
     }
     if let Err(e) = crate::position::Position::parse(&tc.position) {
-        return Err(format!("holding an unreadable position ({e})"));
+        return Err(CursorProblem::Position(e.to_string()));
     }
     Ok(tc)
 }

@@ -324,177 +324,180 @@ mod tests {
         encodings: NUMBERS,
     };
 
+    /// (column type, options, the JSON schema written)
+    const MAPPING: &[(&str, TypeOptions, &str)] = &[
+        (
+            "tinyint(1)",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":-128,"maximum":127}"#,
+        ),
+        ("tinyint(1)", BOOL, r#"{"type":["null","boolean"]}"#),
+        (
+            "tinyint(1) unsigned",
+            BOOL,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":255}"#,
+        ),
+        (
+            "tinyint(4)",
+            BOOL,
+            r#"{"type":["null","integer"],"minimum":-128,"maximum":127}"#,
+        ),
+        (
+            "tinyint unsigned",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":255}"#,
+        ),
+        (
+            "smallint(6)",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":-32768,"maximum":32767}"#,
+        ),
+        (
+            "smallint unsigned",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":65535}"#,
+        ),
+        (
+            "mediumint",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":-8388608,"maximum":8388607}"#,
+        ),
+        (
+            "mediumint(8) unsigned",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":16777215}"#,
+        ),
+        (
+            "int(11)",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":-2147483648,"maximum":2147483647}"#,
+        ),
+        (
+            "int unsigned",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":4294967295}"#,
+        ),
+        (
+            "int(10) unsigned zerofill",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":4294967295}"#,
+        ),
+        (
+            "bigint(20)",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":-9223372036854775808,"maximum":9223372036854775807}"#,
+        ),
+        (
+            "bigint unsigned",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":18446744073709551615}"#,
+        ),
+        (
+            "year",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":2155}"#,
+        ),
+        (
+            "year(4)",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":2155}"#,
+        ),
+        ("bit(1)", PLAIN, r#"{"type":["null","boolean"]}"#),
+        (
+            "bit(12)",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":4095}"#,
+        ),
+        (
+            "bit(64)",
+            PLAIN,
+            r#"{"type":["null","integer"],"minimum":0,"maximum":18446744073709551615}"#,
+        ),
+        ("decimal(12,2)", PLAIN, r#"{"type":["null","number"]}"#),
+        (
+            "decimal(65,30) unsigned",
+            PLAIN,
+            r#"{"type":["null","number"]}"#,
+        ),
+        ("float", PLAIN, r#"{"type":["null","number"]}"#),
+        ("double", PLAIN, r#"{"type":["null","number"]}"#),
+        (
+            "date",
+            PLAIN,
+            r#"{"type":["null","string"],"format":"date"}"#,
+        ),
+        (
+            "datetime",
+            PLAIN,
+            r#"{"type":["null","string"],"format":"date-time"}"#,
+        ),
+        (
+            "datetime(6)",
+            PLAIN,
+            r#"{"type":["null","string"],"format":"date-time"}"#,
+        ),
+        (
+            "timestamp(3)",
+            PLAIN,
+            r#"{"type":["null","string"],"format":"date-time"}"#,
+        ),
+        ("time(6)", PLAIN, r#"{"type":["null","string"]}"#),
+        (
+            "char(3)",
+            PLAIN,
+            r#"{"type":["null","string"],"maxLength":3}"#,
+        ),
+        (
+            "varchar(64)",
+            PLAIN,
+            r#"{"type":["null","string"],"maxLength":64}"#,
+        ),
+        ("text", PLAIN, r#"{"type":["null","string"]}"#),
+        ("longtext", PLAIN, r#"{"type":["null","string"]}"#),
+        ("enum('a','b')", PLAIN, r#"{"type":["null","string"]}"#),
+        ("set('x','y')", PLAIN, r#"{"type":["null","string"]}"#),
+        (
+            "binary(4)",
+            PLAIN,
+            r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
+        ),
+        (
+            "varbinary(16)",
+            PLAIN,
+            r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
+        ),
+        (
+            "blob",
+            PLAIN,
+            r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
+        ),
+        (
+            "longblob",
+            PLAIN,
+            r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
+        ),
+        (
+            "geometry",
+            PLAIN,
+            r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
+        ),
+        (
+            "point",
+            PLAIN,
+            r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
+        ),
+        (
+            "json",
+            PLAIN,
+            r#"{"type":["null","object","array","string","number","boolean"]}"#,
+        ),
+        ("uuid", PLAIN, r#"{"type":["null","string"]}"#),
+        ("vector(3)", PLAIN, r#"{"type":["null","string"]}"#),
+    ];
+
     #[test]
     fn mapping_table() {
-        let cases: &[(&str, TypeOptions, &str)] = &[
-            (
-                "tinyint(1)",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":-128,"maximum":127}"#,
-            ),
-            ("tinyint(1)", BOOL, r#"{"type":["null","boolean"]}"#),
-            (
-                "tinyint(1) unsigned",
-                BOOL,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":255}"#,
-            ),
-            (
-                "tinyint(4)",
-                BOOL,
-                r#"{"type":["null","integer"],"minimum":-128,"maximum":127}"#,
-            ),
-            (
-                "tinyint unsigned",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":255}"#,
-            ),
-            (
-                "smallint(6)",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":-32768,"maximum":32767}"#,
-            ),
-            (
-                "smallint unsigned",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":65535}"#,
-            ),
-            (
-                "mediumint",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":-8388608,"maximum":8388607}"#,
-            ),
-            (
-                "mediumint(8) unsigned",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":16777215}"#,
-            ),
-            (
-                "int(11)",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":-2147483648,"maximum":2147483647}"#,
-            ),
-            (
-                "int unsigned",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":4294967295}"#,
-            ),
-            (
-                "int(10) unsigned zerofill",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":4294967295}"#,
-            ),
-            (
-                "bigint(20)",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":-9223372036854775808,"maximum":9223372036854775807}"#,
-            ),
-            (
-                "bigint unsigned",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":18446744073709551615}"#,
-            ),
-            (
-                "year",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":2155}"#,
-            ),
-            (
-                "year(4)",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":2155}"#,
-            ),
-            ("bit(1)", PLAIN, r#"{"type":["null","boolean"]}"#),
-            (
-                "bit(12)",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":4095}"#,
-            ),
-            (
-                "bit(64)",
-                PLAIN,
-                r#"{"type":["null","integer"],"minimum":0,"maximum":18446744073709551615}"#,
-            ),
-            ("decimal(12,2)", PLAIN, r#"{"type":["null","number"]}"#),
-            (
-                "decimal(65,30) unsigned",
-                PLAIN,
-                r#"{"type":["null","number"]}"#,
-            ),
-            ("float", PLAIN, r#"{"type":["null","number"]}"#),
-            ("double", PLAIN, r#"{"type":["null","number"]}"#),
-            (
-                "date",
-                PLAIN,
-                r#"{"type":["null","string"],"format":"date"}"#,
-            ),
-            (
-                "datetime",
-                PLAIN,
-                r#"{"type":["null","string"],"format":"date-time"}"#,
-            ),
-            (
-                "datetime(6)",
-                PLAIN,
-                r#"{"type":["null","string"],"format":"date-time"}"#,
-            ),
-            (
-                "timestamp(3)",
-                PLAIN,
-                r#"{"type":["null","string"],"format":"date-time"}"#,
-            ),
-            ("time(6)", PLAIN, r#"{"type":["null","string"]}"#),
-            (
-                "char(3)",
-                PLAIN,
-                r#"{"type":["null","string"],"maxLength":3}"#,
-            ),
-            (
-                "varchar(64)",
-                PLAIN,
-                r#"{"type":["null","string"],"maxLength":64}"#,
-            ),
-            ("text", PLAIN, r#"{"type":["null","string"]}"#),
-            ("longtext", PLAIN, r#"{"type":["null","string"]}"#),
-            ("enum('a','b')", PLAIN, r#"{"type":["null","string"]}"#),
-            ("set('x','y')", PLAIN, r#"{"type":["null","string"]}"#),
-            (
-                "binary(4)",
-                PLAIN,
-                r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
-            ),
-            (
-                "varbinary(16)",
-                PLAIN,
-                r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
-            ),
-            (
-                "blob",
-                PLAIN,
-                r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
-            ),
-            (
-                "longblob",
-                PLAIN,
-                r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
-            ),
-            (
-                "geometry",
-                PLAIN,
-                r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
-            ),
-            (
-                "point",
-                PLAIN,
-                r#"{"type":["null","string"],"contentEncoding":"base64"}"#,
-            ),
-            (
-                "json",
-                PLAIN,
-                r#"{"type":["null","object","array","string","number","boolean"]}"#,
-            ),
-            ("uuid", PLAIN, r#"{"type":["null","string"]}"#),
-            ("vector(3)", PLAIN, r#"{"type":["null","string"]}"#),
-        ];
+        let cases = MAPPING;
         for (ct, opts, want) in cases {
             let got = serde_json::to_string(&json_schema(ct, *opts)).expect("serialize");
             assert_eq!(got, *want, "{ct}");
