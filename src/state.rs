@@ -554,17 +554,22 @@ mod tests {
         assert!(err.contains("keyspace `ks`, not `other`"), "{err}");
     }
 
-    #[test]
-    fn cursors_never_move_backward() {
-        use crate::pb::query::QueryResult;
-        let a = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
-        let b = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-9";
-        let c = |pos: &str, copying: bool| TableCursor {
+    const P5: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
+    const P9: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-9";
+
+    /// A cursor of shard `-` at `pos`, in its copy or past it.
+    fn cursor(pos: &str, copying: bool) -> TableCursor {
+        TableCursor {
             shard: "-".into(),
             keyspace: "ks".into(),
             position: pos.into(),
-            last_known_pk: copying.then(QueryResult::default),
-        };
+            last_known_pk: copying.then(crate::pb::query::QueryResult::default),
+        }
+    }
+
+    #[test]
+    fn cursors_never_move_backward() {
+        let (a, b, c) = (P5, P9, cursor);
         // (old, new, accepted)
         let cases = [
             (c("", false), c("", true), true),
@@ -599,15 +604,7 @@ mod tests {
 
     #[test]
     fn advance_refuses_to_go_back_and_ends_the_copy_floor() {
-        use crate::pb::query::QueryResult;
-        let a = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
-        let b = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-9";
-        let c = |pos: &str, copying: bool| TableCursor {
-            shard: "-".into(),
-            keyspace: "ks".into(),
-            position: pos.into(),
-            last_known_pk: copying.then(QueryResult::default),
-        };
+        let (a, b, c) = (P5, P9, cursor);
         let mut s = State::default();
         s.initialize("t", "ks", &["-".into()], None);
         s.set_copy_floor("t", "-", Some(a));
