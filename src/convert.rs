@@ -16,7 +16,6 @@
 //! an unconvertible value is a [`ConvertError`] naming the column, and a zero
 //! date is a null with a counted warning.
 
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::Value;
