@@ -16,8 +16,6 @@
 //! an unconvertible value is a [`ConvertError`] naming the column, and a zero
 //! date is a null with a counted warning.
 
-use std::io::Write;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::Value;
@@ -96,18 +94,8 @@ pub enum Note {
     Fallback,
 }
 
-/// Writes `s` as a JSON string literal.
-pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json's escaper is correct and fast; writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn write_text(out: &mut Vec<u8>, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => write_json_str(out, s),
-        Err(_) => write_json_str(out, &String::from_utf8_lossy(bytes)),
-    }
-}
+pub use crate::json::write_json_str;
+use crate::json::{write_int, write_text};
 
 fn is_digits(b: &[u8]) -> bool {
     !b.is_empty() && b.iter().all(u8::is_ascii_digit)
@@ -325,9 +313,7 @@ pub fn write_cell(
     match target {
         Target::Integer => {
             let ok = match ty {
-                Type::Bit => bits_value(text).map(|v| {
-                    let _ = write!(out, "{v}");
-                }),
+                Type::Bit => bits_value(text).map(|v| write_int(out, v)),
                 Type::Decimal | Type::Float32 | Type::Float64 => {
                     write_decimal(out, text).or_else(|| write_float(out, text))
                 }
@@ -344,9 +330,7 @@ pub fn write_cell(
         }
         Target::Number => {
             let ok = match ty {
-                Type::Bit => bits_value(text).map(|v| {
-                    let _ = write!(out, "{v}");
-                }),
+                Type::Bit => bits_value(text).map(|v| write_int(out, v)),
                 Type::Float32 | Type::Float64 => write_float(out, text),
                 _ => write_decimal(out, text).or_else(|| write_float(out, text)),
             };
@@ -388,7 +372,9 @@ pub fn write_cell(
             } else if ty == Type::Bit {
                 match bits_value(text) {
                     Some(v) => {
-                        let _ = write!(out, "\"{v}\"");
+                        out.push(b'"');
+                        write_int(out, v);
+                        out.push(b'"');
                     }
                     None => write_text(out, text),
                 }

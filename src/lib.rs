@@ -14,6 +14,7 @@ pub mod config;
 pub mod convert;
 pub mod discovery;
 pub mod error;
+pub mod json;
 pub mod log;
 pub mod mysql;
 pub mod position;

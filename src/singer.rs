@@ -192,8 +192,7 @@ where
     }
     if let Some(v) = version {
         buf.extend_from_slice(b",\"version\":");
-        // Formats in place: no allocation per record.
-        let _ = write!(buf, "{v}");
+        crate::json::write_int(buf, v);
     }
     buf.extend_from_slice(b",\"time_extracted\":\"");
     buf.extend_from_slice(time_extracted.as_bytes());
