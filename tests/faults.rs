@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use psdb_emulator::mariadb::MariaDb;
 
 use crate::both_apis;
-use crate::support::{mariadb, sync_args, tap, Emu, Singer, BIN};
+use crate::support::{mariadb, sync_args, tap, wait_until, Emu, Singer, BIN};
 
 const SHARDS: [&str; 2] = ["-80", "80-"];
 
@@ -398,7 +398,11 @@ async fn fault_tcp_drop_during_changes() {
     let emu_faults = t.emu.emu.faults();
     // clear the persistent drop after a few retries
     let clear = async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let from = emu_faults.fired();
+        wait_until("three dropped connections", Duration::from_secs(60), || {
+            emu_faults.fired() >= from + 3
+        })
+        .await;
         emu_faults.clear();
     };
     let (_, out) = tokio::join!(clear, t.run());
@@ -425,7 +429,8 @@ async fn fault_emulator_restarted_mid_run() {
     // the tap runs in the background while the server goes away and comes back
     let run = t.spawn_run();
     let churning = tokio::spawn(churn(d, 19, 150, Duration::from_millis(3)));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let faults = t.emu.emu.faults();
+    wait_until("a stalled stream", Duration::from_secs(60), || faults.fired() >= 1).await;
     t.emu.restart().await;
     churning.await.expect("churn");
     let out = Singer::parse(run.await.expect("join"));
@@ -642,7 +647,8 @@ async fn schema_changes_during_a_run() {
         .faults()
         .set(Fault::new(FaultKind::Stall, 1).persistent());
     let run = t.spawn_run();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let faults = t.emu.emu.faults();
+    wait_until("a stalled stream", Duration::from_secs(60), || faults.fired() >= 1).await;
     t.emu
         .front_sql("ALTER TABLE items ADD COLUMN extra INT DEFAULT 7")
         .await;

@@ -47,6 +47,7 @@ impl Out {
             .cloned()
         {
             self.fault = None;
+            self.state.faults.note_fired();
             match f.kind {
                 FaultKind::Status { code, message } => {
                     return self
