@@ -9,6 +9,7 @@ mod cli;
 mod commit;
 mod corpus;
 mod discover;
+mod emulator_objects;
 mod faults;
 mod fuzz;
 mod keyless;

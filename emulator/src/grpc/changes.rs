@@ -136,7 +136,7 @@ impl StreamCtx<'_> {
     fn change_sql(&self, from: u64, upto: u64) -> String {
         let meta = self.meta;
         let sel = self.sel;
-        let db = quote_ident(&self.shard.database);
+        let db = quote_ident(&self.shard.capture.own);
         let cols: Vec<String> = sel
             .select
             .iter()

@@ -161,12 +161,12 @@ pub(crate) async fn open_stream(
         })?;
     // A table created moments ago may not be captured yet; capture it now
     // so the change phase has its shadow table.
-    let mut captured = has_shadow(&mut conn, &shard.database, &meta.name).await?;
+    let mut captured = has_shadow(&mut conn, &shard.capture.own, &meta.name).await?;
     if !captured {
         shard.capture.refresh().await.map_err(internal)?;
         // Still none: the table cannot be captured (the scan logged why),
         // and is served with its copy and no changes.
-        captured = has_shadow(&mut conn, &shard.database, &meta.name).await?;
+        captured = has_shadow(&mut conn, &shard.capture.own, &meta.name).await?;
     }
     drop(conn);
     let sel = Selection::new(&meta, &req.columns)?;
@@ -180,10 +180,12 @@ pub(crate) async fn open_stream(
                 cursor.position, cursor.shard
             ))
         })?;
-        if st.faults.is_purged(&cursor.shard, n) || n < shard.capture.purged() {
-            return Err(Status::unknown(PURGED_MESSAGE));
+        match n {
+            Some(n) if !st.faults.is_purged(&cursor.shard, n) && n >= shard.capture.purged() => {
+                Some(n)
+            }
+            _ => return Err(Status::unknown(PURGED_MESSAGE)),
         }
-        Some(n)
     };
     let fault = st.faults.take_for_stream(is_peek);
     let (tx, rx) = mpsc::channel(4);
@@ -262,8 +264,14 @@ pub(crate) fn parse_timeout(md: &tonic::metadata::MetadataMap) -> Option<Duratio
     })
 }
 
-/// The GTID number of our UUID in a `MySQL56/...` position.
-pub fn parse_position(pos: &str, uuid: &str) -> Option<u64> {
+/// Reads a `MySQL56/...` start position against this shard's server UUID:
+/// `None` when it is not a GTID set, `Some(Some(n))` for the highest GTID
+/// number of `uuid` in it, `Some(None)` when it names only other servers.
+/// The last is a position of an earlier change log of this shard (one
+/// removed on a clean exit, see [`crate::capture::remove`], gets a new UUID
+/// when capture starts again): the changes after it are gone, so it answers
+/// as purged.
+pub fn parse_position(pos: &str, uuid: &str) -> Option<Option<u64>> {
     let (flavor, set) = pos.split_once('/')?;
     if flavor != "MySQL56" {
         return None;
@@ -272,6 +280,9 @@ pub fn parse_position(pos: &str, uuid: &str) -> Option<u64> {
     for part in set.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let mut pieces = part.split(':');
         let sid = pieces.next()?;
+        if !is_uuid(sid) {
+            return None;
+        }
         let mine = sid.eq_ignore_ascii_case(uuid);
         for iv in pieces {
             let (a, b) = match iv.split_once('-') {
@@ -286,7 +297,17 @@ pub fn parse_position(pos: &str, uuid: &str) -> Option<u64> {
             }
         }
     }
-    best
+    Some(best)
+}
+
+/// A server UUID as GTID sets spell it: 8-4-4-4-12 hex digits.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -296,10 +317,19 @@ mod tests {
     #[test]
     fn positions() {
         let u = "0b4e3a9c-0000-4000-8000-000000000001";
-        assert_eq!(parse_position(&format!("MySQL56/{u}:1-17"), u), Some(17));
+        let other = "0b4e3a9c-0000-4000-8000-0000000000ff";
         assert_eq!(
-            parse_position(&format!("MySQL56/{u}:1-3:5-9,x:1-99"), u),
-            Some(9)
+            parse_position(&format!("MySQL56/{u}:1-17"), u),
+            Some(Some(17))
+        );
+        assert_eq!(
+            parse_position(&format!("MySQL56/{u}:1-3:5-9,{other}:1-99"), u),
+            Some(Some(9))
+        );
+        // Another server's (an earlier change log's) position: purged.
+        assert_eq!(
+            parse_position(&format!("MySQL56/{other}:1-3"), u),
+            Some(None)
         );
         assert_eq!(parse_position("MySQL56/other:1-3", u), None);
         assert_eq!(parse_position("garbage", u), None);

@@ -71,17 +71,18 @@ impl Selection {
     }
 }
 
-/// Whether `table`'s shadow table (its change capture) exists.
+/// Whether `table`'s shadow table (its change capture) exists in the
+/// shard's own database `own`.
 pub(super) async fn has_shadow(
     conn: &mut mysql_async::Conn,
-    database: &str,
+    own: &str,
     table: &str,
 ) -> Result<bool, Status> {
     let shadow: Option<String> = conn
         .exec_first(
             "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
              WHERE table_schema = ? AND table_name = ?",
-            (database, shadow_name(table)),
+            (own, shadow_name(table)),
         )
         .await
         .map_err(internal)?;

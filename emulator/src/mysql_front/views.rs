@@ -19,11 +19,11 @@ use crate::values::quote_ident;
 /// information_schema tables served through mapping views.
 pub(super) const MAPPED_TABLES: [&str; 4] = ["columns", "tables", "statistics", "key_column_usage"];
 
-/// Name of the helper database holding the information_schema views.
+/// The database holding the information_schema views: the first shard's
+/// own database (see [`crate::capture::own_database`]), removed with it.
 pub fn views_database(cfg: &FrontConfig) -> String {
     let first = cfg.shards.values().next().cloned().unwrap_or_default();
-    let name = format!("_psdb_v_{first}");
-    name.chars().take(64).collect()
+    crate::capture::own_database(&first)
 }
 
 /// Creates the mapping views over information_schema for the first shard.
