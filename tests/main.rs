@@ -11,6 +11,7 @@ mod corpus;
 mod discover;
 mod emulator_objects;
 mod faults;
+mod front;
 mod fuzz;
 mod keyless;
 mod meltano;

@@ -33,8 +33,15 @@
 //! - [`results`]: result sets and values between mysql_async and
 //!   opensrv-mysql (text and binary rows, parameters).
 //!
-//! Limits: column charset/length/decimals on the wire are opensrv-mysql's
-//! fixed values (utf8_general_ci, 1024, 0); negative TIME values and DATE/TIME
+//! Result columns carry MariaDB's own name, table, type and flags (tests/
+//! front.rs compares them with a direct connection over a table of every
+//! type). opensrv-mysql 0.7's `Column` has no other fields: it writes the
+//! character set, column length and decimals of every column definition
+//! itself, as fixed values (utf8_general_ci = 33, 1024, 0), and neither the
+//! schema nor the original table and column names; passing MariaDB's would
+//! take a fork of the library.
+//!
+//! Limits: the column metadata above; negative TIME values and DATE/TIME
 //! prepared-statement parameters are not supported; other information_schema
 //! tables show the backing database name.
 
