@@ -64,8 +64,9 @@
 //!   scan (≤ 0.5 s, or `refresh_capture`), the old triggers still name the old
 //!   columns: DML on a table that lost a column fails, and streams of a table
 //!   that gained one fail. Re-creating capture drops images not yet streamed.
-//! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen
-//!   (a real vtgate sends TRUNCATE as a DDL event).
+//! - TRUNCATE and foreign-key cascades fire no triggers. A TRUNCATE through
+//!   the MySQL front is recorded by the front ([`truncate_marker_sql`]); one
+//!   made straight on a backing database, and cascades, are not seen.
 //! - Column names starting with `_psdb_` clash with the shadow table's own.
 //! - The change log is pruned only with a retention (`--retain-changes N`:
 //!   the newest N transactions are kept, older start positions answer as
@@ -673,6 +674,20 @@ pub async fn remove(conn: &mut mysql_async::Conn, database: &str) -> Result<(), 
     ));
     conn.query_drop(sql).await?;
     Ok(())
+}
+
+/// Records that `table` of backing database `database` was truncated: a
+/// change log row with op `T` and no image, in a transaction of its own (a
+/// TRUNCATE commits by itself), so it gets a GTID like the binlog event of
+/// a real server's TRUNCATE. No trigger fires for a TRUNCATE, so the MySQL
+/// front calls this after running one.
+pub fn truncate_marker_sql(database: &str, table: &str) -> String {
+    let own = quote_ident(&own_database(database));
+    format!(
+        "INSERT INTO {own}.`{CHANGELOG}` (seq, tbl, op) \
+         VALUES (NEXTVAL({own}.`_psdb_seq`), {}, 'T')",
+        crate::values::quote_literal(table.as_bytes())
+    )
 }
 
 /// The pruning mark kept in `_psdb_meta` (0 when nothing was pruned), so a

@@ -27,9 +27,11 @@ use psdb_emulator::{BackingSpec, ChangeText, Emulator, EmulatorConfig};
 /// change log in the emulator's own database (see OWN OBJECTS; names over 64
 /// characters or not plain ASCII are shortened with a hash). A table that cannot be captured (e.g. a column named
 /// _psdb_...) is logged with the reason and served with its copy and no
-/// changes. Limits: TRUNCATE TABLE and rows changed by foreign-key cascades
-/// fire no triggers in MariaDB, so they are not seen (a real vtgate sends
-/// TRUNCATE as a DDL event); writes within 0.5 s of a CREATE TABLE made
+/// changes. TRUNCATE TABLE through the MySQL front is recorded and sent over
+/// VStream as vtgate sends it (VGTID, then a DDL event with the statement;
+/// nothing over Connect, which has no place for it). Limits: a TRUNCATE made
+/// straight on a backing database, and rows changed by foreign-key cascades,
+/// fire no triggers in MariaDB, so they are not seen; writes within 0.5 s of a CREATE TABLE made
 /// straight on a backing database are missed; the change log grows without
 /// --retain-changes.
 ///

@@ -85,6 +85,11 @@ impl StreamCtx<'_> {
                 }
                 (b"U", _) => Kind::Update,
                 (b"D", _) => Kind::Delete,
+                (b"T", _) if self.vstream => {
+                    let position = self.shard.capture.position(gtid);
+                    out.ddl(truncate_statement(&meta.name), position).await?;
+                    continue;
+                }
                 _ => continue,
             };
             let wanted = match kind {
@@ -132,7 +137,8 @@ impl StreamCtx<'_> {
     }
 
     /// The change query of GTIDs (from, upto]: one row per image, in commit
-    /// order, the before-image of an update first.
+    /// order, the before-image of an update first; a truncate marker has no
+    /// image (LEFT JOIN).
     fn change_sql(&self, from: u64, upto: u64) -> String {
         let meta = self.meta;
         let sel = self.sel;
@@ -148,7 +154,7 @@ impl StreamCtx<'_> {
         format!(
             "SELECT g.gtid, c.op, s._psdb_img, {} FROM {db}.`{GTIDS}` g \
              JOIN {db}.`{CHANGELOG}` c ON c.trx_start = g.trx \
-             JOIN {db}.{} s ON s._psdb_seq = c.seq \
+             LEFT JOIN {db}.{} s ON s._psdb_seq = c.seq \
              WHERE c.tbl = {} AND g.gtid > {from} AND g.gtid <= {upto} \
              ORDER BY g.gtid, c.seq, s._psdb_img DESC",
             cols.join(", "),
@@ -164,6 +170,22 @@ impl StreamCtx<'_> {
             return out.fail(Status::unknown(PURGED_MESSAGE)).await;
         }
         Ok(())
+    }
+}
+
+/// The statement of a truncate marker ([`crate::capture::truncate_marker_sql`])
+/// as vtgate sends it for a `TRUNCATE` it ran: lower-case keywords, the
+/// name quoted only when it must be.
+fn truncate_statement(table: &str) -> String {
+    let plain = table
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        format!("truncate table {table}")
+    } else {
+        format!("truncate table {}", quote_ident(table))
     }
 }
 

@@ -103,6 +103,17 @@ pub struct SyncService {
 
 type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send>>;
 
+/// What a stream's producer hands on: a Sync response, or a DDL statement
+/// the change log recorded (a TRUNCATE TABLE made through the MySQL front).
+/// The VStream front passes a DDL on as vtgate does (`VGTID`, `DDL`); the
+/// Connect API has no place for one, so the Connect front drops it (the
+/// next cursor moves past it), which is all a client of PlanetScale's
+/// Connect can see of a DDL as far as its public clients show.
+pub(crate) enum Unit {
+    Response(SyncResponse),
+    Ddl { statement: String, position: String },
+}
+
 #[tonic::async_trait]
 impl Connect for SyncService {
     type SyncStream = SyncStream;
@@ -116,9 +127,15 @@ impl Connect for SyncService {
         let deadline = parse_timeout(request.metadata()).map(|d| Instant::now() + d);
         let peer = request.remote_addr();
         let rx = open_stream(st, request.into_inner(), deadline, peer, false).await?;
-        Ok(Response::new(Box::pin(
+        let responses = tokio_stream::StreamExt::filter_map(
             tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+            |unit| match unit {
+                Ok(Unit::Response(r)) => Some(Ok(r)),
+                Ok(Unit::Ddl { .. }) => None,
+                Err(status) => Some(Err(status)),
+            },
+        );
+        Ok(Response::new(Box::pin(responses)))
     }
 }
 
@@ -132,7 +149,7 @@ pub(crate) async fn open_stream(
     deadline: Option<Instant>,
     peer: Option<SocketAddr>,
     vstream: bool,
-) -> Result<mpsc::Receiver<Result<SyncResponse, Status>>, Status> {
+) -> Result<mpsc::Receiver<Result<Unit, Status>>, Status> {
     let cursor = req
         .cursor
         .clone()

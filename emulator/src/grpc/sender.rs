@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::Status;
 
-use super::SyncState;
+use super::{SyncState, Unit};
 use crate::faults::{Fault, FaultKind};
 use crate::wire::psdbconnect::v1alpha1::SyncResponse;
 use crate::wire::query::{QueryResult, Row};
@@ -22,7 +22,7 @@ pub(super) struct Stop;
 /// The sending side of a stream: counts responses and applies faults and the
 /// deadline.
 pub(super) struct Out {
-    pub(super) tx: mpsc::Sender<Result<SyncResponse, Status>>,
+    pub(super) tx: mpsc::Sender<Result<Unit, Status>>,
     pub(super) sent: u32,
     pub(super) fault: Option<Fault>,
     pub(super) deadline: Option<Instant>,
@@ -93,11 +93,28 @@ impl Out {
                 }
             }
         }
-        if self.tx.send(Ok(resp)).await.is_err() {
+        if self.tx.send(Ok(Unit::Response(resp))).await.is_err() {
             tracing::debug!("client went away");
             return Err(Stop);
         }
         self.sent += 1;
+        Ok(())
+    }
+
+    /// Hands on a DDL statement at `position` (see [`Unit`]); not counted
+    /// as a response, as the Connect front never sends it.
+    pub(super) async fn ddl(&mut self, statement: String, position: String) -> Result<(), Stop> {
+        if self
+            .tx
+            .send(Ok(Unit::Ddl {
+                statement,
+                position,
+            }))
+            .await
+            .is_err()
+        {
+            return Err(Stop);
+        }
         Ok(())
     }
 

@@ -190,6 +190,35 @@ pub(super) fn reads_columns(query: &str) -> bool {
     lower.contains("information_schema") && lower.contains("columns")
 }
 
+/// The table a `TRUNCATE [TABLE] [schema.]name` statement empties.
+pub(super) fn truncated_table(q: &str) -> Option<String> {
+    let chars: Vec<char> = q.trim().trim_end_matches(';').chars().collect();
+    let mut i = 0;
+    let word = |i: &mut usize| {
+        while chars.get(*i).is_some_and(|c| c.is_whitespace()) {
+            *i += 1;
+        }
+        let (w, next) = read_ident(&chars, *i);
+        *i = next;
+        w
+    };
+    if !word(&mut i).eq_ignore_ascii_case("truncate") {
+        return None;
+    }
+    let mut name = word(&mut i);
+    if name.eq_ignore_ascii_case("table") {
+        name = word(&mut i);
+    }
+    while chars.get(i).is_some_and(|c| c.is_whitespace()) {
+        i += 1;
+    }
+    if chars.get(i) == Some(&'.') {
+        i += 1;
+        name = word(&mut i);
+    }
+    (!name.is_empty()).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +247,21 @@ mod tests {
             rewrite_sql("select ks from t", "ks", "d", "v"),
             "select ks from t"
         );
+    }
+
+    #[test]
+    fn truncates() {
+        for (q, want) in [
+            ("TRUNCATE TABLE t", Some("t")),
+            ("truncate t;", Some("t")),
+            ("TRUNCATE TABLE `odd name`", Some("odd name")),
+            ("TRUNCATE TABLE ks.`t`", Some("t")),
+            ("TRUNCATE TABLE `ks` . t2", Some("t2")),
+            ("TRUNCATEX t", None),
+            ("DELETE FROM t", None),
+        ] {
+            assert_eq!(truncated_table(q).as_deref(), want, "{q}");
+        }
     }
 
     #[test]

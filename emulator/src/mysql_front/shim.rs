@@ -15,6 +15,7 @@ use tokio::io::AsyncWrite;
 use super::results::{to_front_column, to_param, write_sets, ResultSet};
 use super::rewrite::{
     first_is_hidden, hide_socket, is_ddl, is_show_tables, reads_columns, rewrite_sql,
+    truncated_table,
 };
 use super::views::{refresh_json_columns_sql, views_database};
 use super::FrontConfig;
@@ -221,6 +222,28 @@ impl Shim {
 }
 
 impl Shim {
+    /// Records a TRUNCATE of `table` in the change log of every shard it ran
+    /// on (see [`crate::capture::truncate_marker_sql`]); a failure is
+    /// logged, as the TRUNCATE itself has succeeded.
+    async fn record_truncate(&self, table: &str) {
+        let databases: Vec<String> = if self.explicit_shard {
+            vec![self.database()]
+        } else {
+            self.cfg.shards.values().cloned().collect()
+        };
+        for db in databases {
+            let sql = crate::capture::truncate_marker_sql(&db, table);
+            let recorded = async {
+                let mut conn = mysql_async::Conn::new(self.cfg.backing.clone()).await?;
+                conn.query_drop(sql).await?;
+                conn.disconnect().await
+            };
+            if let Err(e) = recorded.await {
+                tracing::warn!(database = %db, table, error = %e, "could not record a TRUNCATE in the change log");
+            }
+        }
+    }
+
     /// Backend error with the backing database name shown as the keyspace.
     fn error_text(&self, e: &mysql_async::Error) -> (ErrorKind, String) {
         let (kind, msg) = server_error(e);
@@ -409,6 +432,9 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
             },
             None => self.run_text(query).await,
         };
+        if let (Ok(_), Some(table)) = (&sets, truncated_table(query)) {
+            self.record_truncate(&table).await;
+        }
         if ddl {
             for c in &self.cfg.captures {
                 if let Err(e) = c.refresh().await {
