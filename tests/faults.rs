@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use psdb_emulator::mariadb::MariaDb;
 
 use crate::both_apis;
-use crate::support::{mariadb, sync_args, tap, Emu, Singer, BIN};
+use crate::support::{mariadb, sync_args, tap, wait_until, Emu, Singer, BIN};
 
 const SHARDS: [&str; 2] = ["-80", "80-"];
 
@@ -398,7 +398,11 @@ async fn fault_tcp_drop_during_changes() {
     let emu_faults = t.emu.emu.faults();
     // clear the persistent drop after a few retries
     let clear = async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let from = emu_faults.fired();
+        wait_until("three dropped connections", Duration::from_secs(60), || {
+            emu_faults.fired() >= from + 3
+        })
+        .await;
         emu_faults.clear();
     };
     let (_, out) = tokio::join!(clear, t.run());
@@ -425,7 +429,8 @@ async fn fault_emulator_restarted_mid_run() {
     // the tap runs in the background while the server goes away and comes back
     let run = t.spawn_run();
     let churning = tokio::spawn(churn(d, 19, 150, Duration::from_millis(3)));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let faults = t.emu.emu.faults();
+    wait_until("a stalled stream", Duration::from_secs(60), || faults.fired() >= 1).await;
     t.emu.restart().await;
     churning.await.expect("churn");
     let out = Singer::parse(run.await.expect("join"));
@@ -642,7 +647,8 @@ async fn schema_changes_during_a_run() {
         .faults()
         .set(Fault::new(FaultKind::Stall, 1).persistent());
     let run = t.spawn_run();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let faults = t.emu.emu.faults();
+    wait_until("a stalled stream", Duration::from_secs(60), || faults.fired() >= 1).await;
     t.emu
         .front_sql("ALTER TABLE items ADD COLUMN extra INT DEFAULT 7")
         .await;
@@ -695,9 +701,13 @@ async fn a_cursor_the_server_cannot_use_is_a_clear_error() {
         .front_sql("INSERT INTO items VALUES (100002, 'x', 1)")
         .await;
     let out = t.emu.sync(&t.catalog, Some(&state)).await;
-    assert_eq!(out.run.code, 1, "{}", out.run.stderr);
+    // The emulator answers a position of another server UUID as purged (the
+    // change log it names is gone, e.g. removed on a clean exit): an input
+    // the user must change, exit 2.
+    assert_eq!(out.run.code, 2, "{}", out.run.stderr);
     let line = out.run.error_line();
     assert!(line.contains("stream `items` shard `-80`"), "{line}");
+    assert!(line.contains("purged"), "{line}");
     assert!(!out.run.stderr.contains("panicked"));
 }
 }

@@ -53,9 +53,20 @@ pub async fn raw_events(
     gtid: &str,
     quiet: Duration,
 ) -> Vec<String> {
-    let (settings, _) =
-        tap_planetscale::config::load(std::slice::from_ref(&vt.config), &Default::default())
-            .expect("config of the Vitess");
+    raw_events_of(&vt.config, &vt.keyspace, shard, table, gtid, quiet).await
+}
+
+/// [`raw_events`] from any server the tap config at `config` reaches.
+async fn raw_events_of(
+    config: &std::path::Path,
+    keyspace: &str,
+    shard: &str,
+    table: &str,
+    gtid: &str,
+    quiet: Duration,
+) -> Vec<String> {
+    let (settings, _) = tap_planetscale::config::load(&[config.to_path_buf()], &Default::default())
+        .expect("config of the server");
     let client = PsdbClient::connect(&settings)
         .await
         .expect("connect to vtgate");
@@ -63,7 +74,7 @@ pub async fn raw_events(
         tablet_type: 1,
         vgtid: Some(VGtid {
             shard_gtids: vec![ShardGtid {
-                keyspace: vt.keyspace.clone(),
+                keyspace: keyspace.to_string(),
                 shard: shard.to_string(),
                 gtid: gtid.to_string(),
                 table_p_ks: Vec::new(),
@@ -91,14 +102,18 @@ pub async fn raw_events(
 
 /// The VGTID position of a shard in the events' VGTID, read by `current`.
 async fn current(vt: &Vt<'_>, shard: &str, table: &str) -> String {
-    let (settings, _) =
-        tap_planetscale::config::load(std::slice::from_ref(&vt.config), &Default::default())
-            .expect("config of the Vitess");
+    current_of(&vt.config, &vt.keyspace, shard, table).await
+}
+
+/// [`current`] of any server the tap config at `config` reaches.
+async fn current_of(config: &std::path::Path, keyspace: &str, shard: &str, table: &str) -> String {
+    let (settings, _) = tap_planetscale::config::load(&[config.to_path_buf()], &Default::default())
+        .expect("config of the server");
     let client = PsdbClient::connect(&settings)
         .await
         .expect("connect to vtgate");
     let target = tap_planetscale::psdb::Target {
-        keyspace: vt.keyspace.clone(),
+        keyspace: keyspace.to_string(),
         shard: shard.to_string(),
         table: table.to_string(),
         tablet_type: settings.tablet_type,
@@ -154,6 +169,94 @@ async fn real_vtgate_streams_keyless_rows_as_whole_images_and_truncate_as_ddl() 
         ],
         "changes: {changes:?}"
     );
+}
+
+/// A TRUNCATE over VStream: the real vtgate and the emulator send the same
+/// events for it, its position then one DDL with the statement (no row
+/// deletes), and rows after it as usual. The real one is truncated straight
+/// on MariaDB (its binlog holds the statement either way); the emulator
+/// through its MySQL front, the only TRUNCATE it can see.
+#[tokio::test]
+async fn truncate_arrives_as_the_same_ddl_from_the_emulator_and_the_real_vtgate() {
+    // GIVEN the same table on the real Vitess and on the emulator
+    let schema = "CREATE TABLE tr_same (id INT PRIMARY KEY); INSERT INTO tr_same VALUES (1), (2);";
+    let vt = Vt::shared("vt1");
+    vt.sql("-", &format!("DROP TABLE IF EXISTS tr_same; {schema}"))
+        .await;
+    vt.schema_reloaded().await;
+    let emu = Emu::start("tr_same", &["-"], false, &[("-", schema.to_string())]).await;
+    let emu_config = std::path::PathBuf::from(emu.config());
+    let vt_pos = current(&vt, "-", "tr_same").await;
+    let emu_pos = current_of(&emu_config, "tr_same", "-", "tr_same").await;
+
+    // WHEN each is truncated and gets a row after it
+    vt.sql(
+        "-",
+        "TRUNCATE TABLE tr_same; INSERT INTO tr_same VALUES (3)",
+    )
+    .await;
+    emu.front_sql("TRUNCATE TABLE tr_same").await;
+    emu.front_sql("INSERT INTO tr_same VALUES (3)").await;
+    let quiet = Duration::from_secs(3);
+    let real = raw_events(&vt, "-", "tr_same", &vt_pos, quiet).await;
+    let emulated = raw_events_of(&emu_config, "tr_same", "-", "tr_same", &emu_pos, quiet).await;
+
+    // THEN both send the position, then the TRUNCATE as one DDL, then the row
+    for (side, events) in [("real vtgate", &real), ("emulator", &emulated)] {
+        let interesting: Vec<String> = events
+            .iter()
+            .filter(|e| e.starts_with("ROW") || e.starts_with("DDL"))
+            .map(|e| e.to_ascii_lowercase().replace('`', ""))
+            .collect();
+        assert_eq!(
+            interesting,
+            ["ddl truncate table tr_same", "row a"],
+            "{side}: {events:?}"
+        );
+        let ddl = events
+            .iter()
+            .position(|e| e.starts_with("DDL"))
+            .unwrap_or_default();
+        assert_eq!(events[ddl.saturating_sub(1)], "VGTID", "{side}: {events:?}");
+    }
+}
+
+/// The tap over the emulator's VStream: a TRUNCATE made through the MySQL
+/// front is warned as from the real vtgate (see below), and rows after it
+/// still come.
+#[tokio::test]
+async fn an_emulator_truncate_is_warned_by_the_tap_over_vstream() {
+    // GIVEN a table copied over VStream from the emulator
+    let schema = "CREATE TABLE tr_emu (id INT PRIMARY KEY); INSERT INTO tr_emu VALUES (1), (2);";
+    let emu = Emu::start("tr_emu", &["-"], false, &[("-", schema.to_string())]).await;
+    let config = emu.config_with("vstream.json", |c| c["api"] = "vstream".into());
+    let catalog = emu.catalog(&[]).await;
+    let first = emu.sync_using(&config, &catalog, None).await.ok();
+    assert_eq!(first.records("tr_emu").len(), 2);
+
+    // WHEN it is truncated through the MySQL front and gets a new row
+    emu.front_sql("TRUNCATE TABLE tr_emu").await;
+    emu.front_sql("INSERT INTO tr_emu VALUES (3)").await;
+    let second = emu
+        .sync_using(&config, &catalog, Some(&first.last_state()))
+        .await
+        .ok();
+
+    // THEN the tap warns with the stream and the fix, and the row comes
+    let warning = second
+        .run
+        .stderr
+        .lines()
+        .find(|l| l.contains("table truncated"))
+        .unwrap_or_else(|| panic!("no truncate warning: {}", second.run.stderr));
+    assert!(warning.contains("tr_emu"), "{warning}");
+    assert!(warning.contains("copy the stream again"), "{warning}");
+    let ids: Vec<i64> = second
+        .records("tr_emu")
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(ids, vec![3]);
 }
 
 /// The tap against the real vtgate: a keyless table is discovered as

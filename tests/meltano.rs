@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{numbers_sql, venv_tool, Emu, BIN};
+use crate::support::{numbers_sql, venv_tool, wait_until, Emu, BIN};
 
 /// A Meltano project in a scratch directory.
 struct Project {
@@ -200,8 +200,18 @@ async fn meltano_runs_full_then_incremental_with_its_own_state() {
         "UPDATE items SET amount = 9.99 WHERE id = 200; DELETE FROM big WHERE id = 30000;",
     )
     .await;
-    // Meltano needs a moment between runs for the file names to differ.
-    std::thread::sleep(Duration::from_millis(1100));
+    // target-jsonl names its files by the second: the next run must start
+    // in a later second for its file names to differ.
+    let second = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let first = second();
+    wait_until("the next second", Duration::from_secs(3), || {
+        second() > first
+    })
+    .await;
     let run = project.ok(&["run", "tap-planetscale", "target-jsonl"]);
     let changes = project.written(&before);
     let mut got: Vec<String> = changes

@@ -187,10 +187,8 @@ async fn changes_older_than_the_retention_answer_as_purged() {
     assert!(old.run.stderr.contains("purged"), "{}", old.run.stderr);
     assert!(old.records("items").is_empty(), "nothing from a gap");
     // and the change log really shrank to the retained transactions
-    let mut conn = mariadb()
-        .connect(Some(emu.emu.shard_database("-")))
-        .await
-        .expect("connect");
+    let own = psdb_emulator::capture::own_database(emu.emu.shard_database("-"));
+    let mut conn = mariadb().connect(Some(&own)).await.expect("connect");
     let left: Option<i64> = conn
         .query_first("SELECT COUNT(*) FROM `_psdb_changelog` FOR SYSTEM_TIME ALL")
         .await

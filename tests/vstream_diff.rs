@@ -33,7 +33,7 @@ use serde_json::Value;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::support::vitess::Vt;
-use crate::support::Emu;
+use crate::support::{poll_until, Emu};
 use psdb_emulator::vitess::{Vitess, VitessConfig};
 
 /// The scenario's table.
@@ -234,31 +234,36 @@ impl Recorder {
     /// Waits until the events from `from` on satisfy `done`; returns the
     /// index just past the event that did.
     async fn wait(&self, from: usize, what: &str, done: impl Fn(&VEvent) -> bool) -> usize {
-        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-        loop {
-            {
-                let events = self.events.lock().expect("events");
-                if let Some(i) = events.iter().skip(from).position(&done) {
-                    return from + i + 1;
+        let mut found = None;
+        let seen = poll_until(STEP_TIMEOUT, || {
+            let events = self.events.lock().expect("events");
+            found = events
+                .iter()
+                .skip(from)
+                .position(&done)
+                .map(|i| from + i + 1);
+            drop(events);
+            if found.is_none() {
+                if let Some(why) = self.ended.lock().expect("ended").clone() {
+                    panic!("{}: waiting for {what}: {why}", self.side);
                 }
             }
-            if let Some(why) = self.ended.lock().expect("ended").clone() {
-                panic!("{}: waiting for {what}: {why}", self.side);
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{}: no {what} within {STEP_TIMEOUT:?}; events:\n{}",
-                self.side,
-                self.events
-                    .lock()
-                    .expect("events")
-                    .iter()
-                    .map(|e| format!("{e:?}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            std::future::ready(found.is_some())
+        })
+        .await;
+        assert!(
+            seen,
+            "{}: no {what} within {STEP_TIMEOUT:?}; events:\n{}",
+            self.side,
+            self.events
+                .lock()
+                .expect("events")
+                .iter()
+                .map(|e| format!("{e:?}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        found.unwrap_or(from)
     }
 
     /// Waits for the COMMIT of a transaction with rows after `from`.
@@ -328,8 +333,12 @@ async fn record(side: &Side<'_>) -> Recording {
             is(e, VEventType::CopyCompleted) && e.keyspace.is_empty()
         })
         .await;
-    // Whatever follows the copy on its own comes before the changes.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Whatever follows the copy on its own comes before the changes: the
+    // first heartbeat after it says the stream has gone idle.
+    rec.wait(copied, "a HEARTBEAT after the copy", |e| {
+        is(e, VEventType::Heartbeat)
+    })
+    .await;
     let mark = rec.len().max(copied);
     side.sql(&transaction()).await;
     let ddl = rec.transaction(mark, "the transaction's COMMIT").await;

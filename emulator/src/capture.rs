@@ -4,7 +4,10 @@
 //! protocol parser, and see exactly what any client commits to the backing
 //! database, with the values MariaDB itself renders as text.
 //!
-//! Per shard database:
+//! Per backing database, in the emulator's own database ([`own_database`],
+//! `_psdb_<db>`), so the user's database holds nothing of the emulator's
+//! but the triggers, which MariaDB keeps with their table and which write
+//! across databases; [`remove`] takes all of it away again:
 //! - `_psdb_changelog(seq, tbl, op)`: one row per row change; `seq` comes
 //!   from the sequence `_psdb_seq`. The table is system-versioned with
 //!   transaction-precise history (`WITH SYSTEM VERSIONING`, `ROW START` as a
@@ -20,11 +23,12 @@
 //!   are its primary key: the change query reaches each image in one
 //!   clustered-index lookup. The change log's `(trx_start, tbl, seq, op)`
 //!   key covers its part of that query.
-//!   AFTER INSERT/UPDATE/DELETE triggers write the change log row and the
-//!   images in the writer's own transaction, so they commit or roll back with
-//!   it.
+//!   AFTER INSERT/UPDATE/DELETE triggers (`_psdb_t{i,u,d}_<table>`, in the
+//!   backing database) write the change log row and the images in the
+//!   writer's own transaction, so they commit or roll back with it.
 //! - `_psdb_meta`: the shard's server UUID (stable across emulator restarts on
-//!   the same database).
+//!   the same database while the own database lives; a new one after
+//!   [`remove`], so positions of the removed change log answer as purged).
 //!
 //! A poller per shard (READ COMMITTED, every 40 ms, and on demand before
 //! a `current` peek or a copy snapshot) reads newly committed
@@ -60,8 +64,9 @@
 //!   scan (≤ 0.5 s, or `refresh_capture`), the old triggers still name the old
 //!   columns: DML on a table that lost a column fails, and streams of a table
 //!   that gained one fail. Re-creating capture drops images not yet streamed.
-//! - TRUNCATE and foreign-key cascades fire no triggers, so they are not seen
-//!   (a real vtgate sends TRUNCATE as a DDL event).
+//! - TRUNCATE and foreign-key cascades fire no triggers. A TRUNCATE through
+//!   the MySQL front is recorded by the front ([`truncate_marker_sql`]); one
+//!   made straight on a backing database, and cascades, are not seen.
 //! - Column names starting with `_psdb_` clash with the shadow table's own.
 //! - The change log is pruned only with a retention (`--retain-changes N`:
 //!   the newest N transactions are kept, older start positions answer as
@@ -107,6 +112,8 @@ pub enum CaptureError {
 #[derive(Clone, Debug)]
 pub struct ShardCapture {
     pub database: String,
+    /// The emulator's own database for this shard ([`own_database`]).
+    pub own: String,
     pub uuid: String,
     head: watch::Receiver<u64>,
     /// GTIDs up to this number are pruned from the change log
@@ -174,6 +181,15 @@ const NAME_LEN: usize = 64;
 /// Hex digits of the hash that ends a shortened name.
 const HASH_LEN: usize = 16;
 
+/// The emulator's own database for backing database `backing`: it holds
+/// the change log, the GTID table, the sequence, the shard's metadata and
+/// every shadow table, so the backing database keeps only the triggers
+/// (MariaDB keeps a trigger with its table). Derived by [`bounded`], so it
+/// fits 64 characters and two backing databases never share it.
+pub fn own_database(backing: &str) -> String {
+    bounded(PREFIX, backing)
+}
+
 /// Shadow table name for a captured table.
 pub fn shadow_name(table: &str) -> String {
     bounded("_psdb_s_", table)
@@ -231,7 +247,7 @@ pub async fn start(
         .exec_first(
             format!(
                 "SELECT v FROM {}.`_psdb_meta` WHERE k = 'uuid'",
-                quote_ident(&database)
+                quote_ident(&own_database(&database))
             ),
             (),
         )
@@ -338,6 +354,7 @@ pub async fn start(
     });
     Ok((
         ShardCapture {
+            own: own_database(&database),
             database,
             uuid,
             head: head_rx,
@@ -349,9 +366,10 @@ pub async fn start(
 }
 
 async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), CaptureError> {
-    let db = quote_ident(database);
+    let db = quote_ident(&own_database(database));
     conn.query_drop(format!(
-        "CREATE TABLE IF NOT EXISTS {db}.`_psdb_meta` (k VARCHAR(64) NOT NULL PRIMARY KEY, \
+        "CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4;\
+         CREATE TABLE IF NOT EXISTS {db}.`_psdb_meta` (k VARCHAR(64) NOT NULL PRIMARY KEY, \
          v VARCHAR(255) NOT NULL) ENGINE=InnoDB;\
          CREATE SEQUENCE IF NOT EXISTS {db}.`_psdb_seq` START WITH 1 CACHE 1000;\
          CREATE TABLE IF NOT EXISTS {db}.`{CHANGELOG}` (seq BIGINT NOT NULL PRIMARY KEY, \
@@ -411,11 +429,13 @@ async fn scan(
             (database,),
         )
         .await?;
-    let shadows: Vec<(String, String)> = tables
-        .iter()
-        .filter(|(n, _, _)| n.starts_with("_psdb_s_"))
-        .map(|(n, _, c)| (n.clone(), c.clone()))
-        .collect();
+    let shadows: Vec<(String, String)> = conn
+        .exec(
+            "SELECT CAST(table_name AS CHAR), CAST(table_comment AS CHAR) \
+             FROM information_schema.tables WHERE table_schema = ? AND table_name LIKE '\\_psdb\\_s\\_%'",
+            (own_database(database),),
+        )
+        .await?;
     let rows: Vec<(String, Option<String>)> = tables
         .iter()
         .filter(|(n, ty, _)| ty == "BASE TABLE" && !n.starts_with(PREFIX))
@@ -501,6 +521,7 @@ async fn uninstall(conn: &mut mysql_async::Conn, database: &str, table: &str) {
 /// Drops a table's triggers and shadow table, whichever exist.
 fn drop_capture_sql(database: &str, table: &str) -> String {
     let db = quote_ident(database);
+    let own = quote_ident(&own_database(database));
     let mut sql = String::new();
     for k in ["i", "u", "d"] {
         sql.push_str(&format!(
@@ -509,7 +530,7 @@ fn drop_capture_sql(database: &str, table: &str) -> String {
         ));
     }
     sql.push_str(&format!(
-        "DROP TABLE IF EXISTS {db}.{};",
+        "DROP TABLE IF EXISTS {own}.{};",
         quote_ident(&shadow_name(table))
     ));
     sql
@@ -522,6 +543,7 @@ async fn install_table(
     sig: &str,
 ) -> Result<(), CaptureError> {
     let db = quote_ident(database);
+    let own = quote_ident(&own_database(database));
     let t = quote_ident(table);
     let shadow = quote_ident(&shadow_name(table));
     let columns: Vec<String> = conn
@@ -554,20 +576,20 @@ async fn install_table(
     let sig_lit = crate::values::quote_literal(sig.as_bytes());
     let mut sql = drop_capture_sql(database, table);
     sql.push_str(&format!(
-        "CREATE TABLE {db}.{shadow} (_psdb_seq BIGINT NOT NULL DEFAULT 0, _psdb_img CHAR(1) NOT NULL DEFAULT 'A', \
+        "CREATE TABLE {own}.{shadow} (_psdb_seq BIGINT NOT NULL DEFAULT 0, _psdb_img CHAR(1) NOT NULL DEFAULT 'A', \
          PRIMARY KEY (_psdb_seq, _psdb_img)) ENGINE=InnoDB COMMENT={sig_lit} \
          AS SELECT * FROM {db}.{t} LIMIT 0;"
     ));
     conn.query_drop(sql).await?;
     let log = |op: &str| {
         format!(
-            "SET _psdb_s = NEXTVAL({db}.`_psdb_seq`); \
-             INSERT INTO {db}.`{CHANGELOG}` (seq, tbl, op) VALUES (_psdb_s, {tbl_lit}, '{op}');"
+            "SET _psdb_s = NEXTVAL({own}.`_psdb_seq`); \
+             INSERT INTO {own}.`{CHANGELOG}` (seq, tbl, op) VALUES (_psdb_s, {tbl_lit}, '{op}');"
         )
     };
     let image = |img: &str, vals: &[String]| {
         format!(
-            "INSERT INTO {db}.{shadow} (_psdb_seq, _psdb_img, {col_list}) \
+            "INSERT INTO {own}.{shadow} (_psdb_seq, _psdb_img, {col_list}) \
              VALUES (_psdb_s, '{img}', {});",
             vals.join(", ")
         )
@@ -604,13 +626,77 @@ async fn install_table(
     Ok(())
 }
 
+/// Removes every object the emulator made for backing database `database`:
+/// its capture triggers there and its own database (change log, shadows,
+/// views). Also what emulators before the own database left in the backing
+/// database itself (`_psdb_changelog`, `_psdb_gtid`, `_psdb_meta`,
+/// `_psdb_seq`, `_psdb_s_*`, and the `_psdb_v_<db>` views database).
+/// The user's tables and rows are not touched. Run it only when no
+/// emulator serves `database`: a running one installs capture again.
+pub async fn remove(conn: &mut mysql_async::Conn, database: &str) -> Result<(), CaptureError> {
+    let db = quote_ident(database);
+    let triggers: Vec<String> = conn
+        .exec(
+            "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers \
+             WHERE trigger_schema = ? AND trigger_name LIKE '\\_psdb\\_t%'",
+            (database,),
+        )
+        .await?;
+    let legacy_shadows: Vec<String> = conn
+        .exec(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = ? AND table_name LIKE '\\_psdb\\_s\\_%'",
+            (database,),
+        )
+        .await?;
+    // Triggers first: a trigger whose change log is gone fails the user's
+    // writes.
+    let mut sql = String::new();
+    for t in &triggers {
+        sql.push_str(&format!("DROP TRIGGER IF EXISTS {db}.{};", quote_ident(t)));
+    }
+    for t in legacy_shadows
+        .iter()
+        .map(String::as_str)
+        .chain([CHANGELOG, GTIDS, "_psdb_meta"])
+    {
+        sql.push_str(&format!("DROP TABLE IF EXISTS {db}.{};", quote_ident(t)));
+    }
+    let legacy_views: String = format!("{PREFIX}v_{database}")
+        .chars()
+        .take(NAME_LEN)
+        .collect();
+    sql.push_str(&format!(
+        "DROP SEQUENCE IF EXISTS {db}.`_psdb_seq`; DROP DATABASE IF EXISTS {}; \
+         DROP DATABASE IF EXISTS {};",
+        quote_ident(&own_database(database)),
+        quote_ident(&legacy_views)
+    ));
+    conn.query_drop(sql).await?;
+    Ok(())
+}
+
+/// Records that `table` of backing database `database` was truncated: a
+/// change log row with op `T` and no image, in a transaction of its own (a
+/// TRUNCATE commits by itself), so it gets a GTID like the binlog event of
+/// a real server's TRUNCATE. No trigger fires for a TRUNCATE, so the MySQL
+/// front calls this after running one.
+pub fn truncate_marker_sql(database: &str, table: &str) -> String {
+    let own = quote_ident(&own_database(database));
+    format!(
+        "INSERT INTO {own}.`{CHANGELOG}` (seq, tbl, op) \
+         VALUES (NEXTVAL({own}.`_psdb_seq`), {}, 'T')",
+        crate::values::quote_literal(table.as_bytes())
+    )
+}
+
 /// The pruning mark kept in `_psdb_meta` (0 when nothing was pruned), so a
 /// restarted emulator still answers pruned positions as purged.
 async fn purged_mark(conn: &mut mysql_async::Conn, database: &str) -> Result<u64, CaptureError> {
     let v: Option<String> = conn
         .query_first(format!(
             "SELECT v FROM {}.`_psdb_meta` WHERE k = 'purged'",
-            quote_ident(database)
+            quote_ident(&own_database(database))
         ))
         .await?;
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
@@ -632,12 +718,13 @@ async fn prune(
     if mark <= purged.load(Ordering::Acquire) {
         return Ok(());
     }
-    let db = quote_ident(database);
+    let own = own_database(database);
+    let db = quote_ident(&own);
     let shadows: Vec<String> = conn
         .exec(
             "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
              WHERE table_schema = ? AND table_name LIKE '\\_psdb\\_s\\_%'",
-            (database,),
+            (&own,),
         )
         .await?;
     let mut sql = String::from("START TRANSACTION;");
@@ -674,7 +761,7 @@ async fn poll(
     database: &str,
     head: u64,
 ) -> Result<u64, CaptureError> {
-    let db = quote_ident(database);
+    let db = quote_ident(&own_database(database));
     let row: Option<(Option<u64>, Option<u64>)> = conn
         .query_first(format!(
             "SELECT MAX(gtid), MAX(commit_id) FROM {db}.`{GTIDS}`"

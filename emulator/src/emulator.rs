@@ -133,6 +133,38 @@ impl EmulatorConfig {
         self
     }
 
+    /// The backing database of every shard: the one given, else
+    /// `<keyspace>_<shard>` with other characters as `_` (shard `-` as `0`),
+    /// with a random suffix when `fresh_databases` is set.
+    pub fn backing_databases(&self) -> BTreeMap<String, String> {
+        let sanitize = |s: &str, keep: fn(char) -> bool| -> String {
+            s.chars().map(|c| if keep(c) { c } else { '_' }).collect()
+        };
+        let ks = sanitize(&self.keyspace, |c| c.is_ascii_alphanumeric() || c == '_');
+        let mut out = BTreeMap::new();
+        for shard in &self.shards {
+            let db = match self.backing.shard_databases.get(shard) {
+                Some(db) => db.clone(),
+                None => {
+                    let clean = sanitize(shard, |c| c.is_ascii_alphanumeric());
+                    let clean = if clean.trim_matches('_').is_empty() {
+                        "0".to_string()
+                    } else {
+                        clean
+                    };
+                    if self.backing.fresh_databases {
+                        let suffix = uuid::Uuid::new_v4().simple().to_string();
+                        format!("{ks}_{clean}_{}", &suffix[..10])
+                    } else {
+                        format!("{ks}_{clean}")
+                    }
+                }
+            };
+            out.insert(shard.clone(), db);
+        }
+        out
+    }
+
     pub fn shard_database(mut self, shard: &str, database: &str) -> Self {
         self.backing
             .shard_databases
@@ -172,46 +204,14 @@ impl Emulator {
         let base_opts = mysql_async::Opts::from_url(&cfg.backing.url)
             .map_err(|e| EmulatorError::Config(format!("bad MariaDB url: {e}")))?;
         let mut admin = mysql_async::Conn::new(base_opts.clone()).await?;
-        let mut shard_dbs = BTreeMap::new();
-        for shard in &cfg.shards {
-            let db = match cfg.backing.shard_databases.get(shard) {
-                Some(db) => db.clone(),
-                None => {
-                    let clean: String = shard
-                        .chars()
-                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                        .collect();
-                    let ks: String = cfg
-                        .keyspace
-                        .chars()
-                        .map(|c| {
-                            if c.is_ascii_alphanumeric() || c == '_' {
-                                c
-                            } else {
-                                '_'
-                            }
-                        })
-                        .collect();
-                    let clean = if clean.trim_matches('_').is_empty() {
-                        "0".to_string()
-                    } else {
-                        clean
-                    };
-                    if cfg.backing.fresh_databases {
-                        let suffix = uuid::Uuid::new_v4().simple().to_string();
-                        format!("{ks}_{clean}_{}", &suffix[..10])
-                    } else {
-                        format!("{ks}_{clean}")
-                    }
-                }
-            };
+        let shard_dbs = cfg.backing_databases();
+        for db in shard_dbs.values() {
             admin
                 .query_drop(format!(
                     "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4",
-                    quote_ident(&db)
+                    quote_ident(db)
                 ))
                 .await?;
-            shard_dbs.insert(shard.clone(), db);
         }
         let _ = admin.disconnect().await;
 
@@ -503,6 +503,17 @@ impl Emulator {
         }
     }
 
+    /// Stops like [`Emulator::stop`], then removes the emulator's objects
+    /// from the backing MariaDB (see [`clean_up`]): a clean exit leaves the
+    /// user's databases as they were before it started. Positions handed
+    /// out before answer as purged afterwards.
+    pub async fn stop_and_clean_up(self) -> Result<(), EmulatorError> {
+        let url = self.cfg.backing.url.clone();
+        let databases: Vec<String> = self.shard_dbs.values().cloned().collect();
+        self.stop().await;
+        clean_up(&url, &databases).await
+    }
+
     /// Waits until every shard's change capture has numbered all transactions
     /// committed before this call. (`current` peeks already do this for their
     /// shard.)
@@ -512,6 +523,21 @@ impl Emulator {
         }
         Ok(())
     }
+}
+
+/// Removes the emulator's objects for each of `databases` on the MariaDB at
+/// `url` (see [`capture::remove`]): what a clean exit removes, and what a
+/// killed emulator left behind. No emulator may be serving them.
+pub async fn clean_up(url: &str, databases: &[String]) -> Result<(), EmulatorError> {
+    let opts = mysql_async::Opts::from_url(url)
+        .map_err(|e| EmulatorError::Config(format!("bad MariaDB url: {e}")))?;
+    let mut conn = mysql_async::Conn::new(opts).await?;
+    for db in databases {
+        capture::remove(&mut conn, db).await?;
+        tracing::info!(database = %db, "emulator objects removed");
+    }
+    let _ = conn.disconnect().await;
+    Ok(())
 }
 
 /// Binds a listener; a fixed port that is still held by a just-stopped

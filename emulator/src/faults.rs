@@ -70,6 +70,9 @@ struct FaultState {
 #[derive(Debug, Clone, Default)]
 pub struct FaultHandle {
     state: Arc<Mutex<FaultState>>,
+    /// Faults that went off so far (not reset by `clear`): what a test
+    /// waits on to know a stream is stalled or a connection was dropped.
+    fired: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Text MySQL (before 8.0.26) puts in the error when a replica asks for
@@ -113,6 +116,16 @@ impl FaultHandle {
         } else {
             s.armed.take()
         }
+    }
+
+    /// Counts a fault that went off on a stream.
+    pub fn note_fired(&self) {
+        self.fired.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// How many faults went off so far, on any stream.
+    pub fn fired(&self) -> u64 {
+        self.fired.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether a start position ending at GTID `n` counts as purged.

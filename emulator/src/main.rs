@@ -23,17 +23,33 @@ use psdb_emulator::{BackingSpec, ChangeText, Emulator, EmulatorConfig};
 /// tap_config is a complete tap-planetscale config: host, database, username,
 /// password, mysql_host, grpc_host, tls, and tls_ca_file when TLS is on.
 ///
-/// CHANGE CAPTURE: triggers into a change log in each backing database (objects
-/// named _psdb_*; names over 64 characters or not plain ASCII are shortened
-/// with a hash). A table that cannot be captured (e.g. a column named
+/// CHANGE CAPTURE: triggers on each table of a backing database write into a
+/// change log in the emulator's own database (see OWN OBJECTS; names over 64
+/// characters or not plain ASCII are shortened with a hash). A table that cannot be captured (e.g. a column named
 /// _psdb_...) is logged with the reason and served with its copy and no
-/// changes. Limits: TRUNCATE TABLE and rows changed by foreign-key cascades
-/// fire no triggers in MariaDB, so they are not seen (a real vtgate sends
-/// TRUNCATE as a DDL event); writes within 0.5 s of a CREATE TABLE made
+/// changes. TRUNCATE TABLE through the MySQL front is recorded and sent over
+/// VStream as vtgate sends it (VGTID, then a DDL event with the statement;
+/// nothing over Connect, which has no place for it). Limits: a TRUNCATE made
+/// straight on a backing database, and rows changed by foreign-key cascades,
+/// fire no triggers in MariaDB, so they are not seen; writes within 0.5 s of a CREATE TABLE made
 /// straight on a backing database are missed; the change log grows without
 /// --retain-changes.
 ///
-/// The process runs until SIGTERM or SIGINT and then exits 0.
+/// OWN OBJECTS: the change log, GTIDs, sequence, metadata, shadow tables and
+/// the information_schema views live in the emulator's own database per
+/// backing database (`_psdb_<db>`, hashed when long); only the capture
+/// triggers (`_psdb_t{i,u,d}_<table>`) sit in the backing database, beside
+/// their tables. Tables named _psdb_* in a backing database are not served.
+///
+/// The process runs until SIGTERM or SIGINT, then removes all of those
+/// (triggers and own databases; with --start-mariadb the whole private
+/// server goes) and exits 0: the user's databases are left as they were,
+/// and positions handed out before answer as purged on the next start, as
+/// the change log behind them is gone (rows written while no emulator ran
+/// were never captured). --keep-objects leaves them instead, so a restarted
+/// emulator resumes those positions. After a kill -9, `--cleanup` with the
+/// same --mariadb-url, --keyspace, --shards and --shard-database removes
+/// what was left.
 #[derive(Debug, Parser)]
 #[command(name = "psdb-emulator", version, verbatim_doc_comment)]
 struct Args {
@@ -116,6 +132,15 @@ struct Args {
     /// --purged-before (default: keep every change).
     #[arg(long, value_name = "N")]
     retain_changes: Option<u64>,
+    /// Remove the emulator's objects (see OWN OBJECTS above) for the backing
+    /// databases named by --keyspace, --shards and --shard-database on
+    /// --mariadb-url, then exit. No emulator may be serving them.
+    #[arg(long, conflicts_with = "start_mariadb")]
+    cleanup: bool,
+    /// On exit, leave the emulator's objects in place, so that an emulator
+    /// started again over the same databases resumes earlier positions.
+    #[arg(long)]
+    keep_objects: bool,
     /// Write the ready file (JSON, see above) here once serving.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -141,15 +166,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(parse_fault)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let mut shard_databases = BTreeMap::new();
-    for spec in &args.shard_database {
-        let (shard, db) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--shard-database wants SHARD=DB, got {spec:?}"))?;
-        if !args.shards.iter().any(|s| s == shard) {
-            anyhow::bail!("--shard-database names unknown shard {shard:?}");
-        }
-        shard_databases.insert(shard.to_string(), db.to_string());
+    if args.cleanup {
+        let Some(url) = &args.mariadb_url else {
+            anyhow::bail!("--cleanup needs --mariadb-url");
+        };
+        let dbs = config(&args, url.clone())?.backing_databases();
+        let dbs: Vec<String> = dbs.into_values().collect();
+        psdb_emulator::emulator::clean_up(url, &dbs).await?;
+        return Ok(());
     }
     let mariadb = if args.start_mariadb {
         let opts = StartOptions {
@@ -165,6 +189,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(m)) => m.url(),
         (None, None) => anyhow::bail!("give --mariadb-url or --start-mariadb"),
     };
+    let emu = Emulator::start(config(&args, url.clone())?).await?;
+    if let Some(f) = fault {
+        emu.faults().set(f);
+    }
+    if let Some(n) = args.purged_before {
+        emu.faults().set_purged_before(None, n);
+    }
+    let doc = emu.ready_document(mariadb.as_ref().map(|_| url.as_str()));
+    if let Some(path) = &args.ready_file {
+        psdb_emulator::ready::write(path, &doc)?;
+    }
+    eprintln!("{}", serde_json::to_string(&doc)?);
+
+    psdb_emulator::ready::until_signal().await?;
+    tracing::info!("shutting down");
+    if args.keep_objects || mariadb.is_some() {
+        emu.stop().await;
+    } else {
+        emu.stop_and_clean_up().await?;
+    }
+    drop(mariadb);
+    Ok(())
+}
+
+/// The emulator's configuration from the flags, over the MariaDB at `url`.
+fn config(args: &Args, url: String) -> anyhow::Result<EmulatorConfig> {
+    let mut shard_databases = BTreeMap::new();
+    for spec in &args.shard_database {
+        let (shard, db) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--shard-database wants SHARD=DB, got {spec:?}"))?;
+        if !args.shards.iter().any(|s| s == shard) {
+            anyhow::bail!("--shard-database names unknown shard {shard:?}");
+        }
+        shard_databases.insert(shard.to_string(), db.to_string());
+    }
     let cfg = EmulatorConfig {
         keyspace: args.keyspace.clone(),
         shards: args.shards.clone(),
@@ -172,7 +232,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         password: args.password.clone(),
         tls: args.tls && !args.no_tls,
         backing: BackingSpec {
-            url: url.clone(),
+            url,
             shard_databases,
             fresh_databases: false,
         },
@@ -188,22 +248,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
         copy_batch_rows: args.copy_batch_rows,
         retain_changes: args.retain_changes,
     };
-    let emu = Emulator::start(cfg).await?;
-    if let Some(f) = fault {
-        emu.faults().set(f);
-    }
-    if let Some(n) = args.purged_before {
-        emu.faults().set_purged_before(None, n);
-    }
-    let doc = emu.ready_document(mariadb.as_ref().map(|_| url.as_str()));
-    if let Some(path) = &args.ready_file {
-        psdb_emulator::ready::write(path, &doc)?;
-    }
-    eprintln!("{}", serde_json::to_string(&doc)?);
-
-    psdb_emulator::ready::until_signal().await?;
-    tracing::info!("shutting down");
-    drop(emu);
-    drop(mariadb);
-    Ok(())
+    Ok(cfg)
 }

@@ -17,6 +17,8 @@
 //!   vttablet's `LASTPK` events: the lastpk travels in the VGTID only;
 //! - every event but `HEARTBEAT` and the last `COPY_COMPLETED` names the
 //!   keyspace and shard;
+//! - a TRUNCATE recorded by the MySQL front: `VGTID`, then `DDL` with the
+//!   statement, outside BEGIN/COMMIT (see [`crate::grpc::Unit`]);
 //! - an idle stream sends `HEARTBEAT` every `heartbeat_interval` seconds;
 //! - a `current` request gets one `VGTID` with the shard's position.
 //!
@@ -43,7 +45,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::grpc::{check_auth, open_stream, parse_timeout, SyncState};
+use crate::grpc::{check_auth, open_stream, parse_timeout, SyncState, Unit};
 use crate::values::ChangeText;
 use crate::wire::binlogdata::{
     FieldEvent, RowChange, RowEvent, ShardGtid, TableLastPk, VEvent, VEventType, VGtid,
@@ -176,7 +178,7 @@ fn event(kind: VEventType) -> VEvent {
 impl Translator {
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Result<SyncResponse, Status>>,
+        mut rx: mpsc::Receiver<Result<Unit, Status>>,
         tx: mpsc::Sender<Result<VStreamResponse, Status>>,
         heartbeat: Option<Duration>,
     ) {
@@ -205,7 +207,11 @@ impl Translator {
             // spans responses, as it does from vtgate).
             while let Some(msg) = next.take() {
                 match msg {
-                    Ok(resp) => rows += self.translate(resp, &mut events),
+                    Ok(Unit::Response(resp)) => rows += self.translate(resp, &mut events),
+                    Ok(Unit::Ddl {
+                        statement,
+                        position,
+                    }) => self.ddl(statement, &position, &mut events),
                     Err(status) => {
                         failure = Some(status);
                         break;
@@ -280,6 +286,18 @@ impl Translator {
             self.fields = None;
         }
         rows
+    }
+
+    /// A DDL as vttablet streams a statement of the binlog, and vtgate
+    /// passes it on: its position (`VGTID`), then the statement, outside
+    /// any BEGIN/COMMIT. Rows after it get a FIELD event first.
+    fn ddl(&mut self, statement: String, position: &str, events: &mut Vec<VEvent>) {
+        events.push(self.vgtid(position, Vec::new()));
+        let mut ev = self.event(VEventType::Ddl);
+        ev.statement = statement;
+        ev.timestamp = now_secs();
+        events.push(ev);
+        self.fields = None;
     }
 
     fn field_event(&self, fields: &[Field], events: &mut Vec<VEvent>) {

@@ -8,6 +8,7 @@ use psdb_emulator::mariadb::MariaDb;
 use serde_json::{json, Value};
 
 pub mod destination;
+pub mod import_api;
 pub mod postgres;
 pub mod vitess;
 
@@ -402,6 +403,42 @@ impl Singer {
 
     pub fn count(&self, kind: &str) -> usize {
         self.messages.iter().filter(|m| m["type"] == kind).count()
+    }
+}
+
+/// Waits until `ready` holds, checking every 20 ms; fails the test naming
+/// `what` once `limit` has passed. Tests wait on a condition, never for a
+/// fixed time: a fixed time is too short on a loaded machine and wasted on
+/// an idle one.
+pub async fn wait_until(what: &str, limit: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    wait_for(what, limit, || std::future::ready(ready())).await
+}
+
+/// [`wait_until`] for a condition that must itself wait (a query, a call).
+pub async fn wait_for<F>(what: &str, limit: std::time::Duration, ready: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = bool>,
+{
+    if !poll_until(limit, ready).await {
+        panic!("timed out after {limit:?} waiting for {what}");
+    }
+}
+
+/// The one polling loop: whether `ready` held within `limit`, for callers
+/// that build their own failure message.
+pub async fn poll_until<F>(limit: std::time::Duration, mut ready: impl FnMut() -> F) -> bool
+where
+    F: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if ready().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -72,7 +72,10 @@ impl<'a> Vt<'a> {
     /// Waits until vttablet's schema engine knows tables created straight
     /// in MariaDB: it reloads every second (`--queryserver-config-schema-
     /// reload-time 1s`), and a VStream of a table it does not know yet
-    /// streams nothing.
+    /// streams nothing. A fixed wait, not a condition: nothing the test
+    /// bed reaches (vtgate's MySQL front, which reads MariaDB's own
+    /// information_schema, or a VStream, which would copy the table) shows
+    /// what the schema engine knows without side effects.
     pub async fn schema_reloaded(&self) {
         tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     }

@@ -1,0 +1,174 @@
+//! One stream: which columns it reads and returns, and its run (a
+//! `current` peek, or a copy then changes from the copy's snapshot).
+
+use mysql_async::prelude::Queryable;
+use tonic::Status;
+
+use super::sender::{Out, Stop};
+use super::{internal, ShardBackend, SyncState};
+use crate::capture::shadow_name;
+use crate::values::{push_change_form, ChangeText, TableMeta};
+use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
+use crate::wire::query::{Field, QueryResult, Row};
+
+/// Which columns a stream reads and returns.
+pub(super) struct Selection {
+    /// Table column indexes returned to the client, in table order.
+    pub(super) out: Vec<usize>,
+    /// Table column indexes SELECTed: `out` then missing PK columns.
+    pub(super) select: Vec<usize>,
+    /// Positions in `select` of the PK columns, in key order.
+    pub(super) pk_pos: Vec<usize>,
+}
+
+impl Selection {
+    pub(super) fn new(meta: &TableMeta, columns: &[String]) -> Result<Selection, Status> {
+        let out: Vec<usize> = if columns.is_empty() {
+            (0..meta.columns.len()).collect()
+        } else {
+            let mut idx = Vec::new();
+            for c in columns {
+                let i = meta.column_index(c).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown column {c:?} in table {:?}",
+                        meta.name
+                    ))
+                })?;
+                if !idx.contains(&i) {
+                    idx.push(i);
+                }
+            }
+            idx.sort_unstable();
+            idx
+        };
+        let mut select = out.clone();
+        for &p in &meta.pk {
+            if !select.contains(&p) {
+                select.push(p);
+            }
+        }
+        let pk_pos = meta
+            .pk
+            .iter()
+            .filter_map(|p| select.iter().position(|s| s == p))
+            .collect();
+        Ok(Selection {
+            out,
+            select,
+            pk_pos,
+        })
+    }
+
+    pub(super) fn fields(&self, meta: &TableMeta, idx: &[usize]) -> Vec<Field> {
+        idx.iter().map(|&i| meta.columns[i].field.clone()).collect()
+    }
+}
+
+impl Selection {
+    /// Positions in `select` of the returned columns (always the prefix).
+    pub(super) fn out_positions(&self) -> Vec<usize> {
+        (0..self.out.len()).collect()
+    }
+}
+
+/// Whether `table`'s shadow table (its change capture) exists in the
+/// shard's own database `own`.
+pub(super) async fn has_shadow(
+    conn: &mut mysql_async::Conn,
+    own: &str,
+    table: &str,
+) -> Result<bool, Status> {
+    let shadow: Option<String> = conn
+        .exec_first(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = ? AND table_name = ?",
+            (own, shadow_name(table)),
+        )
+        .await
+        .map_err(internal)?;
+    Ok(shadow.is_some())
+}
+
+pub(super) struct StreamCtx<'a> {
+    pub(super) st: &'a SyncState,
+    pub(super) shard: &'a ShardBackend,
+    pub(super) meta: &'a TableMeta,
+    pub(super) sel: &'a Selection,
+    pub(super) req: &'a SyncRequest,
+    /// Shape the change phase for the VStream front (see [`open_stream`]).
+    pub(super) vstream: bool,
+    /// The table has change capture; without it the change phase sends
+    /// positions and no rows.
+    pub(super) captured: bool,
+}
+
+impl StreamCtx<'_> {
+    pub(super) fn cursor(
+        &self,
+        position: String,
+        last_known_pk: Option<QueryResult>,
+    ) -> TableCursor {
+        TableCursor {
+            shard: self.shard.name.clone(),
+            keyspace: self.st.keyspace.clone(),
+            position,
+            last_known_pk,
+        }
+    }
+
+    pub(super) async fn run(
+        &self,
+        out: &mut Out,
+        is_peek: bool,
+        start_gtid: Option<u64>,
+        cursor: TableCursor,
+    ) -> Result<(), Stop> {
+        let capture = &self.shard.capture;
+        if is_peek {
+            let head = capture.sync_now().await.unwrap_or_else(|_| capture.head());
+            let pos = capture.position(head);
+            return out
+                .send(SyncResponse {
+                    cursor: Some(self.cursor(pos, None)),
+                    ..Default::default()
+                })
+                .await;
+        }
+        let from = match start_gtid {
+            Some(n) => n,
+            None => {
+                let snapshot = capture.sync_now().await.unwrap_or_else(|_| capture.head());
+                self.copy(out, snapshot, cursor.last_known_pk.as_ref())
+                    .await?;
+                snapshot
+            }
+        };
+        self.changes(out, from).await
+    }
+
+    /// Encodes selected cells of a change image as a Vitess row.
+    pub(super) fn encode(&self, values: &[Option<Vec<u8>>], positions: &[usize]) -> Row {
+        let mut lengths = Vec::with_capacity(positions.len());
+        let mut out = Vec::new();
+        for &p in positions {
+            let v = values.get(p).and_then(|v| v.as_deref());
+            match v {
+                None => lengths.push(-1),
+                Some(b) => {
+                    let start = out.len();
+                    if self.st.change_text == ChangeText::ChangeForms {
+                        let col = &self.meta.columns[self.sel.select[p]];
+                        push_change_form(col, b, &mut out);
+                    } else {
+                        out.extend_from_slice(b);
+                    }
+                    lengths.push((out.len() - start) as i64);
+                }
+            }
+        }
+        Row {
+            lengths,
+            values: out.into(),
+        }
+    }
+}
