@@ -187,9 +187,10 @@ pub struct Events {
     shard: String,
     table: String,
     qualified: String,
-    /// The table's fields from its last FIELD event, and whether ENUM/SET
-    /// come as text.
-    fields: Option<(Vec<Field>, bool)>,
+    /// The table's fields from its last FIELD event.
+    fields: Option<Vec<Field>>,
+    /// Whether ENUM/SET come as text (that FIELD event's flag).
+    enum_text: bool,
     in_tx: bool,
     /// This shard's VGTID within the open transaction.
     vgtid: Option<ShardGtid>,
@@ -199,9 +200,9 @@ pub struct Events {
     lastpk: Option<QueryResult>,
     /// The last position seen, for the cursor that ends the copy.
     position: Option<String>,
-    pending: SyncResponse,
-    pending_kind: Option<Change>,
-    pending_rows: usize,
+    /// Rows of one kind waiting for their unit, under the fields they came
+    /// with (one copy of the fields for all of them).
+    pending: Option<(Change, QueryResult)>,
     ready: VecDeque<Unit>,
 }
 
@@ -215,14 +216,13 @@ impl Events {
             table: table.to_string(),
             qualified: format!("{keyspace}.{table}"),
             fields: None,
+            enum_text: false,
             in_tx: false,
             vgtid: None,
             copying,
             lastpk: None,
             position: None,
-            pending: SyncResponse::default(),
-            pending_kind: None,
-            pending_rows: 0,
+            pending: None,
             ready: VecDeque::new(),
         }
     }
@@ -254,7 +254,8 @@ impl Events {
                 };
                 if self.ours(&fe.table_name) {
                     self.flush(None);
-                    self.fields = Some((fe.fields, fe.enum_set_string_values));
+                    self.fields = Some(fe.fields);
+                    self.enum_text = fe.enum_set_string_values;
                 }
             }
             VEventType::Row => {
@@ -264,16 +265,17 @@ impl Events {
                 if !self.ours(&re.table_name) {
                     return Ok(());
                 }
-                let Some((fields, _)) = &self.fields else {
+                // Taken out for the loop rather than cloned for every event.
+                let Some(fields) = self.fields.take() else {
                     return Err(format!(
                         "a ROW event for `{}` came before its FIELD event",
                         re.table_name
                     ));
                 };
-                let fields = fields.clone();
                 for change in re.row_changes {
                     self.row(&fields, change.before, change.after);
                 }
+                self.fields = Some(fields);
             }
             VEventType::Vgtid => {
                 let Some(v) = ev.vgtid else {
@@ -332,44 +334,30 @@ impl Events {
         Ok(())
     }
 
+    /// Adds one row change to the pending unit. An update's after-image is
+    /// what the converter reads. A delete keeps VStream's whole
+    /// before-image (binlog_row_image FULL), so a delete record carries the
+    /// row's last values and soft-deleting targets keep what was deleted
+    /// (Connect Sync sends the key columns only).
     fn row(&mut self, fields: &[Field], before: Option<Row>, after: Option<Row>) {
-        let result = |row: Row| QueryResult {
-            fields: fields.to_vec(),
-            rows: vec![row],
-            ..Default::default()
-        };
-        let kind = match (&before, &after) {
-            (None, Some(_)) => Change::Insert,
-            (Some(_), Some(_)) => Change::Update,
-            (Some(_), None) => Change::Delete,
+        let (kind, row) = match (before, after) {
+            (None, Some(a)) => (Change::Insert, a),
+            (Some(_), Some(a)) => (Change::Update, a),
+            (Some(b), None) => (Change::Delete, b),
             (None, None) => return,
         };
-        if self.pending_kind.is_some_and(|k| k != kind) {
+        if self.pending.as_ref().is_some_and(|(k, _)| *k != kind) {
             self.flush(None);
         }
-        self.pending_kind = Some(kind);
-        match (before, after) {
-            (None, Some(a)) => match self.pending.result.first_mut() {
-                Some(qr) => qr.rows.push(a),
-                None => self.pending.result.push(result(a)),
-            },
-            (Some(b), Some(a)) => self.pending.updates.push(UpdatedRow {
-                before: Some(result(b)),
-                after: Some(result(a)),
-            }),
-            (Some(b), None) => {
-                // VStream sends the whole before-image (binlog_row_image
-                // FULL): keep it, so a delete record carries the row's last
-                // values and soft-deleting targets keep what was deleted.
-                // (Connect Sync sends the key columns only.)
-                self.pending.deletes.push(DeletedRow {
-                    result: Some(result(b)),
-                });
-            }
-            (None, None) => {}
-        }
-        self.pending_rows += 1;
-        if self.pending_rows >= MAX_PENDING_ROWS {
+        let (_, rows) = self.pending.get_or_insert_with(|| {
+            let qr = QueryResult {
+                fields: fields.to_vec(),
+                ..Default::default()
+            };
+            (kind, qr)
+        });
+        rows.rows.push(row);
+        if rows.rows.len() >= MAX_PENDING_ROWS {
             self.flush(None);
         }
     }
@@ -427,19 +415,18 @@ impl Events {
 
     /// Sends the pending rows, with a cursor when one ends them.
     fn flush(&mut self, cursor: Option<TableCursor>) {
-        let has_rows = !(self.pending.result.is_empty()
-            && self.pending.updates.is_empty()
-            && self.pending.deletes.is_empty());
-        if !has_rows && cursor.is_none() {
-            return;
+        let mut resp = SyncResponse::default();
+        match self.pending.take() {
+            Some((Change::Insert, qr)) => resp.result.push(qr),
+            Some((Change::Update, qr)) => resp.updates.push(UpdatedRow { after: Some(qr) }),
+            Some((Change::Delete, qr)) => resp.deletes.push(DeletedRow { result: Some(qr) }),
+            None if cursor.is_none() => return,
+            None => {}
         }
-        let mut resp = std::mem::take(&mut self.pending);
         resp.cursor = cursor;
-        self.pending_kind = None;
-        self.pending_rows = 0;
         self.ready.push_back(Unit {
             resp,
-            enum_text: self.fields.as_ref().is_some_and(|(_, text)| *text),
+            enum_text: self.enum_text,
         });
     }
 }

@@ -270,15 +270,24 @@ impl Records {
             &self.plans[pi].1
         };
         let stream = &self.stream;
+        // What the tap adds is the same for every row of the result but
+        // the sequence, which goes last.
+        let shard = self.include_metadata.then_some(&self.shard);
+        metadata(
+            &mut self.extra,
+            stream.method.is_cdc(),
+            delete,
+            shard,
+            stamp,
+        );
+        let fixed = self.extra.len();
         for row in &qr.rows {
-            metadata(
-                &mut self.extra,
-                stream.method.is_cdc(),
-                delete,
-                self.include_metadata
-                    .then_some((&self.shard, &*self.sequence)),
-                stamp,
-            );
+            if self.include_metadata {
+                self.extra.truncate(fixed);
+                let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+                self.extra
+                    .extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+            }
             let members: [&[u8]; 1] = [&self.extra];
             let extra: &[&[u8]] = if self.extra.is_empty() { &[] } else { &members };
             let warnings = &mut self.warnings;
@@ -317,14 +326,9 @@ impl Records {
 
 /// The members the tap adds to a record (`"key":value`, comma-separated,
 /// into `extra`, cleared first): `_sdc_deleted_at` on change streams, and
-/// with `include_metadata` the shard, the position and the sequence.
-fn metadata(
-    extra: &mut Vec<u8>,
-    cdc: bool,
-    delete: bool,
-    include: Option<(&String, &AtomicU64)>,
-    stamp: &Stamp,
-) {
+/// with `include_metadata` (`shard` given) the shard, the position and the
+/// sequence's key, whose value each row appends.
+fn metadata(extra: &mut Vec<u8>, cdc: bool, delete: bool, shard: Option<&String>, stamp: &Stamp) {
     extra.clear();
     if cdc {
         extra.extend_from_slice(b"\"_sdc_deleted_at\":");
@@ -334,7 +338,7 @@ fn metadata(
             extra.extend_from_slice(b"null");
         }
     }
-    if let Some((shard, sequence)) = include {
+    if let Some(shard) = shard {
         if !extra.is_empty() {
             extra.push(b',');
         }
@@ -342,9 +346,7 @@ fn metadata(
         write_json_str(extra, shard);
         extra.extend_from_slice(b",\"_sdc_position\":");
         write_json_str(extra, stamp.position);
-        let seq = sequence.fetch_add(1, Ordering::Relaxed);
         extra.extend_from_slice(SEQUENCE_KEY.as_bytes());
-        let _ = std::io::Write::write_fmt(extra, format_args!("{seq}"));
     }
 }
 
@@ -377,7 +379,6 @@ mod tests {
 
     #[test]
     fn metadata_members() {
-        let seq = AtomicU64::new(7);
         let shard = "-80".to_string();
         let cases: [(bool, bool, bool, &str); 5] = [
             (false, false, false, ""),
@@ -392,19 +393,18 @@ mod tests {
                 false,
                 false,
                 true,
-                r#""_sdc_shard":"-80","_sdc_position":"MySQL56/x:1-5","_sdc_source_sequence":7"#,
+                r#""_sdc_shard":"-80","_sdc_position":"MySQL56/x:1-5","_sdc_source_sequence":"#,
             ),
             (
                 true,
                 false,
                 true,
-                r#""_sdc_deleted_at":null,"_sdc_shard":"-80","_sdc_position":"MySQL56/x:1-5","_sdc_source_sequence":8"#,
+                r#""_sdc_deleted_at":null,"_sdc_shard":"-80","_sdc_position":"MySQL56/x:1-5","_sdc_source_sequence":"#,
             ),
         ];
         for (cdc, delete, include, want) in cases {
             let mut extra = b"left over".to_vec();
-            let include = include.then_some((&shard, &seq));
-            metadata(&mut extra, cdc, delete, include, &stamp());
+            metadata(&mut extra, cdc, delete, include.then_some(&shard), &stamp());
             assert_eq!(String::from_utf8_lossy(&extra), want, "{cdc} {delete}");
         }
     }
