@@ -3,10 +3,17 @@
 //! Readers send finished RECORD lines with the cursor that covers them.
 //! The [`Checkpoint`] writes a batch's lines, then lets [`State::advance`]
 //! adopt its cursor (which refuses any that would move backward), and emits
-//! STATE every N records or T seconds, when a copy's floor is set, at the
-//! end of each slot, and once at the very end, always after flushing the
-//! records it covers. It owns the map from slot to (stream, shard), and the
-//! progress board. On a reader's failure or a stop signal it stops the
+//! STATE every N records or T seconds, before the first record written
+//! after a copy's floor was set, after a reset, and once at the very end,
+//! always after flushing the records it covers. It owns the map from slot
+//! to (stream, shard), and the progress board.
+//!
+//! Every STATE carries the whole state, so the rules above keep their
+//! number independent of the number of slots: a STATE per slot (at its
+//! floor or its end) made a run over 1,000 tables × 4 shards write the
+//! state 4,000 times over, quadratic in the tables. A slot's end needs no
+//! STATE of its own: what it adopted is in the next one, and a run that
+//! stops before that reads its changes again (never fewer). On a reader's failure or a stop signal it stops the
 //! other readers, writes what it already received, emits the last good
 //! STATE and fails.
 
@@ -44,6 +51,13 @@ pub struct Checkpoint<W: Write> {
     last_state: Instant,
     /// Whether the state changed since the last STATE.
     dirty: bool,
+    /// A copy floor is in the state but not yet in a STATE: one must be
+    /// written before the next record.
+    floor_pending: bool,
+    /// Per stream (by index in the plan): its slots not done yet.
+    left: Vec<usize>,
+    /// Per slot: its stream's index in the plan.
+    stream_of: Vec<usize>,
     failure: Option<SyncError>,
 }
 
@@ -65,14 +79,15 @@ impl<W: Write> Checkpoint<W> {
                 out.activate_version(&s.spec.name, v)?;
             }
         }
+        let stream_of: Vec<usize> = slots.iter().map(|s| s.stream_index).collect();
+        let mut left = vec![0; plan.streams.len()];
+        for &i in &stream_of {
+            left[i] += 1;
+        }
         let entries = slots
             .iter()
             .map(|slot| {
-                let stream = plan
-                    .streams
-                    .iter()
-                    .find(|s| Arc::ptr_eq(&s.spec, &slot.stream));
-                let estimate = stream.and_then(|s| s.row_count);
+                let estimate = plan.streams[slot.stream_index].row_count;
                 let copying = slot.start.last_known_pk.is_some() || slot.start.position.is_empty();
                 progress::Entry::new(
                     &slot.stream.name,
@@ -99,6 +114,9 @@ impl<W: Write> Checkpoint<W> {
             since_state: 0,
             last_state: Instant::now(),
             dirty: false,
+            floor_pending: false,
+            left,
+            stream_of,
             failure: None,
         })
     }
@@ -151,7 +169,8 @@ impl<W: Write> Checkpoint<W> {
             Event::CopyFloor { slot, floor } => {
                 let (stream, shard) = &self.slots[slot];
                 self.state.set_copy_floor(&stream.name, shard, Some(&floor));
-                self.emit_state()?;
+                self.floor_pending = true;
+                self.dirty = true;
             }
             Event::Reset { slot, cursor } => {
                 let (stream, shard) = &self.slots[slot];
@@ -171,6 +190,9 @@ impl<W: Write> Checkpoint<W> {
     }
 
     fn batch(&mut self, slot: usize, b: &Batch) -> Result<(), SyncError> {
+        if b.records > 0 && self.floor_pending {
+            self.emit_state()?;
+        }
         let (stream, shard) = &self.slots[slot];
         if b.records > 0 {
             self.out.records_raw(&b.lines, b.records)?;
@@ -195,19 +217,16 @@ impl<W: Write> Checkpoint<W> {
     /// its copy, so that rows the copy did not see go from the target.
     fn done(&mut self, slot: usize) -> Result<(), SyncError> {
         let stream = self.slots[slot].0.clone();
-        let all_done = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, (s, _))| Arc::ptr_eq(s, &stream))
-            .all(|(i, _)| self.board.entry(i).done);
-        if stream.method == ReplicationMethod::FullTable && all_done {
+        let left = &mut self.left[self.stream_of[slot]];
+        *left = left.saturating_sub(1);
+        if stream.method == ReplicationMethod::FullTable && *left == 0 {
             if let Some(v) = stream.version {
                 self.out.activate_version(&stream.name, v)?;
             }
             self.state.complete_full_table(&stream.name);
+            self.dirty = true;
         }
-        self.emit_state()
+        Ok(())
     }
 
     fn failed(&mut self, slot: usize, error: ReadError) {
@@ -236,6 +255,7 @@ impl<W: Write> Checkpoint<W> {
         self.since_state = 0;
         self.last_state = Instant::now();
         self.dirty = false;
+        self.floor_pending = false;
         Ok(())
     }
 }

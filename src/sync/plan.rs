@@ -81,6 +81,8 @@ pub struct Stream {
 /// One (stream, shard) to read.
 pub struct Slot {
     pub index: usize,
+    /// Its stream's index in the plan.
+    pub stream_index: usize,
     pub stream: Arc<StreamSpec>,
     pub shard: String,
     pub start: TableCursor,
@@ -102,7 +104,7 @@ impl Plan {
     /// Every (stream, shard), streams in catalog order.
     pub fn slots(&self) -> Vec<Slot> {
         let mut slots = Vec::new();
-        for stream in &self.streams {
+        for (stream_index, stream) in self.streams.iter().enumerate() {
             let spec = &stream.spec;
             for shard in &self.shards {
                 let start = self.state.cursor(&spec.name, shard).unwrap_or(TableCursor {
@@ -113,6 +115,7 @@ impl Plan {
                 });
                 slots.push(Slot {
                     index: slots.len(),
+                    stream_index,
                     stream: spec.clone(),
                     shard: shard.clone(),
                     start,
