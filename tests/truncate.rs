@@ -4,6 +4,8 @@
 //! again on every shard under a new version, activated at its end, so a
 //! target that honours ACTIVATE_VERSION (meltanolabs-target-postgres) ends
 //! with exactly the rows the table has, also after a run killed mid-copy.
+//! The emulator, which sends a TRUNCATE through its MySQL front as vtgate
+//! does, runs the re-copy too.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::support::postgres::Postgres;
 use crate::support::vitess::Vt;
-use crate::support::{numbers_sql, sync_args, venv_tool, Scratch, Singer, BIN};
+use crate::support::{numbers_sql, sync_args, venv_tool, Emu, Scratch, Singer, BIN};
 
 /// meltanolabs-target-postgres with ACTIVATE_VERSION honoured (it needs
 /// the record metadata) and hard deletes, so the rows it keeps are the
@@ -488,4 +490,69 @@ async fn an_interrupted_recopy_resumes_under_the_same_version() {
         resumed.run.stderr
     );
     assert_eq!(target_ids(&pg, table), source);
+}
+
+/// The same re-copy over the emulator's VStream, sharded, where a
+/// TRUNCATE through its MySQL front reaches every shard as vtgate's does.
+#[tokio::test]
+async fn recopy_after_truncate_over_the_emulator() {
+    // GIVEN a table on two shards of the emulator, copied over VStream with
+    // on_truncate: recopy
+    let table = |ids: &str| {
+        format!("CREATE TABLE tr_emu (id BIGINT PRIMARY KEY, v VARCHAR(8)); INSERT INTO tr_emu VALUES {ids};")
+    };
+    let emu = Emu::start(
+        "tr_recopy",
+        &["-80", "80-"],
+        false,
+        &[
+            ("-80", table("(1, 'a'), (2, 'b')")),
+            ("80-", table("(11, 'c')")),
+        ],
+    )
+    .await;
+    let config = emu.config_with("recopy.json", |c| {
+        c["api"] = json!("vstream");
+        c["on_truncate"] = json!("recopy");
+    });
+    let catalog = emu.catalog(&[]).await;
+    let first = emu.sync_using(&config, &catalog, None).await.ok();
+    assert_eq!(ids(&first, "tr_emu"), [1, 2, 11]);
+
+    // WHEN it is truncated, gets a row, and two runs follow
+    emu.front_sql("TRUNCATE TABLE tr_emu").await;
+    emu.sql("80-", "INSERT INTO tr_emu VALUES (12, 'd')").await;
+    let second = emu
+        .sync_using(&config, &catalog, Some(&first.last_state()))
+        .await
+        .ok();
+    let third = emu
+        .sync_using(&config, &catalog, Some(&second.last_state()))
+        .await
+        .ok();
+
+    // THEN the first marks the stream and the second copies every shard
+    // again under one version, activated after its last record
+    assert_eq!(ids(&second, "tr_emu"), [12]);
+    assert_eq!(
+        second.last_state()["bookmarks"]["tr_emu"]["recopy"],
+        json!(true)
+    );
+    let shape = shape(&third.messages, "tr_emu");
+    let version = third
+        .messages
+        .iter()
+        .find(|m| m["type"] == "RECORD")
+        .and_then(|m| m["version"].as_i64())
+        .expect("a version");
+    let rows: Vec<&String> = shape.iter().filter(|m| *m != "S").collect();
+    assert_eq!(
+        rows,
+        [&format!("R{version}"), &format!("A{version}")],
+        "{shape:?}"
+    );
+    assert_eq!(ids(&third, "tr_emu"), [12]);
+    assert!(third.last_state()["bookmarks"]["tr_emu"]
+        .get("recopy_version")
+        .is_none());
 }
