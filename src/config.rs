@@ -89,6 +89,8 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "How long to wait for a connection before failing." },
     SettingDoc { name: "resync_on_purged", kind: "boolean", required: false, secret: false, default: Some("false"),
         description: "When a saved position has been purged from the server's binary logs, restart that stream from a full copy instead of failing." },
+    SettingDoc { name: "on_truncate", kind: "string", required: false, secret: false, default: Some("warn"),
+        description: "What a `TRUNCATE TABLE` of a followed table does (vtgate sends it as one DDL event, not as row deletes, so a target keeps every row it had; seen over `api: vstream`): `warn` logs a warning naming the stream and the fix; `recopy` also marks the stream in its bookmark, and the next run copies it again on every shard under a new version and sends ACTIVATE_VERSION once every shard's copy is done, so a target that honours it drops the rows that vanished. Change capture goes on from the copy's end." },
     SettingDoc { name: "api", kind: "string", required: false, secret: false, default: Some("psdbconnect"),
         description: "gRPC API that streams the rows: `psdbconnect` (PlanetScale's Connect Sync) or `vstream` (vtgate's VStream, which every Vitess cluster serves, PlanetScale included). The state is the same for both, so a run may switch." },
     SettingDoc { name: "grpc_auth", kind: "string", required: false, secret: false, default: Some("basic"),
@@ -251,6 +253,17 @@ impl Api {
     }
 }
 
+/// What a TRUNCATE of a followed table does (see `crate::sync::reader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTruncate {
+    /// A warning with the fix; the target keeps the rows that vanished.
+    #[default]
+    Warn,
+    /// The warning, and the stream is copied again by the next run under a
+    /// new version, activated once every shard's copy is done.
+    Recopy,
+}
+
 /// How gRPC calls carry the credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GrpcAuth {
@@ -308,6 +321,7 @@ pub struct Settings {
     pub state_interval: Duration,
     pub progress_interval: Duration,
     pub resync_on_purged: bool,
+    pub on_truncate: OnTruncate,
     pub api: Api,
     pub grpc_auth: GrpcAuth,
     /// The `cells` setting; `None` derives cells from the tablets.
@@ -573,6 +587,7 @@ impl RawConfig {
             state_interval: Duration::from_secs(self.u64("state_interval_seconds", 5, 1)?),
             progress_interval: Duration::from_secs(self.u64("progress_interval_seconds", 5, 1)?),
             resync_on_purged: self.bool("resync_on_purged", false)?,
+            on_truncate: self.on_truncate()?,
             api: self.api()?,
             grpc_auth: self.grpc_auth()?,
             cells: self.cells()?,
@@ -686,6 +701,18 @@ impl RawConfig {
             None => Ok(Api::default()),
             Some(text) => Api::parse(&text)
                 .ok_or_else(|| self.invalid("api", "must be `psdbconnect` or `vstream`")),
+        }
+    }
+
+    fn on_truncate(&self) -> Result<OnTruncate, ConfigError> {
+        match self
+            .optional_string("on_truncate")?
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("warn") => Ok(OnTruncate::Warn),
+            Some("recopy") => Ok(OnTruncate::Recopy),
+            Some(_) => Err(self.invalid("on_truncate", "must be `warn` or `recopy`")),
         }
     }
 
@@ -1192,6 +1219,34 @@ mod tests {
                 err.contains(&format!("`{key}` from config file c.json")) && err.contains(want),
                 "{text}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn on_truncate_values() {
+        // (value, the setting or a piece of the error)
+        let cases: &[(&str, Result<OnTruncate, &str>)] = &[
+            ("null", Ok(OnTruncate::Warn)),
+            ("\"warn\"", Ok(OnTruncate::Warn)),
+            ("\" recopy \"", Ok(OnTruncate::Recopy)),
+            ("\"drop\"", Err("must be `warn` or `recopy`")),
+            ("true", Err("must be a string")),
+        ];
+        for (value, want) in cases {
+            let text = format!(
+                r#"{{"host":"h","database":"d","username":"u","password":"p","on_truncate":{value}}}"#
+            );
+            match (raw(&text).into_settings(), want) {
+                (Ok(s), Ok(w)) => assert_eq!(s.on_truncate, *w, "{value}"),
+                (Err(e), Err(w)) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("`on_truncate` from config file c.json") && e.contains(w),
+                        "{value}: {e}"
+                    );
+                }
+                (got, _) => panic!("{value}: {got:?}"),
+            }
         }
     }
 

@@ -7,6 +7,11 @@
 //! else found in a state (other top-level keys, extra stream keys such as our
 //! FULL_TABLE `version`) is kept as it was, so streams and shards that this run
 //! does not touch pass through every STATE message unchanged.
+//!
+//! Every rule about bookmarks lives here: cursors never move backward
+//! ([`State::advance`]), a copy's floor, a FULL_TABLE copy's version, and a
+//! truncated stream's re-copy ([`State::recopy`]). Our own keys are ones the
+//! Go tap ignores, so a state passes between the two taps either way.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,6 +75,20 @@ const COPY_FLOOR: &str = "copy_floor";
 const VERSION_KEY: &str = "version";
 /// Stream bookmark key set once a FULL_TABLE copy has completed (ppw's name).
 const COMPLETE_KEY: &str = "initial_full_table_complete";
+
+/// Stream bookmark key set when the stream's table was truncated (under
+/// `on_truncate: recopy`): its next run copies it again.
+const RECOPY_KEY: &str = "recopy";
+/// Stream bookmark key of the version of a re-copy that has begun.
+const RECOPY_VERSION_KEY: &str = "recopy_version";
+
+/// The re-copy of a truncated stream this run (see [`State::recopy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recopy {
+    pub version: i64,
+    /// Begun this run (else an interrupted one resumed).
+    pub begun: bool,
+}
 
 /// The version a FULL_TABLE stream's records carry this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +357,60 @@ impl State {
         if let Some(bm) = self.bookmarks.get_mut(stream) {
             bm.extra.remove(VERSION_KEY);
             bm.extra.remove(COMPLETE_KEY);
+        }
+    }
+
+    /// Marks `stream` for a re-copy: its table was truncated, so the target
+    /// holds rows that are gone. Set before the checkpoint adopts the cursor
+    /// past the TRUNCATE, so no STATE covers the TRUNCATE without the mark.
+    pub fn mark_recopy(&mut self, stream: &str) {
+        let bm = self.bookmarks.entry(stream.to_string()).or_default();
+        bm.extra.insert(RECOPY_KEY.into(), Value::Bool(true));
+    }
+
+    /// The re-copy of `stream` this run, if it has one.
+    ///
+    /// A marked stream begins one under a new version (`now_ms`, or one
+    /// more than an interrupted re-copy's), with every shard's bookmark
+    /// dropped, those of shards this run does not read included: each shard
+    /// is then copied again, whichever run reads it, and the records carry
+    /// the version until [`State::complete_recopy`]. A re-copy that has begun
+    /// and is not complete resumes with its version and its cursors, so an
+    /// interrupted one is finished under the same version.
+    pub fn recopy(&mut self, stream: &str, now_ms: i64) -> Option<Recopy> {
+        let bm = self.bookmarks.get_mut(stream)?;
+        let old = bm.extra.get(RECOPY_VERSION_KEY).and_then(Value::as_i64);
+        if bm.extra.remove(RECOPY_KEY).is_none() {
+            return old.map(|version| Recopy {
+                version,
+                begun: false,
+            });
+        }
+        let version = old.map_or(now_ms, |v| now_ms.max(v + 1));
+        bm.shards.clear();
+        bm.extra
+            .insert(RECOPY_VERSION_KEY.into(), Value::from(version));
+        Some(Recopy {
+            version,
+            begun: true,
+        })
+    }
+
+    /// Ends the re-copy of `stream` once every shard's copy is done and its
+    /// version activated: the cursors stay, and change capture goes on
+    /// from them. A mark set meanwhile (a new TRUNCATE) stays too.
+    pub fn complete_recopy(&mut self, stream: &str) {
+        if let Some(bm) = self.bookmarks.get_mut(stream) {
+            bm.extra.remove(RECOPY_VERSION_KEY);
+        }
+    }
+
+    /// Drops re-copy bookkeeping from a stream now synced as FULL_TABLE,
+    /// which copies it whole every run anyway.
+    pub fn forget_recopy(&mut self, stream: &str) {
+        if let Some(bm) = self.bookmarks.get_mut(stream) {
+            bm.extra.remove(RECOPY_KEY);
+            bm.extra.remove(RECOPY_VERSION_KEY);
         }
     }
 
@@ -615,6 +688,70 @@ mod tests {
         assert!(!s.advance("t", "-", &c(a, false)), "older");
         assert!(!s.advance("t", "-", &c(b, true)), "back into a copy");
         assert_eq!(s.cursor("t", "-").map(|c| c.position), Some(b.into()));
+    }
+
+    #[test]
+    fn a_truncated_stream_is_recopied_under_a_version_that_survives_interruptions() {
+        let cursor = TableCursor {
+            shard: "-80".into(),
+            keyspace: "ks".into(),
+            position: "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5".into(),
+            last_known_pk: None,
+        };
+        let begun = |version| {
+            Some(Recopy {
+                version,
+                begun: true,
+            })
+        };
+        let resumed = |version| {
+            Some(Recopy {
+                version,
+                begun: false,
+            })
+        };
+        // (what happens, the clock, what `recopy` then says, whether the
+        // shard's cursor is still there)
+        let steps: &[(&str, i64, Option<Recopy>, bool)] = &[
+            ("nothing", 10, None, true),
+            ("mark", 100, begun(100), false),
+            // interrupted: the next run resumes with the same version
+            ("cursor", 200, resumed(100), true),
+            ("nothing", 300, resumed(100), true),
+            // a new TRUNCATE during the re-copy: a new one, even if the clock
+            // went back
+            ("mark", 50, begun(101), false),
+            ("cursor", 60, resumed(101), true),
+            // done: the cursors stay, change capture goes on from them
+            ("complete", 400, None, true),
+            ("nothing", 500, None, true),
+            // a TRUNCATE seen during the re-copy outlives its completion
+            ("mark", 600, begun(600), false),
+            ("mark complete", 700, begun(700), false),
+            ("forget", 800, None, false),
+        ];
+        let mut s = State::default();
+        s.set_cursor("t", "-80", &cursor);
+        for (i, (what, now, want, has_cursor)) in steps.iter().enumerate() {
+            for op in what.split(' ') {
+                match op {
+                    "mark" => s.mark_recopy("t"),
+                    "cursor" => s.set_cursor("t", "-80", &cursor),
+                    "complete" => s.complete_recopy("t"),
+                    "forget" => s.forget_recopy("t"),
+                    _ => {}
+                }
+            }
+            assert_eq!(s.recopy("t", *now), *want, "step {i}: {what}");
+            assert_eq!(
+                s.cursor("t", "-80").is_some(),
+                *has_cursor,
+                "step {i}: {what}"
+            );
+        }
+        let text = s.to_json().to_string();
+        assert!(!text.contains("recopy"), "{text}");
+        assert_eq!(State::default().recopy("none", 1), None);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - [`PsdbClient::open`]: a [`Session`] that resumes from a cursor (a copy
 //!   by primary key with an empty position, changes from the position) and
 //!   yields [`Unit`]s: rows in the Sync response shape with the cursor that
-//!   covers them.
+//!   covers them (and, over VStream, word of a `TRUNCATE` of the table, which
+//!   the Sync shape cannot carry).
 //!
 //! The API is chosen once, in the config, and only here: [`connect`] builds
 //! Sync requests and passes responses through; [`vstream`] builds VStream
@@ -43,6 +44,7 @@ impl Session {
             Session::Connect(s) => Ok(s.message().await?.map(|resp| Unit {
                 resp,
                 enum_text: false,
+                truncated: None,
             })),
             Session::VStream(s) => s.next().await,
         }

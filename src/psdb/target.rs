@@ -49,6 +49,11 @@ pub struct Unit {
     /// The server sends ENUM and SET as member text (VStream FIELD's
     /// `enum_set_string_values`): never map digits to members.
     pub enum_text: bool,
+    /// The statement of a `TRUNCATE` of the table, which the server sends
+    /// as one DDL event, not as row deletes. A unit that carries it comes
+    /// before any cursor past the TRUNCATE, so the reader can act on it
+    /// before a STATE covers it.
+    pub truncated: Option<String>,
 }
 
 /// Why a session's next unit is not available.

@@ -16,8 +16,14 @@
 //!   update, before-only a delete, which keeps its whole before-image (Sync
 //!   sends only the key columns of a deleted row);
 //! - a cursor is emitted only at a transaction boundary: the VGTID of a
-//!   transaction is adopted at its COMMIT, a VGTID outside one at once;
-//!   LASTPK with `completed` and COPY_COMPLETED end the copy;
+//!   transaction is adopted at its COMMIT, a VGTID outside one at the next
+//!   event that is not a DDL, or at the end of its response; LASTPK with
+//!   `completed` and COPY_COMPLETED end the copy;
+//! - a `TRUNCATE` comes as one DDL event (not as row deletes) right after
+//!   the VGTID that includes it, in the same response (seen on vtgate v24).
+//!   It goes out as a unit's `truncated` before that VGTID's cursor, which
+//!   is why a VGTID outside a transaction waits for the DDL that may follow:
+//!   the reader must hear of the TRUNCATE before a STATE can cover it;
 //! - BEGIN, HEARTBEAT, OTHER and the rest carry nothing the tap needs.
 //!
 //! Rows of different kinds, or under different fields, go out in separate
@@ -192,6 +198,11 @@ pub struct Events {
     /// Whether ENUM/SET come as text (that FIELD event's flag).
     enum_text: bool,
     in_tx: bool,
+    /// A VGTID outside a transaction waits to be adopted (see the module
+    /// doc).
+    idle: bool,
+    /// A TRUNCATE's statement, for the next unit.
+    truncated: Option<String>,
     /// This shard's VGTID within the open transaction.
     vgtid: Option<ShardGtid>,
     /// The copy is still running.
@@ -218,6 +229,8 @@ impl Events {
             fields: None,
             enum_text: false,
             in_tx: false,
+            idle: false,
+            truncated: None,
             vgtid: None,
             copying,
             lastpk: None,
@@ -241,11 +254,17 @@ impl Events {
         for ev in resp.events {
             self.event(ev)?;
         }
+        if std::mem::take(&mut self.idle) {
+            self.commit();
+        }
         Ok(())
     }
 
     fn event(&mut self, ev: VEvent) -> Result<(), String> {
         let kind = VEventType::try_from(ev.r#type).unwrap_or(VEventType::Unknown);
+        if kind != VEventType::Ddl && std::mem::take(&mut self.idle) {
+            self.commit();
+        }
         match kind {
             VEventType::Begin => self.in_tx = true,
             VEventType::Field => {
@@ -284,9 +303,7 @@ impl Events {
                 if let Some(sg) = shard_gtid(&v, &self.keyspace, &self.shard) {
                     self.position = Some(sg.gtid.clone());
                     self.vgtid = Some(sg.clone());
-                    if !self.in_tx {
-                        self.commit();
-                    }
+                    self.idle = !self.in_tx;
                 }
             }
             VEventType::Commit => {
@@ -318,12 +335,7 @@ impl Events {
             }
             VEventType::Ddl => {
                 if is_truncate(&ev.statement) {
-                    tracing::warn!(
-                        stream = %self.table,
-                        shard = %self.shard,
-                        statement = %ev.statement,
-                        "table truncated on the server: the server sends this as one DDL, not as row deletes, so the target still holds every row it had; copy the stream again: drop its bookmark from the state (or sync it as FULL_TABLE) and run again"
-                    );
+                    self.truncated = Some(ev.statement);
                 }
                 // The table may have changed: rows need the next FIELD.
                 self.flush(None);
@@ -420,13 +432,14 @@ impl Events {
             Some((Change::Insert, qr)) => resp.result.push(qr),
             Some((Change::Update, qr)) => resp.updates.push(UpdatedRow { after: Some(qr) }),
             Some((Change::Delete, qr)) => resp.deletes.push(DeletedRow { result: Some(qr) }),
-            None if cursor.is_none() => return,
+            None if cursor.is_none() && self.truncated.is_none() => return,
             None => {}
         }
         resp.cursor = cursor;
         self.ready.push_back(Unit {
             resp,
             enum_text: self.enum_text,
+            truncated: self.truncated.take(),
         });
     }
 }
@@ -734,6 +747,74 @@ mod tests {
         let units = apply(&mut e, vec![vgtid("-", P1, None), ev(VEventType::Commit)]);
         assert_eq!(units[0].resp.result[0].rows.len(), 5);
         assert!(units[0].resp.cursor.is_some());
+    }
+
+    fn ddl(statement: &str) -> VEvent {
+        VEvent {
+            statement: statement.into(),
+            ..ev(VEventType::Ddl)
+        }
+    }
+
+    /// A unit in short: `T` for a TRUNCATE, `R<n>` for rows, `@<gtid>` for
+    /// its cursor's position.
+    fn shape(u: &Unit) -> String {
+        let mut parts = Vec::new();
+        if u.truncated.is_some() {
+            parts.push("T".to_string());
+        }
+        let rows: usize = u.resp.result.iter().map(|q| q.rows.len()).sum();
+        if rows > 0 {
+            parts.push(format!("R{rows}"));
+        }
+        if let Some(c) = &u.resp.cursor {
+            parts.push(format!("@{}", &c.position[c.position.len() - 1..]));
+        }
+        parts.join(" ")
+    }
+
+    #[test]
+    fn a_truncate_goes_out_before_the_cursor_that_covers_it() {
+        let insert = || rows("ks.t", vec![(None, Some(row(&["1", "10"])))]);
+        // (events, in one response, and the units they give)
+        let cases: Vec<(Vec<VEvent>, Vec<&str>)> = vec![
+            // vtgate's order: the VGTID that includes the TRUNCATE, then it
+            (
+                vec![vgtid("-", P1, None), ddl("TRUNCATE TABLE t")],
+                vec!["T", "@5"],
+            ),
+            (
+                vec![vgtid("-", P1, None), ddl("alter table t add c int")],
+                vec!["@5"],
+            ),
+            (
+                vec![vgtid("-", P1, None), ev(VEventType::Heartbeat)],
+                vec!["@5"],
+            ),
+            (
+                vec![
+                    ev(VEventType::Begin),
+                    insert(),
+                    vgtid("-", P1, None),
+                    ev(VEventType::Commit),
+                    vgtid("-", P2, None),
+                    ddl("truncate table t"),
+                    fields("ks.t", true),
+                    ev(VEventType::Begin),
+                    insert(),
+                ],
+                vec!["R1 @5", "T", "@6"],
+            ),
+        ];
+        for (i, (input, want)) in cases.into_iter().enumerate() {
+            let mut e = events();
+            apply(&mut e, vec![fields("ks.t", true)]);
+            let got: Vec<String> = apply(&mut e, input).iter().map(shape).collect();
+            assert_eq!(got, want, "case {i}");
+        }
+        let mut e = events();
+        let units = apply(&mut e, vec![vgtid("-", P1, None), ddl("TRUNCATE TABLE t")]);
+        assert_eq!(units[0].truncated.as_deref(), Some("TRUNCATE TABLE t"));
     }
 
     #[test]

@@ -16,6 +16,12 @@
 //! stops before that reads its changes again (never fewer). On a reader's failure or a stop signal it stops the
 //! other readers, writes what it already received, emits the last good
 //! STATE and fails.
+//!
+//! A versioned copy ends here too (see [`finish`]): once every slot of a
+//! FULL_TABLE stream, or of a truncated stream's re-copy, is done, its
+//! ACTIVATE_VERSION goes out, then the STATE that ends the copy. A reader's
+//! word of a TRUNCATE marks the stream for a re-copy before the reader's
+//! next cursor is adopted.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -58,6 +64,8 @@ pub struct Checkpoint<W: Write> {
     left: Vec<usize>,
     /// Per slot: its stream's index in the plan.
     stream_of: Vec<usize>,
+    /// The run reads every shard of the keyspace (see [`Plan::every_shard`]).
+    every_shard: bool,
     failure: Option<SyncError>,
 }
 
@@ -99,6 +107,7 @@ impl<W: Write> Checkpoint<W> {
             .collect();
         Ok(Checkpoint {
             out,
+            every_shard: plan.every_shard,
             state: plan.state,
             board: progress::Board::new(entries, settings.progress_interval),
             slots: slots
@@ -172,6 +181,10 @@ impl<W: Write> Checkpoint<W> {
                 self.floor_pending = true;
                 self.dirty = true;
             }
+            Event::Truncated { slot } => {
+                self.state.mark_recopy(&self.slots[slot].0.name);
+                self.dirty = true;
+            }
             Event::Reset { slot, cursor } => {
                 let (stream, shard) = &self.slots[slot];
                 self.state.set_cursor(&stream.name, shard, &cursor);
@@ -213,18 +226,30 @@ impl<W: Write> Checkpoint<W> {
         Ok(())
     }
 
-    /// A slot is done; the last of a FULL_TABLE stream's slots activates
-    /// its copy, so that rows the copy did not see go from the target.
+    /// A slot is done; the last of a versioned copy's slots activates it,
+    /// so that rows the copy did not see go from the target.
     fn done(&mut self, slot: usize) -> Result<(), SyncError> {
         let stream = self.slots[slot].0.clone();
         let left = &mut self.left[self.stream_of[slot]];
         *left = left.saturating_sub(1);
-        if stream.method == ReplicationMethod::FullTable && *left == 0 {
-            if let Some(v) = stream.version {
-                self.out.activate_version(&stream.name, v)?;
+        if *left == 0 {
+            match finish(stream.method, stream.version, self.every_shard) {
+                Finish::FullTable(version) => {
+                    if let Some(v) = version {
+                        self.out.activate_version(&stream.name, v)?;
+                    } else if stream.version.is_some() {
+                        warn!(stream = %stream.name, "copied only the shards in `shards`: ACTIVATE_VERSION is left out, as it would drop the other shards' rows from the target");
+                    }
+                    self.state.complete_full_table(&stream.name);
+                    self.dirty = true;
+                }
+                Finish::Recopy(v) => {
+                    self.out.activate_version(&stream.name, v)?;
+                    self.state.complete_recopy(&stream.name);
+                    self.dirty = true;
+                }
+                Finish::Nothing => {}
             }
-            self.state.complete_full_table(&stream.name);
-            self.dirty = true;
         }
         Ok(())
     }
@@ -257,5 +282,56 @@ impl<W: Write> Checkpoint<W> {
         self.dirty = false;
         self.floor_pending = false;
         Ok(())
+    }
+}
+
+/// What the end of every slot of a stream means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    /// A FULL_TABLE copy is complete: activate its version; the next run
+    /// copies afresh.
+    FullTable(Option<i64>),
+    /// A re-copy is complete: activate its version; change capture goes on
+    /// from its cursors.
+    Recopy(i64),
+    Nothing,
+}
+
+/// The end of a stream whose slots are all done. A copy is activated only
+/// by a run over every shard: ACTIVATE_VERSION is per stream, so it would
+/// drop the rows of the shards the run did not copy again.
+fn finish(method: ReplicationMethod, version: Option<i64>, every_shard: bool) -> Finish {
+    match (method, version) {
+        (ReplicationMethod::FullTable, v) => Finish::FullTable(v.filter(|_| every_shard)),
+        (_, Some(v)) if every_shard => Finish::Recopy(v),
+        _ => Finish::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_copies_are_activated_at_their_end() {
+        use ReplicationMethod::{FullTable, Incremental, LogBased};
+        // (method, version, every shard read, what the end does)
+        let cases = [
+            (FullTable, Some(7), true, Finish::FullTable(Some(7))),
+            (FullTable, Some(7), false, Finish::FullTable(None)),
+            (FullTable, None, true, Finish::FullTable(None)),
+            (Incremental, Some(7), true, Finish::Recopy(7)),
+            (LogBased, Some(7), true, Finish::Recopy(7)),
+            (Incremental, Some(7), false, Finish::Nothing),
+            (Incremental, None, true, Finish::Nothing),
+            (LogBased, None, false, Finish::Nothing),
+        ];
+        for (method, version, every_shard, want) in cases {
+            assert_eq!(
+                finish(method, version, every_shard),
+                want,
+                "{method:?} {version:?} {every_shard}"
+            );
+        }
     }
 }

@@ -11,7 +11,18 @@
 //!   shard's stop position and turns units into batches with
 //!   [`records`].
 //! - [`checkpoint`]: the only writer. Records first, then the cursor that
-//!   covers them, then STATE.
+//!   covers them, then STATE; ACTIVATE_VERSION when every slot of a
+//!   versioned copy is done.
+//!
+//! Two kinds of stream carry a version on their records: FULL_TABLE
+//! streams, copied whole every run, and a CDC stream being copied again
+//! after a TRUNCATE (`on_truncate: recopy`). For the latter a reader only
+//! reports the TRUNCATE, the checkpoint marks the stream in the state, and
+//! the next run's plan turns the mark into a re-copy
+//! ([`crate::state::State::recopy`] owns the rule): every shard copied
+//! afresh under one new version, kept across interruptions, activated at
+//! the end of a run that read every shard, with the cursors kept for
+//! change capture after it.
 //!
 //! This module only wires them: it owns no rule of its own.
 

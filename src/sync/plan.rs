@@ -5,10 +5,11 @@
 //! real columns. The catalog's selected streams are then checked against
 //! them and turned into [`StreamSpec`]s: the properties to convert, the
 //! columns to request, the replication method this run (a table without a
-//! primary key is copied in full, see [`method_for`]) and a FULL_TABLE
-//! copy's version, which [`State`] keeps. Every (stream, shard) becomes a
-//! [`Slot`] with its starting cursor. A bad catalog, state or keyspace ends
-//! the run here, with nothing written.
+//! primary key is copied in full, see [`method_for`]) and the version its
+//! records carry: a FULL_TABLE copy's, or a truncated CDC stream's re-copy's
+//! (see [`State::recopy`]), which [`State`] keeps. Every (stream, shard)
+//! becomes a [`Slot`] with its starting cursor. A bad catalog, state or
+//! keyspace ends the run here, with nothing written.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::error::SyncError;
 use super::records::{StreamSpec, SEQUENCE_COLUMN};
@@ -96,6 +97,9 @@ pub struct Plan {
     pub shards: Vec<String>,
     pub cells: Vec<String>,
     pub streams: Vec<Stream>,
+    /// The run reads every shard of the keyspace: only then may it activate
+    /// a re-copy's version, which would drop the rows of shards it skipped.
+    pub every_shard: bool,
     /// The state with every planned (stream, shard) given a start.
     pub state: State,
 }
@@ -143,6 +147,7 @@ pub async fn make(settings: &Settings, inputs: Inputs) -> Result<Plan, SyncError
         return Err(SyncError::NoShards { keyspace });
     }
     let shards = state::select_shards(&keyspace, &available, settings.shards.as_deref())?;
+    let every_shard = available.iter().all(|s| shards.contains(s));
     let cells = match &settings.cells {
         Some(given) => given.clone(),
         None => cells_for(settings, &server.tablets?),
@@ -180,13 +185,18 @@ pub async fn make(settings: &Settings, inputs: Inputs) -> Result<Plan, SyncError
             warn!(stream = %s.name, "skipping a view: the Connect API streams tables only; select its base tables instead");
             continue;
         }
-        streams.push(plan_stream(settings, &mut state, &shards, s, table));
+        let stream = plan_stream(settings, &mut state, &shards, s, table);
+        if stream.spec.method.is_cdc() && stream.spec.version.is_some() && !every_shard {
+            warn!(stream = %s.name, shards = %shards.join(","), keyspace_shards = %available.join(","), "this run reads only some shards: the re-copy's records carry its version, but ACTIVATE_VERSION waits for a run over every shard (it would drop the rows of the others)");
+        }
+        streams.push(stream);
     }
     Ok(Plan {
         keyspace,
         shards,
         cells,
         streams,
+        every_shard,
         state,
     })
 }
@@ -219,7 +229,7 @@ fn refuse_gone_shards(
 }
 
 /// One stream's spec and schema; the state gets its start cursors and, for
-/// FULL_TABLE, the copy's version.
+/// a FULL_TABLE copy or a re-copy, its version.
 fn plan_stream(
     settings: &Settings,
     state: &mut State,
@@ -231,6 +241,7 @@ fn plan_stream(
     let method = method_for(s, table);
     let mut activate_now = None;
     let version = if method == ReplicationMethod::FullTable {
+        state.forget_recopy(&s.name);
         // A keyless copy is never resumed: it would resume after the last
         // row sent, by every column, which skips an identical row.
         let copy = state.full_table_copy(&s.name, !table.primary_key.is_empty(), now_ms());
@@ -240,15 +251,15 @@ fn plan_stream(
         Some(copy.version)
     } else {
         state.forget_full_table(&s.name);
-        None
+        recopy_version(state, &s.name)
     };
-    let starting = settings.starting_gtids.get(&settings.database);
-    state.initialize(
-        &s.name,
-        &settings.database,
-        shards,
-        if method.is_cdc() { starting } else { None },
-    );
+    // A versioned copy covers every row: no shard of it may start from
+    // `starting_gtids`, past its rows.
+    let starting = settings
+        .starting_gtids
+        .get(&settings.database)
+        .filter(|_| version.is_none());
+    state.initialize(&s.name, &settings.database, shards, starting);
     Stream {
         spec: Arc::new(StreamSpec {
             name: s.name.clone(),
@@ -264,6 +275,18 @@ fn plan_stream(
         activate_now,
         row_count: s.row_count.or(table.row_count),
     }
+}
+
+/// The version of a truncated CDC stream's re-copy, if it has one this run,
+/// said once in the log.
+fn recopy_version(state: &mut State, stream: &str) -> Option<i64> {
+    let recopy = state.recopy(stream, now_ms())?;
+    if recopy.begun {
+        warn!(stream = %stream, version = recopy.version, "the table was truncated (on_truncate: recopy): copying the stream again on every shard under a new version; ACTIVATE_VERSION follows once every shard's copy is done, so the target drops the rows that vanished, and change capture goes on from the copy's end");
+    } else {
+        info!(stream = %stream, version = recopy.version, "resuming the interrupted re-copy of a truncated stream under its version");
+    }
+    Some(recopy.version)
 }
 
 /// The selected properties as the converter needs them, and the columns to
@@ -470,6 +493,7 @@ mod tests {
             state_interval: Duration::from_secs(1),
             progress_interval: Duration::from_secs(1),
             resync_on_purged: false,
+            on_truncate: crate::config::OnTruncate::Warn,
             api: crate::config::Api::Psdbconnect,
             grpc_auth: crate::config::GrpcAuth::Basic,
             cells: None,

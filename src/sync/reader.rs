@@ -18,6 +18,14 @@
 //! rows already copied would be lost. The position where the copy began is
 //! kept in the saved copy cursor (and in the state before the copy's first
 //! record) and, once the copy ends, changes are read again from it.
+//!
+//! TRUNCATE: the server sends it as one statement, not as row deletes, so
+//! the target keeps rows that are gone. The reader says so, naming the
+//! stream, and under `on_truncate: recopy` tells the checkpoint to mark the
+//! stream for a re-copy before it sends the cursor past the TRUNCATE (one
+//! channel, so the mark is in every STATE that covers the TRUNCATE). It
+//! reads on: rows written after the TRUNCATE still flow; the next run
+//! copies the stream again (see [`crate::state::State::recopy`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -29,7 +37,8 @@ use tracing::{debug, info, warn};
 use super::error::ReadError;
 use super::plan::{self, Slot};
 use super::records::{Batch, ColumnWarning, LinePool, Records};
-use crate::config::Settings;
+use crate::catalog::ReplicationMethod;
+use crate::config::{OnTruncate, Settings};
 use crate::pb::psdbconnect::v1alpha1::TableCursor;
 use crate::position::Position;
 use crate::psdb::{classify, PsdbClient, Resume, SessionError, StatusClass, Target, Unit};
@@ -59,6 +68,11 @@ pub enum Event {
     Reset {
         slot: usize,
         cursor: TableCursor,
+    },
+    /// The stream's table was truncated (`on_truncate: recopy`): mark the
+    /// stream for a re-copy, before this slot's next cursor.
+    Truncated {
+        slot: usize,
     },
     /// A copy is about to begin at or after this position: saved (and a
     /// STATE emitted) before the copy's first record.
@@ -296,6 +310,11 @@ impl<'a> Reader<'a> {
 
     /// Sends one unit's batch.
     async fn unit(&mut self, unit: Unit, stop: &Position) -> Result<After, ReadError> {
+        if let Some(statement) = &unit.truncated {
+            if !self.truncated(statement).await {
+                return Ok(After::End(Ended::Shutdown));
+            }
+        }
         let mut batch = self
             .records
             .batch(&unit.resp, self.copying, unit.enum_text, &self.shared.lines)
@@ -331,6 +350,30 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(After::Next { moved: had_cursor })
+    }
+
+    /// Says what a TRUNCATE of the table means for the stream and, for a
+    /// re-copy, has the checkpoint mark it. `false` when the checkpoint is
+    /// gone.
+    async fn truncated(&self, statement: &str) -> bool {
+        let (stream, shard) = (&self.slot.stream.name, &self.slot.shard);
+        let policy = self.shared.settings.on_truncate;
+        match truncate_action(policy, self.slot.stream.method) {
+            TruncateAction::Warn => {
+                warn!(stream = %stream, shard = %shard, statement = %statement, "table truncated on the server: the server sends this as one DDL, not as row deletes, so the target still holds every row it had; copy the stream again: set `on_truncate: recopy`, or drop its bookmark from the state (or sync it as FULL_TABLE), and run again")
+            }
+            TruncateAction::FullTable => {
+                warn!(stream = %stream, shard = %shard, statement = %statement, "table truncated on the server: the stream is FULL_TABLE, so its next run copies it whole and ACTIVATE_VERSION drops what vanished")
+            }
+            TruncateAction::Recopy => {
+                warn!(stream = %stream, shard = %shard, statement = %statement, "table truncated on the server: the server sends this as one DDL, not as row deletes, so the target still holds every row it had; on_truncate is recopy: the stream is marked, and the next run copies it again on every shard under a new version and then sends ACTIVATE_VERSION, so the target drops what vanished; rows written after the TRUNCATE keep coming");
+                let event = Event::Truncated {
+                    slot: self.slot.index,
+                };
+                return self.tx.send(event).await.is_ok();
+            }
+        }
+        true
     }
 
     /// Deals with a session that failed, whether opening it or while it
@@ -440,6 +483,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a TRUNCATE of a stream's table leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TruncateAction {
+    /// A warning with the fix.
+    Warn,
+    /// The warning, and the stream is marked for a re-copy.
+    Recopy,
+    /// Nothing to do: a FULL_TABLE stream is copied whole every run.
+    FullTable,
+}
+
+fn truncate_action(policy: OnTruncate, method: ReplicationMethod) -> TruncateAction {
+    match (method.is_cdc(), policy) {
+        (false, _) => TruncateAction::FullTable,
+        (true, OnTruncate::Warn) => TruncateAction::Warn,
+        (true, OnTruncate::Recopy) => TruncateAction::Recopy,
+    }
+}
+
 /// Whether the cursor has reached the stop position with its copy done.
 fn reached(cursor: &TableCursor, stop: &Position) -> bool {
     if cursor.last_known_pk.is_some() || cursor.position.is_empty() {
@@ -545,6 +607,26 @@ mod tests {
         let mut next = c(p2, false);
         assert!(!apply_floor(&mut floor, &mut next, true));
         assert_eq!(next.position, p2);
+    }
+
+    #[test]
+    fn a_truncate_marks_a_cdc_stream_for_a_recopy_only_when_asked() {
+        use ReplicationMethod::{FullTable, Incremental, LogBased};
+        let cases = [
+            (OnTruncate::Warn, Incremental, TruncateAction::Warn),
+            (OnTruncate::Warn, LogBased, TruncateAction::Warn),
+            (OnTruncate::Recopy, Incremental, TruncateAction::Recopy),
+            (OnTruncate::Recopy, LogBased, TruncateAction::Recopy),
+            (OnTruncate::Warn, FullTable, TruncateAction::FullTable),
+            (OnTruncate::Recopy, FullTable, TruncateAction::FullTable),
+        ];
+        for (policy, method, want) in cases {
+            assert_eq!(
+                truncate_action(policy, method),
+                want,
+                "{policy:?} {method:?}"
+            );
+        }
     }
 
     #[test]

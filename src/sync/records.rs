@@ -51,7 +51,9 @@ pub struct StreamSpec {
     pub columns: Vec<String>,
     pub key_properties: Vec<String>,
     pub method: ReplicationMethod,
-    /// FULL_TABLE version, on every record.
+    /// The version on every record: a FULL_TABLE copy's, or on a CDC
+    /// stream the version of its re-copy after a TRUNCATE (see
+    /// [`crate::state::State::recopy`]).
     pub version: Option<i64>,
 }
 
