@@ -65,6 +65,25 @@ async fn raw_events_of(
     gtid: &str,
     quiet: Duration,
 ) -> Vec<String> {
+    vstream_events(config, keyspace, shard, table, gtid, quiet)
+        .await
+        .iter()
+        .map(summary)
+        .filter(|s| s != "HEARTBEAT")
+        .collect()
+}
+
+/// The VStream events of `table` from `gtid` (empty: copy first) of any
+/// server the tap config at `config` reaches, read with the tap's client
+/// until `quiet` passes without an event.
+pub async fn vstream_events(
+    config: &std::path::Path,
+    keyspace: &str,
+    shard: &str,
+    table: &str,
+    gtid: &str,
+    quiet: Duration,
+) -> Vec<VEvent> {
     let (settings, _) = tap_planetscale::config::load(&[config.to_path_buf()], &Default::default())
         .expect("config of the server");
     let client = PsdbClient::connect(&settings)
@@ -95,7 +114,7 @@ async fn raw_events_of(
         .expect("open VStream");
     let mut out = Vec::new();
     while let Ok(Ok(Some(resp))) = tokio::time::timeout(quiet, stream.message()).await {
-        out.extend(resp.events.iter().map(summary).filter(|s| s != "HEARTBEAT"));
+        out.extend(resp.events);
     }
     out
 }

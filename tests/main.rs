@@ -21,5 +21,6 @@ mod reliability;
 mod schemas;
 mod sync;
 mod targets;
+mod unique_key;
 mod vitess;
 mod vstream_diff;
