@@ -289,7 +289,14 @@ mod tests {
             columns: cols.iter().map(|c| c.to_string()).collect(),
         };
         // (primary key, UNIQUE NOT NULL indexes, key, PKE hint, keyless)
-        let cases: Vec<(Vec<&str>, Vec<UniqueIndex>, Vec<&str>, Option<&str>, bool)> = vec![
+        type Case = (
+            Vec<&'static str>,
+            Vec<UniqueIndex>,
+            Vec<&'static str>,
+            Option<&'static str>,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
             (
                 vec!["id"],
                 vec![ix("u", &["flag"])],

@@ -185,7 +185,8 @@ mod tests {
         ];
         let ty = |c: &str| types.iter().find(|(n, _)| *n == c).map(|(_, t)| *t);
         // (statistics rows in server order, expected key)
-        let cases: Vec<(Vec<IndexPart>, Option<(&str, Vec<&str>)>)> = vec![
+        type Want = Option<(&'static str, Vec<&'static str>)>;
+        let cases: Vec<(Vec<IndexPart>, Want)> = vec![
             (vec![], None),
             (
                 vec![

@@ -544,13 +544,8 @@ mod tests {
             row_count: None,
         };
         // (primary key, UNIQUE NOT NULL keys, catalog method, catalog key, method)
-        let cases: &[(
-            &[&str],
-            &[&str],
-            ReplicationMethod,
-            &[&str],
-            ReplicationMethod,
-        )] = &[
+        type Keys = &'static [&'static str];
+        let cases: &[(Keys, Keys, ReplicationMethod, Keys, ReplicationMethod)] = &[
             (&["id"], &[], Incremental, &["id"], Incremental),
             (&["id"], &[], LogBased, &["id"], LogBased),
             (&["id"], &[], FullTable, &["id"], FullTable),
