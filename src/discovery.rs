@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::catalog::{Catalog, CatalogStream, MetadataEntry};
 use crate::config::Settings;
 use crate::mysql::{self, MySqlError, RawTable};
+use crate::row_key::KeySource;
 use crate::types::{json_schema, Encodings, TypeOptions};
 
 /// What the discover flags ask for.
@@ -114,12 +115,19 @@ fn build_stream(
         "properties": properties,
     });
 
+    // The row key: the primary key, else the UNIQUE NOT NULL index Vitess
+    // streams the table by (its "primary key equivalent", named in the
+    // metadata so the choice is visible), else none.
+    let key = table.key();
     let mut top = Map::new();
-    top.insert("table-key-properties".into(), json!(table.primary_key));
-    top.insert("valid-replication-keys".into(), json!(table.primary_key));
-    // A table without a primary key has no key a target could apply its
-    // changes by: it is marked for full copies (see `sync::method_for`).
-    let keyless = table.primary_key.is_empty() && !table.is_view;
+    top.insert("table-key-properties".into(), json!(key.columns));
+    top.insert("valid-replication-keys".into(), json!(key.columns));
+    if let KeySource::Equivalent { index } = key.source {
+        top.insert("primary-key-equivalent".into(), json!(index));
+    }
+    // A table without any key has no key a target could apply its changes
+    // by: it is marked for full copies (see `sync::method_for`).
+    let keyless = key.is_keyless() && !table.is_view;
     if keyless {
         top.insert("forced-replication-method".into(), json!("FULL_TABLE"));
     }
@@ -138,7 +146,7 @@ fn build_stream(
     let mut metadata = vec![MetadataEntry::new(Vec::new(), top)];
     for col in &table.columns {
         let mut m = Map::new();
-        let inclusion = if table.primary_key.contains(&col.name) {
+        let inclusion = if key.columns.contains(&col.name) {
             "automatic"
         } else {
             "available"
@@ -160,7 +168,7 @@ fn build_stream(
         table_name: Some(table.name.clone()),
         schema,
         metadata,
-        key_properties: Some(table.primary_key.clone()),
+        key_properties: Some(key.columns.to_vec()),
         extra: Map::<String, Value>::new(),
     }
 }
@@ -217,6 +225,7 @@ mod tests {
                 },
             ],
             primary_key: vec!["id".into()],
+            unique_keys: Vec::new(),
         }
     }
 
@@ -273,20 +282,100 @@ mod tests {
     }
 
     #[test]
-    fn a_keyless_table_is_forced_to_full_table() {
-        let mut t = table("k");
-        t.primary_key.clear();
-        t.columns[0].in_primary_key = false;
+    fn the_key_is_the_primary_key_else_vitess_equivalent_else_none() {
+        use crate::row_key::UniqueIndex;
+        let ix = |name: &str, cols: &[&str]| UniqueIndex {
+            name: name.into(),
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+        };
+        // (primary key, UNIQUE NOT NULL indexes, key, PKE hint, keyless)
+        type Case = (
+            Vec<&'static str>,
+            Vec<UniqueIndex>,
+            Vec<&'static str>,
+            Option<&'static str>,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                vec!["id"],
+                vec![ix("u", &["flag"])],
+                vec!["id"],
+                None,
+                false,
+            ),
+            (
+                vec![],
+                vec![ix("u_id", &["id"])],
+                vec!["id"],
+                Some("u_id"),
+                false,
+            ),
+            // the cheaper index: tinyint(1) costs less than bigint
+            (
+                vec![],
+                vec![ix("u_id", &["id"]), ix("u_flag", &["flag"])],
+                vec!["flag"],
+                Some("u_flag"),
+                false,
+            ),
+            (
+                vec![],
+                vec![ix("u_both", &["flag", "id"])],
+                vec!["flag", "id"],
+                Some("u_both"),
+                false,
+            ),
+            (vec![], vec![], vec![], None, true),
+        ];
         let opts = DiscoverOptions {
             incremental: true,
             ..DiscoverOptions::default()
         };
-        let (c, _) = build_catalog("ks", vec![t], &opts, Encodings::default());
-        let md = c.streams[0].stream_metadata().expect("stream metadata");
-        assert_eq!(md["table-key-properties"], json!([]));
-        assert_eq!(md["forced-replication-method"], json!("FULL_TABLE"));
-        assert!(md.get("replication-method").is_none(), "{md:?}");
-        assert_eq!(c.streams[0].key_properties, Some(Vec::new()));
+        for (pk, unique, key, hint, keyless) in cases {
+            let mut t = table("k");
+            t.primary_key = pk.iter().map(|c| c.to_string()).collect();
+            t.unique_keys = unique;
+            let (c, _) = build_catalog("ks", vec![t], &opts, Encodings::default());
+            let s = &c.streams[0];
+            let md = s.stream_metadata().expect("stream metadata");
+            let why = format!("{key:?}: {md:?}");
+            assert_eq!(md["table-key-properties"], json!(key), "{why}");
+            assert_eq!(md["valid-replication-keys"], json!(key), "{why}");
+            assert_eq!(
+                md.get("primary-key-equivalent"),
+                hint.map(|h| json!(h)).as_ref(),
+                "{why}"
+            );
+            assert_eq!(
+                s.key_properties,
+                Some(key.iter().map(|c| c.to_string()).collect())
+            );
+            if keyless {
+                assert_eq!(
+                    md["forced-replication-method"],
+                    json!("FULL_TABLE"),
+                    "{why}"
+                );
+                assert!(md.get("replication-method").is_none(), "{why}");
+            } else {
+                assert!(md.get("forced-replication-method").is_none(), "{why}");
+                assert_eq!(md["replication-method"], json!("INCREMENTAL"), "{why}");
+            }
+            for col in ["id", "flag"] {
+                let m = s
+                    .metadata
+                    .iter()
+                    .find(|m| m.breadcrumb == Some(vec!["properties".to_string(), col.to_string()]))
+                    .expect("column metadata");
+                let want = if key.contains(&col) {
+                    "automatic"
+                } else {
+                    "available"
+                };
+                assert_eq!(m.metadata["inclusion"], json!(want), "{why} {col}");
+            }
+        }
     }
 
     #[test]

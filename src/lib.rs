@@ -22,6 +22,7 @@ pub mod progress;
 pub mod psdb;
 pub mod relay;
 pub mod retry;
+pub mod row_key;
 pub mod signals;
 pub mod singer;
 pub mod state;

@@ -13,6 +13,7 @@ use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
 
 use crate::config::{Endpoint, Settings, TabletType};
 use crate::error::kind::Kind;
+use crate::row_key::{self, IndexPart, RowKey, UniqueIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MySqlError {
@@ -203,25 +204,43 @@ pub struct RawTable {
     pub columns: Vec<RawColumn>,
     /// Primary key columns in key order.
     pub primary_key: Vec<String>,
+    /// UNIQUE indexes with only NOT NULL columns, in the server's index
+    /// order: the candidates for Vitess's primary key equivalent.
+    pub unique_keys: Vec<UniqueIndex>,
+}
+
+impl RawTable {
+    /// The columns that identify a row: the primary key, else Vitess's
+    /// primary key equivalent (see [`crate::row_key`]), else none.
+    pub fn key(&self) -> RowKey<'_> {
+        RowKey::of(&self.primary_key, &self.unique_keys, |name| {
+            self.columns
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| c.column_type.as_str())
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawColumn {
     pub name: String,
     pub column_type: String,
-    /// `column_key = 'PRI'`, used to cross-check the key.
+    /// `column_key = 'PRI'`, used to cross-check the key. Without a
+    /// primary key the server marks a UNIQUE NOT NULL index's columns so.
     pub in_primary_key: bool,
 }
 
-/// Reads every table, column and primary key of a schema in three queries,
-/// whatever the number of tables.
+/// Reads every table, column and key (primary, and the UNIQUE NOT NULL
+/// indexes that can stand in for it) of a schema in three queries, whatever
+/// the number of tables.
 ///
 /// The three answers are not one snapshot: DDL running meanwhile (an online
 /// schema change, Vitess's own table management) can make them disagree,
 /// and information_schema silently skips tables it cannot open. So the
-/// answers are cross-checked (every `PRI` column is in the key, every key
-/// column exists, every base table has columns) and read again when they
-/// disagree.
+/// answers are cross-checked (every `PRI` column is in the primary key or,
+/// without one, in a UNIQUE NOT NULL index; every key column exists; every
+/// base table has columns) and read again when they disagree.
 pub async fn describe_schema(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, MySqlError> {
     let mut attempt = 0;
     loop {
@@ -252,7 +271,11 @@ fn inconsistency(tables: &[RawTable]) -> Option<String> {
         if t.columns.is_empty() && !t.is_view {
             return Some(format!("table `{}` has no columns", t.name));
         }
-        for k in &t.primary_key {
+        let key_columns = t
+            .primary_key
+            .iter()
+            .chain(t.unique_keys.iter().flat_map(|k| &k.columns));
+        for k in key_columns {
             if !t.columns.iter().any(|c| &c.name == k) {
                 return Some(format!(
                     "key column `{}` of `{}` is not among its columns",
@@ -260,13 +283,28 @@ fn inconsistency(tables: &[RawTable]) -> Option<String> {
                 ));
             }
         }
-        for c in t.columns.iter().filter(|c| c.in_primary_key) {
-            if !t.primary_key.contains(&c.name) {
-                return Some(format!(
-                    "column `{}` of `{}` is marked PRI but the key lacks it",
-                    c.name, t.name
-                ));
-            }
+        // Without a primary key, the server shows the columns of one
+        // UNIQUE NOT NULL index as PRI (MariaDB all of them, MySQL maybe
+        // only some): they must all lie in one such index.
+        let marked: Vec<&String> = t
+            .columns
+            .iter()
+            .filter(|c| c.in_primary_key)
+            .map(|c| &c.name)
+            .collect();
+        let explained = if t.primary_key.is_empty() {
+            marked.is_empty()
+                || t.unique_keys
+                    .iter()
+                    .any(|k| marked.iter().all(|m| k.columns.contains(m)))
+        } else {
+            marked.iter().all(|m| t.primary_key.contains(m))
+        };
+        if !explained {
+            return Some(format!(
+                "columns {marked:?} of `{}` are marked PRI but no key has them all",
+                t.name
+            ));
         }
     }
     None
@@ -279,8 +317,11 @@ async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, M
     const COLUMNS: &str =
         "SELECT table_name, column_name, column_type, column_key FROM information_schema.columns \
                            WHERE table_schema = ? ORDER BY table_name, ordinal_position";
-    const KEYS: &str = "SELECT table_name, column_name FROM information_schema.statistics \
-                        WHERE table_schema = ? AND index_name = 'PRIMARY' ORDER BY table_name, seq_in_index";
+    // No ORDER BY: the server lists a table's indexes in its own index
+    // order, which settles a tie between PKE candidates (see `row_key`).
+    const KEYS: &str =
+        "SELECT table_name, index_name, column_name, seq_in_index, non_unique, nullable \
+                        FROM information_schema.statistics WHERE table_schema = ?";
 
     let rows: Vec<Row> =
         conn.exec(TABLES, (schema,))
@@ -299,6 +340,7 @@ async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, M
             row_count: number(row, 2, "information_schema.tables")?,
             columns: Vec::new(),
             primary_key: Vec::new(),
+            unique_keys: Vec::new(),
         });
     }
     // Byte order, not the server's collation, so output never depends on it.
@@ -332,13 +374,22 @@ async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, M
             what: "information_schema.statistics",
             source: Box::new(source),
         })?;
+    const STATS: &str = "information_schema.statistics";
+    let mut parts: Vec<Vec<IndexPart>> = vec![Vec::new(); tables.len()];
     for row in &rows {
-        let table = text(row, 0, "information_schema.statistics")?;
+        let table = text(row, 0, STATS)?;
         if let Some(i) = index(&tables, &table) {
-            tables[i]
-                .primary_key
-                .push(text(row, 1, "information_schema.statistics")?);
+            parts[i].push(IndexPart {
+                index: text(row, 1, STATS)?,
+                column: text(row, 2, STATS)?,
+                seq: number(row, 3, STATS)?.unwrap_or(0),
+                non_unique: number(row, 4, STATS)? != Some(0),
+                nullable: text(row, 5, STATS)?.eq_ignore_ascii_case("YES"),
+            });
         }
+    }
+    for (table, parts) in tables.iter_mut().zip(&parts) {
+        (table.primary_key, table.unique_keys) = row_key::indexes(parts);
     }
     Ok(tables)
 }
@@ -411,22 +462,79 @@ mod tests {
             column_type: "int".into(),
             in_primary_key: pri,
         };
-        let t = |cols: Vec<RawColumn>, pk: &[&str], view: bool| RawTable {
+        let t = |cols: Vec<RawColumn>, pk: &[&str], uk: &[&[&str]], view: bool| RawTable {
             name: "t".into(),
             is_view: view,
             row_count: None,
             columns: cols,
             primary_key: pk.iter().map(|s| s.to_string()).collect(),
+            unique_keys: uk
+                .iter()
+                .enumerate()
+                .map(|(i, cols)| UniqueIndex {
+                    name: format!("k{i}"),
+                    columns: cols.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect(),
         };
-        assert_eq!(
-            inconsistency(&[t(vec![col("id", true), col("v", false)], &["id"], false)]),
-            None
-        );
-        assert_eq!(inconsistency(&[t(vec![col("a", false)], &[], false)]), None);
-        assert!(inconsistency(&[t(vec![col("v", false)], &["id"], false)]).is_some());
-        assert!(inconsistency(&[t(vec![col("id", true)], &[], false)]).is_some());
-        assert!(inconsistency(&[t(vec![], &[], false)]).is_some());
-        assert_eq!(inconsistency(&[t(vec![], &[], true)]), None);
+        // (one reading, consistent?)
+        let cases = [
+            (
+                t(vec![col("id", true), col("v", false)], &["id"], &[], false),
+                true,
+            ),
+            (t(vec![col("a", false)], &[], &[], false), true),
+            (t(vec![col("v", false)], &["id"], &[], false), false),
+            (t(vec![col("id", true)], &[], &[], false), false),
+            (t(vec![], &[], &[], false), false),
+            (t(vec![], &[], &[], true), true),
+            // no primary key: the server marks a UNIQUE NOT NULL key PRI
+            (
+                t(
+                    vec![col("a", true), col("b", true)],
+                    &[],
+                    &[&["a", "b"]],
+                    false,
+                ),
+                true,
+            ),
+            (
+                t(
+                    vec![col("a", true), col("b", false)],
+                    &[],
+                    &[&["b"], &["a", "b"]],
+                    false,
+                ),
+                true,
+            ),
+            (
+                t(
+                    vec![col("a", true), col("b", true)],
+                    &[],
+                    &[&["a"], &["b"]],
+                    false,
+                ),
+                false,
+            ),
+            (t(vec![col("a", false)], &[], &[&["gone"]], false), false),
+            // a primary key and a unique key: PRI means the primary key
+            (
+                t(
+                    vec![col("id", true), col("u", true)],
+                    &["id"],
+                    &[&["u"]],
+                    false,
+                ),
+                false,
+            ),
+        ];
+        for (table, consistent) in cases {
+            assert_eq!(
+                inconsistency(std::slice::from_ref(&table)).is_none(),
+                consistent,
+                "{table:?}"
+            );
+        }
     }
 
     #[test]

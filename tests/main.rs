@@ -22,5 +22,6 @@ mod schemas;
 mod sync;
 mod targets;
 mod truncate;
+mod unique_key;
 mod vitess;
 mod vstream_diff;

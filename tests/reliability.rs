@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::support::{numbers_sql, Emu, BIN};
 
-fn spawn_sync(emu: &Emu, catalog: &std::path::Path, state: Option<&std::path::Path>) -> Child {
+pub fn spawn_sync(emu: &Emu, catalog: &std::path::Path, state: Option<&std::path::Path>) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "sync",
@@ -36,7 +36,7 @@ fn ids_of(lines: &[String]) -> Vec<u64> {
         .collect()
 }
 
-fn last_state(lines: &[String]) -> Value {
+pub fn last_state(lines: &[String]) -> Value {
     lines
         .iter()
         .rev()

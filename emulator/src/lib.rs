@@ -42,6 +42,7 @@ pub mod grpc;
 pub mod mariadb;
 pub mod mysql_front;
 pub mod ready;
+pub mod row_key;
 pub mod tls;
 pub mod values;
 pub mod vitess;

@@ -23,6 +23,13 @@ use psdb_emulator::{BackingSpec, ChangeText, Emulator, EmulatorConfig};
 /// tap_config is a complete tap-planetscale config: host, database, username,
 /// password, mysql_host, grpc_host, tls, and tls_ca_file when TLS is on.
 ///
+/// COPY KEY: a copy is ordered and resumed (last_known_pk, the VGTID's
+/// lastpk) by the primary key; without one, by vttablet's primary key
+/// equivalent (the UNIQUE index of NOT NULL columns with the cheapest
+/// column types, then the fewest columns, the last of ties), forced as
+/// vttablet forces it; with neither, by every column. A delete over Connect
+/// carries that key's columns.
+///
 /// CHANGE CAPTURE: triggers on each table of a backing database write into a
 /// change log in the emulator's own database (see OWN OBJECTS; names over 64
 /// characters or not plain ASCII are shortened with a hash). A table that cannot be captured (e.g. a column named

@@ -43,9 +43,13 @@ pub struct ColumnMeta {
 pub struct TableMeta {
     pub name: String,
     pub columns: Vec<ColumnMeta>,
-    /// Indexes into `columns` of the primary key, in key order (all columns
-    /// when the table has no primary key).
+    /// Indexes into `columns` of the key a copy is ordered and resumed by,
+    /// in key order: the primary key, else the primary key equivalent, else
+    /// all columns (see [`crate::row_key`]).
     pub pk: Vec<usize>,
+    /// The index behind `pk` (`PRIMARY` or the equivalent's), forced by
+    /// the copy as vttablet does; `None` when `pk` is every column.
+    pub pk_index: Option<String>,
 }
 
 impl TableMeta {
@@ -255,14 +259,7 @@ pub async fn load_table(
     }
     let real_name = info[0].3.clone();
     let json_cols = json_columns(conn, database, &real_name).await?;
-    let pk_names: Vec<String> = conn
-        .exec(
-            "SELECT CAST(column_name AS CHAR) FROM information_schema.key_column_usage \
-             WHERE table_schema = ? AND table_name = ? AND constraint_name = 'PRIMARY' \
-             ORDER BY ordinal_position",
-            (database, &real_name),
-        )
-        .await?;
+    let index_parts = crate::row_key::index_parts(conn, database, &real_name).await?;
     // Protocol metadata (length, charset, decimals, flags) from a zero-row read.
     let select = format!(
         "SELECT * FROM {}.{} LIMIT 0",
@@ -327,17 +324,27 @@ pub async fn load_table(
             field,
         });
     }
-    let mut pk: Vec<usize> = pk_names
+    let key = crate::row_key::table_key(&index_parts, |name| {
+        columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+            .map(|c| c.data_type.as_str())
+    });
+    let mut pk: Vec<usize> = key
         .iter()
+        .flat_map(|k| &k.columns)
         .filter_map(|n| columns.iter().position(|c| c.name.eq_ignore_ascii_case(n)))
         .collect();
+    let mut pk_index = key.map(|k| k.name);
     if pk.is_empty() {
         pk = (0..columns.len()).collect();
+        pk_index = None;
     }
     Ok(Some(TableMeta {
         name: real_name,
         columns,
         pk,
+        pk_index,
     }))
 }
 

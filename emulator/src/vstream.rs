@@ -403,7 +403,7 @@ fn row_changes(
 }
 
 /// A lastpk as vtgate's VGTID carries it: its fields keep only name, type,
-/// charset and flags (vttablet builds them from the primary key columns,
+/// charset and flags (vttablet builds them from the key columns,
 /// not from a query result).
 fn lastpk_shape(pk: &QueryResult) -> QueryResult {
     QueryResult {

@@ -5,11 +5,12 @@
 //! real columns. The catalog's selected streams are then checked against
 //! them and turned into [`StreamSpec`]s: the properties to convert, the
 //! columns to request, the replication method this run (a table without a
-//! primary key is copied in full, see [`method_for`]) and the version its
-//! records carry: a FULL_TABLE copy's, or a truncated CDC stream's re-copy's
-//! (see [`State::recopy`]), which [`State`] keeps. Every (stream, shard)
-//! becomes a [`Slot`] with its starting cursor. A bad catalog, state or
-//! keyspace ends the run here, with nothing written.
+//! primary key or a UNIQUE NOT NULL key is copied in full, see
+//! [`method_for`]) and the version its records carry: a FULL_TABLE copy's,
+//! or a truncated CDC stream's re-copy's (see [`State::recopy`]), which
+//! [`State`] keeps. Every (stream, shard) becomes a [`Slot`] with its
+//! starting cursor. A bad catalog, state or keyspace ends the run here,
+//! with nothing written.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use crate::convert::{PropertySpec, Target};
 use crate::mysql::{self, MySqlError, RawTable, Tablet};
 use crate::pb::psdbconnect::v1alpha1::TableCursor;
 use crate::retry::{Policy, Retries};
+use crate::row_key::KeySource;
 use crate::state::{self, State};
 use crate::types::ColumnType;
 
@@ -243,8 +245,9 @@ fn plan_stream(
     let version = if method == ReplicationMethod::FullTable {
         state.forget_recopy(&s.name);
         // A keyless copy is never resumed: it would resume after the last
-        // row sent, by every column, which skips an identical row.
-        let copy = state.full_table_copy(&s.name, !table.primary_key.is_empty(), now_ms());
+        // row sent, by every column, which skips an identical row. A copy
+        // by a primary key or its equivalent resumes after that key.
+        let copy = state.full_table_copy(&s.name, !table.key().is_keyless(), now_ms());
         if copy.first {
             activate_now = Some(copy.version);
         }
@@ -322,27 +325,47 @@ fn properties(s: &SelectedStream, table: &RawTable) -> (Vec<PropertySpec>, Vec<S
 }
 
 /// The method a stream is synced with this run: its catalog's, except that
-/// a table without a primary key is copied in full (FULL_TABLE).
+/// a table without a key is copied in full (FULL_TABLE). Its key is the
+/// primary key or, without one, the UNIQUE NOT NULL index Vitess streams it
+/// by (see [`crate::row_key`]): changes of such a table carry that key, so
+/// it is followed like any keyed table.
 ///
-/// Why: its changes can only be sent as whole-row images with no key, which
-/// no target can apply (an update would add a row, a delete would match
-/// nothing or every duplicate), and a copy resumed after an interruption
-/// cannot tell identical rows apart (so a keyless copy is never resumed
-/// across runs: an interrupted one starts again). A full copy bracketed by
-/// ACTIVATE_VERSION replaces the target's table with the source's, so
-/// nothing wrong reaches it. Warned once per stream per run, also when the
-/// catalog already says FULL_TABLE: the cost of a full copy every run should
-/// not go unseen.
+/// Why a keyless table is copied: its changes can only be sent as
+/// whole-row images with no key, which no target can apply (an update would
+/// add a row, a delete would match nothing or every duplicate), and a copy
+/// resumed after an interruption cannot tell identical rows apart (so a
+/// keyless copy is never resumed across runs: an interrupted one starts
+/// again). A full copy bracketed by ACTIVATE_VERSION replaces the target's
+/// table with the source's, so nothing wrong reaches it. Warned once per
+/// stream per run, also when the catalog already says FULL_TABLE: the cost
+/// of a full copy every run should not go unseen.
+///
+/// A table keyed only by its equivalent whose catalog declares no key (a
+/// catalog discovered before the tap knew equivalents) is copied in full
+/// too, with a warning to discover again: its SCHEMA would declare no key
+/// for the changes it carries.
 fn method_for(s: &SelectedStream, table: &RawTable) -> ReplicationMethod {
-    if !table.primary_key.is_empty() {
-        return s.method;
+    match table.key().source {
+        KeySource::Primary => s.method,
+        KeySource::Equivalent { index } if s.key_properties.is_empty() && s.method.is_cdc() => {
+            warn!(
+                stream = %s.name,
+                index,
+                catalog_method = %s.method,
+                "table has no primary key but unique index `{index}` keys it, and the catalog declares no key properties: copying it in full (FULL_TABLE) this run; run discover again to follow its changes by that index"
+            );
+            ReplicationMethod::FullTable
+        }
+        KeySource::Equivalent { .. } => s.method,
+        KeySource::None => {
+            warn!(
+                stream = %s.name,
+                catalog_method = %s.method,
+                "table has no primary key and no unique key of NOT NULL columns, so its changes cannot be keyed: copying it in full (FULL_TABLE) every run; add a primary key to follow its changes"
+            );
+            ReplicationMethod::FullTable
+        }
     }
-    warn!(
-        stream = %s.name,
-        catalog_method = %s.method,
-        "table has no primary key, so its changes cannot be keyed: copying it in full (FULL_TABLE) every run; add a primary key to follow its changes"
-    );
-    ReplicationMethod::FullTable
 }
 
 /// The `_sdc_deleted_at` property CDC streams declare.
@@ -508,6 +531,67 @@ mod tests {
             shard: "-".into(),
             tablet_type: ty.into(),
             state: "SERVING".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_table_without_any_key_is_forced_to_full_table() {
+        use crate::mysql::RawColumn;
+        use crate::row_key::UniqueIndex;
+        use ReplicationMethod::{FullTable, Incremental, LogBased};
+        let table = |pk: &[&str], unique: &[&str]| RawTable {
+            name: "t".into(),
+            is_view: false,
+            row_count: None,
+            columns: ["id", "code"]
+                .iter()
+                .map(|c| RawColumn {
+                    name: c.to_string(),
+                    column_type: "int".into(),
+                    in_primary_key: false,
+                })
+                .collect(),
+            primary_key: pk.iter().map(|c| c.to_string()).collect(),
+            unique_keys: unique
+                .iter()
+                .map(|c| UniqueIndex {
+                    name: format!("u_{c}"),
+                    columns: vec![c.to_string()],
+                })
+                .collect(),
+        };
+        let stream = |method: ReplicationMethod, keys: &[&str]| SelectedStream {
+            tap_stream_id: "ks:t".into(),
+            name: "t".into(),
+            table: "t".into(),
+            key_properties: keys.iter().map(|c| c.to_string()).collect(),
+            properties: Vec::new(),
+            method,
+            is_view: false,
+            row_count: None,
+        };
+        // (primary key, UNIQUE NOT NULL keys, catalog method, catalog key, method)
+        type Keys = &'static [&'static str];
+        let cases: &[(Keys, Keys, ReplicationMethod, Keys, ReplicationMethod)] = &[
+            (&["id"], &[], Incremental, &["id"], Incremental),
+            (&["id"], &[], LogBased, &["id"], LogBased),
+            (&["id"], &[], FullTable, &["id"], FullTable),
+            // keyed by a unique key: followed like a primary key
+            (&[], &["code"], Incremental, &["code"], Incremental),
+            (&[], &["code"], FullTable, &["code"], FullTable),
+            // ... unless the catalog declares no key (discovered before)
+            (&[], &["code"], Incremental, &[], FullTable),
+            (&[], &["code"], FullTable, &[], FullTable),
+            // no key at all
+            (&[], &[], Incremental, &[], FullTable),
+            (&[], &[], LogBased, &["id"], FullTable),
+        ];
+        for (pk, unique, method, keys, want) in cases {
+            let got = method_for(&stream(*method, keys), &table(pk, unique));
+            assert_eq!(
+                got, *want,
+                "pk {pk:?}, unique {unique:?}, {method:?}, keys {keys:?}"
+            );
         }
     }
 

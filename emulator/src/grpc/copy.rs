@@ -1,6 +1,8 @@
-//! The copy phase: one streaming text-protocol SELECT in primary-key
-//! order, cut into large batches (rows and bytes), each carrying
-//! `last_known_pk`; a resumed copy starts strictly after that key.
+//! The copy phase: one streaming text-protocol SELECT in key order (the
+//! primary key, else its equivalent, else every column: see
+//! [`crate::row_key`]), cut into large batches (rows and bytes), each
+//! carrying `last_known_pk` (the key's columns); a resumed copy starts
+//! strictly after that key.
 
 use mysql_async::prelude::Queryable;
 use tonic::Status;
@@ -115,8 +117,9 @@ impl StreamCtx<'_> {
         .await
     }
 
-    /// The copy's SELECT: the selected columns in primary-key order,
-    /// strictly after `last_pk` when the copy resumes.
+    /// The copy's SELECT: the selected columns in key order, forcing the
+    /// key's index as vttablet's rowstreamer does, strictly after `last_pk`
+    /// when the copy resumes.
     fn copy_sql(&self, last_pk: Option<&QueryResult>) -> Result<String, Status> {
         let meta = self.meta;
         let sel = self.sel;
@@ -136,6 +139,9 @@ impl StreamCtx<'_> {
             quote_ident(&self.shard.database),
             quote_ident(&meta.name)
         );
+        if let Some(index) = &meta.pk_index {
+            sql.push_str(&format!(" FORCE INDEX ({})", quote_ident(index)));
+        }
         if let Some(lp) = last_pk.and_then(|q| q.rows.first().map(|r| (q, r))) {
             if let Some(clause) = self.after_pk_clause(lp.0, lp.1)? {
                 sql.push_str(" WHERE ");
@@ -153,8 +159,8 @@ impl StreamCtx<'_> {
         let values = split_row(row).ok_or_else(|| {
             Status::invalid_argument("last_known_pk row lengths do not match its values")
         })?;
-        // Values are matched by position to the PK columns; field names, when
-        // present, must agree.
+        // Values are matched by position to the key columns; field names,
+        // when present, must agree.
         let n = meta.pk.len().min(values.len());
         if n == 0 {
             return Ok(None);
@@ -163,7 +169,7 @@ impl StreamCtx<'_> {
             let col = &meta.columns[meta.pk[i]];
             if !f.name.is_empty() && !f.name.eq_ignore_ascii_case(&col.name) {
                 return Err(Status::invalid_argument(format!(
-                    "last_known_pk field {:?} is not primary key column {:?} of {:?}",
+                    "last_known_pk field {:?} is not key column {:?} of {:?}",
                     f.name, col.name, meta.name
                 )));
             }

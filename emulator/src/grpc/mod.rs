@@ -2,8 +2,9 @@
 //!
 //! One task per stream produces responses into a small channel (so reading
 //! MariaDB and encoding/sending overlap), counting responses for the fault
-//! injector. Copy phase: one streaming text-protocol SELECT in primary-key
-//! order, cut into large batches, each carrying `last_known_pk`. Change
+//! injector. Copy phase: one streaming text-protocol SELECT in key order
+//! (vttablet's key: see [`crate::row_key`]), cut into large batches, each
+//! carrying `last_known_pk`. Change
 //! phase: change log ranges read from the capture tables (see
 //! [`crate::capture`]), cut at transaction boundaries; the stream waits on the
 //! capture's `watch` channel when idle, until the client's deadline
