@@ -65,7 +65,7 @@ async fn raw_events_of(
     gtid: &str,
     quiet: Duration,
 ) -> Vec<String> {
-    vstream_events(config, keyspace, shard, table, gtid, quiet)
+    vstream_events(config, keyspace, shard, table, gtid, quiet, |_| false)
         .await
         .iter()
         .map(summary)
@@ -75,7 +75,8 @@ async fn raw_events_of(
 
 /// The VStream events of `table` from `gtid` (empty: copy first) of any
 /// server the tap config at `config` reaches, read with the tap's client
-/// until `quiet` passes without an event.
+/// until `quiet` passes without an event, or through the first response
+/// that holds an event `until` accepts.
 pub async fn vstream_events(
     config: &std::path::Path,
     keyspace: &str,
@@ -83,6 +84,7 @@ pub async fn vstream_events(
     table: &str,
     gtid: &str,
     quiet: Duration,
+    until: fn(&VEvent) -> bool,
 ) -> Vec<VEvent> {
     let (settings, _) = tap_planetscale::config::load(&[config.to_path_buf()], &Default::default())
         .expect("config of the server");
@@ -114,7 +116,11 @@ pub async fn vstream_events(
         .expect("open VStream");
     let mut out = Vec::new();
     while let Ok(Ok(Some(resp))) = tokio::time::timeout(quiet, stream.message()).await {
+        let done = resp.events.iter().any(until);
         out.extend(resp.events);
+        if done {
+            break;
+        }
     }
     out
 }

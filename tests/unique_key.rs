@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tap_planetscale::pb::binlogdata::VEventType;
+use tap_planetscale::pb::binlogdata::{VEvent, VEventType};
 use tap_planetscale::pb::psdbconnect::v1alpha1::TableCursor;
 use tap_planetscale::pb::query::{Field, QueryResult, Row, Type};
 
@@ -324,7 +324,25 @@ async fn real_vitess_resumes_an_interrupted_copy_after_the_unique_key() {
 
 /// The key fields of the lastpk in a copy's VGTIDs of `table`.
 async fn copy_key_fields(config: &Path, keyspace: &str, table: &str) -> Vec<String> {
-    let events = vstream_events(config, keyspace, "-", table, "", Duration::from_secs(3)).await;
+    // Up to the first copy progress: a shared Vitess under load is never
+    // quiet, and the stream would otherwise run to its deadline.
+    let copy_progress = |e: &VEvent| {
+        e.vgtid.as_ref().is_some_and(|v| {
+            v.shard_gtids
+                .iter()
+                .any(|sg| sg.table_p_ks.iter().any(|t| t.lastpk.is_some()))
+        })
+    };
+    let events = vstream_events(
+        config,
+        keyspace,
+        "-",
+        table,
+        "",
+        Duration::from_secs(3),
+        copy_progress,
+    )
+    .await;
     events
         .iter()
         .filter(|e| e.r#type == VEventType::Vgtid as i32)

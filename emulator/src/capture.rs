@@ -391,6 +391,19 @@ async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Cap
 
 /// The server's count of statements that can change a table's columns or
 /// keys, cheap to read: the periodic scan runs only when it moves.
+/// The names of the capture triggers in `database`.
+async fn own_triggers(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+) -> Result<Vec<String>, mysql_async::Error> {
+    conn.exec(
+        "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers \
+         WHERE trigger_schema = ? AND trigger_name LIKE '\\_psdb\\_t%'",
+        (database,),
+    )
+    .await
+}
+
 async fn ddl_count(conn: &mut mysql_async::Conn) -> Result<u64, mysql_async::Error> {
     let n: Option<Option<u64>> = conn
         .query_first(
@@ -447,13 +460,7 @@ async fn scan(
             (n.clone(), sig)
         })
         .collect();
-    let triggers: Vec<String> = conn
-        .exec(
-            "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers \
-             WHERE trigger_schema = ? AND trigger_name LIKE '\\_psdb\\_t%'",
-            (database,),
-        )
-        .await?;
+    let triggers: Vec<String> = own_triggers(conn, database).await?;
     // Which table each shadow name belongs to: a second table on the same
     // name (a hash collision) is refused rather than mixed with the first.
     let mut owners: BTreeMap<String, &str> = BTreeMap::new();
@@ -635,13 +642,7 @@ async fn install_table(
 /// emulator serves `database`: a running one installs capture again.
 pub async fn remove(conn: &mut mysql_async::Conn, database: &str) -> Result<(), CaptureError> {
     let db = quote_ident(database);
-    let triggers: Vec<String> = conn
-        .exec(
-            "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers \
-             WHERE trigger_schema = ? AND trigger_name LIKE '\\_psdb\\_t%'",
-            (database,),
-        )
-        .await?;
+    let triggers: Vec<String> = own_triggers(conn, database).await?;
     let legacy_shadows: Vec<String> = conn
         .exec(
             "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
