@@ -366,18 +366,20 @@ async fn copy_key_fields(config: &Path, keyspace: &str, table: &str) -> Vec<Stri
 /// real vtgate and the emulator send the same lastpk fields.
 #[tokio::test]
 async fn the_emulator_keys_a_copy_by_the_same_index_as_the_real_vtgate() {
-    // (table, definition, the key Vitess picks)
-    let cases: [(&str, &str, &[&str]); 5] = [
+    // (table, definition, the keys Vitess may pick: one, but for a tie,
+    // which Vitess leaves to the server's `ORDER BY … LIMIT 1`, and the
+    // real vtgate was seen to pick either of the tied indexes)
+    let cases: [(&str, &str, &[&[&str]]); 5] = [
         // cheapest type: int before bigint before varchar
-        ("pkc_cost", "s VARCHAR(8) NOT NULL, n BIGINT NOT NULL, m INT NOT NULL, UNIQUE KEY zs (s), UNIQUE KEY yn (n), UNIQUE KEY xm (m)", &["m"]),
+        ("pkc_cost", "s VARCHAR(8) NOT NULL, n BIGINT NOT NULL, m INT NOT NULL, UNIQUE KEY zs (s), UNIQUE KEY yn (n), UNIQUE KEY xm (m)", &[&["m"]]),
         // summed cost: two tiny columns before one int
-        ("pkc_sum", "m INT NOT NULL, e ENUM('a','b','c') NOT NULL, t TINYINT NOT NULL, UNIQUE KEY one (m), UNIQUE KEY two (t, e)", &["t", "e"]),
-        // a tie: the last defined
-        ("pkc_tie", "p INT NOT NULL, q INT NOT NULL, UNIQUE KEY zz (p), UNIQUE KEY aa (q)", &["q"]),
+        ("pkc_sum", "m INT NOT NULL, e ENUM('a','b','c') NOT NULL, t TINYINT NOT NULL, UNIQUE KEY one (m), UNIQUE KEY two (t, e)", &[&["t", "e"]]),
+        // a tie: either index, never both columns
+        ("pkc_tie", "p INT NOT NULL, q INT NOT NULL, UNIQUE KEY zz (p), UNIQUE KEY aa (q)", &[&["p"], &["q"]]),
         // a NULLable unique key does not count
-        ("pkc_null", "p INT NULL, q VARCHAR(4) NOT NULL, UNIQUE KEY kp (p), UNIQUE KEY kq (q)", &["q"]),
+        ("pkc_null", "p INT NULL, q VARCHAR(4) NOT NULL, UNIQUE KEY kp (p), UNIQUE KEY kq (q)", &[&["q"]]),
         // a primary key wins over any unique key
-        ("pkc_pk", "p INT NOT NULL, q VARCHAR(4) NOT NULL, PRIMARY KEY (q), UNIQUE KEY kp (p)", &["q"]),
+        ("pkc_pk", "p INT NOT NULL, q VARCHAR(4) NOT NULL, PRIMARY KEY (q), UNIQUE KEY kp (p)", &[&["q"]]),
     ];
     let mut ddl = String::new();
     for (table, def, _) in &cases {
@@ -397,8 +399,14 @@ async fn the_emulator_keys_a_copy_by_the_same_index_as_the_real_vtgate() {
     for (table, _, want) in cases {
         let real = copy_key_fields(&vt.config, "vt1", table).await;
         let emulated = copy_key_fields(&emu_config, "pkc", table).await;
-        assert_eq!(real, want, "real vtgate, {table}");
-        assert_eq!(emulated, want, "emulator, {table}");
+        assert!(
+            want.iter().any(|w| *w == real),
+            "real vtgate, {table}: {real:?}"
+        );
+        assert!(
+            want.iter().any(|w| *w == emulated),
+            "emulator, {table}: {emulated:?}"
+        );
     }
 }
 
