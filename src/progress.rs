@@ -104,10 +104,6 @@ impl Board {
         }
     }
 
-    pub fn entry(&self, i: usize) -> &Entry {
-        &self.slots[i]
-    }
-
     /// Adds a batch's counts.
     pub fn add(&mut self, i: usize, counts: &Counts, copying: bool) {
         let s = &mut self.slots[i];
