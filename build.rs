@@ -26,6 +26,42 @@ const FIELD_MEMBERS_KEPT: &[&str] = &[
     "flags",
 ];
 
+/// A copy over VStream sends every row as its own ROW event (vttablet's
+/// `sendEventsForRows`), each naming its keyspace, shard and table again:
+/// as `String`s that is five allocations and UTF-8 checks per row. These
+/// members are read as `bytes` (the same wire: both are length-delimited),
+/// sliced from the receive buffer.
+const BYTES_NOT_TEXT: &[&str] = &[
+    ".binlogdata.VEvent.keyspace",
+    ".binlogdata.VEvent.shard",
+    ".binlogdata.RowEvent.table_name",
+];
+
+/// The VStream event members the tap reads; the rest are skipped on the
+/// wire. A ROW event's own keyspace and shard repeat the event's, partial
+/// row images (a `RowChange`'s bitmaps) are not read, and journals (resharding)
+/// are not followed.
+fn vstream_events(proto: &str) -> String {
+    let text = trim_message(proto, "RowChange", &["before", "after"]);
+    let text = trim_message(&text, "RowEvent", &["table_name", "row_changes", "flags"]);
+    let text = trim_message(
+        &text,
+        "VEvent",
+        &[
+            "type",
+            "statement",
+            "row_event",
+            "field_event",
+            "vgtid",
+            "last_p_k_event",
+            "keyspace",
+            "shard",
+        ],
+    );
+    let text = as_bytes(&text, "VEvent", &["keyspace", "shard"]);
+    as_bytes(&text, "RowEvent", &["table_name"])
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     std::env::set_var("PROTOC", protoc);
@@ -44,17 +80,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // after-image): skipped on the wire as one block, it costs no
             // decoding, which halves the work of every update.
             Some("psdbconnect.proto") => trim_message(&text, "UpdatedRow", &["after"]),
+            Some("binlogdata.proto") => vstream_events(&text),
             _ => text,
         };
         if let Some(name) = path.file_name() {
             std::fs::write(out.join(name), text)?;
         }
     }
-    tonic_prost_build::configure()
+    let builder = tonic_prost_build::configure()
         .build_server(false)
-        // Row cells as `Bytes`: decoding slices the receive buffer instead
-        // of copying every row.
-        .bytes(".query.Row.values")
+        // Messages decode from one slice (see `src/psdb/codec.rs`).
+        .codec_path("crate::psdb::codec::Codec")
+        // Rows are decoded by hand (see `src/row.rs`): no allocation
+        // per row, cells left as slices of the receive buffer.
+        .extern_path(".query.Row", "crate::row::Row")
+        // Rare members boxed: a response holds a vector of events, mostly
+        // ROW events, which then take a third of the room.
+        .boxed(".binlogdata.VEvent.field_event")
+        .boxed(".binlogdata.VEvent.last_p_k_event")
+        .boxed(".binlogdata.VEvent.vgtid");
+    BYTES_NOT_TEXT
+        .iter()
+        .fold(builder, |b, path| b.bytes(path))
         .compile_protos(
             &[
                 out.join("psdbconnect.proto"),
@@ -77,7 +124,7 @@ fn trim_message(proto: &str, message: &str, keep: &[&str]) -> String {
         } else if inside && t == "}" {
             inside = false;
         } else if inside && t.ends_with(';') && !t.starts_with("//") {
-            let name = t.split_whitespace().nth(1).unwrap_or_default();
+            let name = member_name(t);
             if !keep.contains(&name) {
                 continue;
             }
@@ -86,4 +133,33 @@ fn trim_message(proto: &str, message: &str, keep: &[&str]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Declares the `string` members of `message` named in `members` as
+/// `bytes` (see [`BYTES_NOT_TEXT`]).
+fn as_bytes(proto: &str, message: &str, members: &[&str]) -> String {
+    let mut out = String::with_capacity(proto.len());
+    let mut inside = false;
+    for line in proto.lines() {
+        let t = line.trim();
+        if t.starts_with(&format!("message {message} ")) {
+            inside = true;
+        } else if inside && t == "}" {
+            inside = false;
+        }
+        let name = member_name(t);
+        if inside && t.starts_with("string ") && members.contains(&name) {
+            out.push_str(&line.replacen("string ", "bytes ", 1));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The name of a one-line member (`[repeated] type name = N;`).
+fn member_name(line: &str) -> &str {
+    let before_number = line.split('=').next().unwrap_or_default();
+    before_number.split_whitespace().last().unwrap_or_default()
 }

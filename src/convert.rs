@@ -465,39 +465,39 @@ fn json_cell(out: &mut Vec<u8>, text: &[u8]) -> Note {
     Note::Ok
 }
 
-/// Iterates the cells of a row: `None` for NULL.
-pub fn cells<'a>(
-    row: &'a Row,
+/// Iterates the cells of a row: `None` for NULL. The row's shape is
+/// checked first (its width and the bytes its lengths claim), so a
+/// malformed row fails before any cell is read.
+pub fn cells(
+    row: &Row,
     width: usize,
-) -> Result<impl Iterator<Item = Option<&'a [u8]>> + 'a, ConvertError> {
-    if row.lengths.len() != width {
+) -> Result<impl Iterator<Item = Option<&[u8]>> + '_, ConvertError> {
+    if row.width() != width {
         return Err(ConvertError::Malformed(format!(
             "{} lengths for {} fields",
-            row.lengths.len(),
+            row.width(),
             width
         )));
     }
-    let total = row
-        .lengths
-        .iter()
-        .filter(|l| **l > 0)
-        .try_fold(0u64, |acc, l| acc.checked_add(*l as u64));
-    if total != Some(row.values.len() as u64) {
-        let total = total
+    let values = row.values();
+    if row.claimed() != Some(values.len() as u64) {
+        let claimed = row
+            .claimed()
             .map(|t| t.to_string())
             .unwrap_or_else(|| "overflow".into());
         return Err(ConvertError::Malformed(format!(
-            "lengths add up to {total} bytes but the row holds {}",
-            row.values.len()
+            "lengths add up to {claimed} bytes but the row holds {}",
+            values.len()
         )));
     }
     let mut offset = 0usize;
-    Ok(row.lengths.iter().map(move |&len| {
+    Ok(row.lengths().map(move |len| {
         if len < 0 {
             None
         } else {
+            // In bounds: the lengths claim exactly the row's bytes.
             let end = offset + len as usize;
-            let cell = &row.values[offset..end];
+            let cell = values.get(offset..end).unwrap_or_default();
             offset = end;
             Some(cell)
         }
@@ -626,11 +626,11 @@ impl RecordPlan {
     /// malformed-row error that points at a column.
     fn overflowing_field(&self, row: &Row) -> Option<&str> {
         let mut total = 0u64;
-        for (i, l) in row.lengths.iter().enumerate() {
-            if *l > 0 {
-                total = total.saturating_add(*l as u64);
+        for (i, l) in row.lengths().enumerate() {
+            if l > 0 {
+                total = total.saturating_add(l as u64);
             }
-            if total > row.values.len() as u64 {
+            if total > row.values().len() as u64 {
                 return self.fields.get(i).map(|f| f.name.as_str());
             }
         }
@@ -1024,21 +1024,7 @@ mod tests {
     }
 
     fn row(cells: &[Option<&[u8]>]) -> Row {
-        let mut lengths = Vec::new();
-        let mut values = Vec::new();
-        for c in cells {
-            match c {
-                None => lengths.push(-1),
-                Some(b) => {
-                    lengths.push(b.len() as i64);
-                    values.extend_from_slice(b);
-                }
-            }
-        }
-        Row {
-            lengths,
-            values: values.into(),
-        }
+        Row::from_cells(cells.iter().copied())
     }
 
     #[test]
@@ -1109,22 +1095,10 @@ mod tests {
         }];
         let plan = RecordPlan::new(&fields, &props);
         let bad = [
-            Row {
-                lengths: vec![1],
-                values: prost::bytes::Bytes::from_static(b"x"),
-            },
-            Row {
-                lengths: vec![5, 1],
-                values: prost::bytes::Bytes::from_static(b"abc"),
-            },
-            Row {
-                lengths: vec![1, 1],
-                values: prost::bytes::Bytes::from_static(b"abcdef"),
-            },
-            Row {
-                lengths: vec![i64::MAX, 1],
-                values: prost::bytes::Bytes::from_static(b"ab"),
-            },
+            Row::new(&[1], prost::bytes::Bytes::from_static(b"x")),
+            Row::new(&[5, 1], prost::bytes::Bytes::from_static(b"abc")),
+            Row::new(&[1, 1], prost::bytes::Bytes::from_static(b"abcdef")),
+            Row::new(&[i64::MAX, 1], prost::bytes::Bytes::from_static(b"ab")),
         ];
         for r in bad {
             let mut out = b"keep".to_vec();

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod psdb;
 pub mod relay;
 pub mod retry;
+pub mod row;
 pub mod row_key;
 pub mod signals;
 pub mod singer;
@@ -32,6 +33,7 @@ pub mod types;
 /// Wire types generated from `proto/` (client side only).
 pub mod pb {
     pub mod query {
+        pub use crate::row::Row;
         tonic::include_proto!("query");
     }
     pub mod vtrpc {

@@ -144,10 +144,7 @@ fn fuzz_row_decoding() {
                 proptest::collection::vec(any::<u8>(), 0..64),
             ),
             |(lengths, values)| {
-                let row = Row {
-                    lengths,
-                    values: values.into(),
-                };
+                let row = Row::new(&lengths, values.into());
                 let mut out = Vec::new();
                 if plan
                     .write_record(&mut out, &row, &props, &[], &mut Warnings::default())

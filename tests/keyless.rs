@@ -433,10 +433,7 @@ async fn an_interrupted_keyless_copy_starts_again_rather_than_skip_a_duplicate()
         position: String::new(),
         last_known_pk: Some(QueryResult {
             fields: vec![field("a", Type::Int32), field("b", Type::Varchar)],
-            rows: vec![Row {
-                lengths: vec![1, 1],
-                values: b"1x".to_vec().into(),
-            }],
+            rows: vec![Row::new(&[1, 1], b"1x".to_vec().into())],
             ..Default::default()
         }),
     };

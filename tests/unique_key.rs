@@ -239,10 +239,7 @@ fn stopped_after_b(keyspace: &str) -> Value {
                 r#type: Type::Varchar as i32,
                 ..Default::default()
             }],
-            rows: vec![Row {
-                lengths: vec![1],
-                values: b"b".to_vec().into(),
-            }],
+            rows: vec![Row::new(&[1], b"b".to_vec().into())],
             ..Default::default()
         }),
     };

@@ -112,10 +112,7 @@ mod tests {
             position: "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5".into(),
             last_known_pk: Some(QueryResult {
                 fields: vec![field("v"), field("id")],
-                rows: vec![Row {
-                    lengths: vec![1, 1],
-                    values: prost::bytes::Bytes::from_static(b"97"),
-                }],
+                rows: vec![Row::new(&[1, 1], prost::bytes::Bytes::from_static(b"97"))],
                 ..Default::default()
             }),
         };
@@ -133,7 +130,7 @@ mod tests {
         assert!(c.position.is_empty());
         let pk = c.last_known_pk.expect("pk");
         assert_eq!(pk.fields.len(), 1);
-        assert_eq!(&pk.rows[0].values[..], b"7");
+        assert_eq!(pk.rows[0].values(), b"7");
         assert_eq!((req.tablet_type, req.cells.len()), (0, 1));
         // changes resume from the position
         let changes = TableCursor {

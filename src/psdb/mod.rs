@@ -19,6 +19,7 @@
 //! words both APIs share.
 
 mod client;
+pub mod codec;
 pub mod connect;
 mod target;
 pub mod vstream;

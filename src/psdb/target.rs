@@ -91,23 +91,9 @@ pub fn trim_last_known_pk(qr: &QueryResult, keys: &[String]) -> QueryResult {
         return qr.clone();
     };
     let all: Vec<Option<&[u8]>> = cell_iter.collect();
-    let mut lengths = Vec::with_capacity(idx.len());
-    let mut values = Vec::new();
-    for &i in &idx {
-        match all[i] {
-            None => lengths.push(-1),
-            Some(b) => {
-                lengths.push(b.len() as i64);
-                values.extend_from_slice(b);
-            }
-        }
-    }
     QueryResult {
         fields: idx.iter().map(|&i| qr.fields[i].clone()).collect(),
-        rows: vec![Row {
-            lengths,
-            values: values.into(),
-        }],
+        rows: vec![Row::from_cells(idx.iter().map(|&i| all[i]))],
         ..Default::default()
     }
 }
@@ -143,10 +129,10 @@ mod tests {
     fn last_known_pk_is_trimmed_to_keys_in_key_order() {
         let qr = QueryResult {
             fields: vec![f("a"), f("id"), f("b"), f("tenant")],
-            rows: vec![Row {
-                lengths: vec![1, 2, -1, 1],
-                values: prost::bytes::Bytes::from_static(b"x42y"),
-            }],
+            rows: vec![Row::new(
+                &[1, 2, -1, 1],
+                prost::bytes::Bytes::from_static(b"x42y"),
+            )],
             ..Default::default()
         };
         let t = trim_last_known_pk(&qr, &["tenant".to_string(), "id".to_string()]);
@@ -154,8 +140,8 @@ mod tests {
             t.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
             vec!["tenant", "id"]
         );
-        assert_eq!(t.rows[0].lengths, vec![1, 2]);
-        assert_eq!(&t.rows[0].values[..], b"y42");
+        assert_eq!(t.rows[0].lengths().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(t.rows[0].values(), b"y42");
         // already trimmed, or keys unknown: unchanged
         let same = trim_last_known_pk(&t, &["tenant".to_string(), "id".to_string()]);
         assert_eq!(same, t);

@@ -240,8 +240,8 @@ impl Events {
         }
     }
 
-    fn ours(&self, table: &str) -> bool {
-        table == self.table || table == self.qualified
+    fn ours(&self, table: &[u8]) -> bool {
+        table == self.table.as_bytes() || table == self.qualified.as_bytes()
     }
 
     /// The next finished unit, if any.
@@ -271,7 +271,7 @@ impl Events {
                 let Some(fe) = ev.field_event else {
                     return Err("a FIELD event without its fields".into());
                 };
-                if self.ours(&fe.table_name) {
+                if self.ours(fe.table_name.as_bytes()) {
                     self.flush(None);
                     self.fields = Some(fe.fields);
                     self.enum_text = fe.enum_set_string_values;
@@ -288,7 +288,7 @@ impl Events {
                 let Some(fields) = self.fields.take() else {
                     return Err(format!(
                         "a ROW event for `{}` came before its FIELD event",
-                        re.table_name
+                        String::from_utf8_lossy(&re.table_name)
                     ));
                 };
                 for change in re.row_changes {
@@ -317,7 +317,7 @@ impl Events {
                 let Some(t) = last.table_last_p_k else {
                     return Ok(());
                 };
-                if !self.ours(&t.table_name) {
+                if !self.ours(t.table_name.as_bytes()) {
                     return Ok(());
                 }
                 if last.completed {
@@ -388,7 +388,7 @@ impl Events {
         let pk = sg
             .table_p_ks
             .iter()
-            .find(|t| self.ours(&t.table_name))
+            .find(|t| self.ours(t.table_name.as_bytes()))
             .and_then(|t| t.lastpk.clone())
             .or_else(|| self.lastpk.clone());
         match pk {
@@ -501,10 +501,7 @@ mod tests {
     }
 
     fn row(cells: &[&str]) -> Row {
-        Row {
-            lengths: cells.iter().map(|c| c.len() as i64).collect(),
-            values: cells.concat().into_bytes().into(),
-        }
+        Row::from_cells(cells.iter().map(|c| Some(c.as_bytes())))
     }
 
     fn ev(kind: VEventType) -> VEvent {
@@ -525,12 +522,12 @@ mod tests {
 
     fn fields(table: &str, text: bool) -> VEvent {
         VEvent {
-            field_event: Some(FieldEvent {
+            field_event: Some(Box::new(FieldEvent {
                 table_name: table.into(),
                 fields: vec![field("id"), field("n")],
                 enum_set_string_values: text,
                 ..Default::default()
-            }),
+            })),
             ..ev(VEventType::Field)
         }
     }
@@ -538,14 +535,10 @@ mod tests {
     fn rows(table: &str, changes: Vec<(Option<Row>, Option<Row>)>) -> VEvent {
         VEvent {
             row_event: Some(RowEvent {
-                table_name: table.into(),
+                table_name: prost::bytes::Bytes::copy_from_slice(table.as_bytes()),
                 row_changes: changes
                     .into_iter()
-                    .map(|(before, after)| RowChange {
-                        before,
-                        after,
-                        ..Default::default()
-                    })
+                    .map(|(before, after)| RowChange { before, after })
                     .collect(),
                 ..Default::default()
             }),
@@ -555,7 +548,7 @@ mod tests {
 
     fn vgtid(shard: &str, gtid: &str, pk: Option<&str>) -> VEvent {
         VEvent {
-            vgtid: Some(VGtid {
+            vgtid: Some(Box::new(VGtid {
                 shard_gtids: vec![ShardGtid {
                     keyspace: "ks".into(),
                     shard: shard.into(),
@@ -572,7 +565,7 @@ mod tests {
                         .into_iter()
                         .collect(),
                 }],
-            }),
+            })),
             ..ev(VEventType::Vgtid)
         }
     }
@@ -668,7 +661,7 @@ mod tests {
         );
         let gone = units[2].resp.deletes[0].result.as_ref().expect("image");
         assert_eq!(gone.fields.len(), 2, "the whole before-image");
-        assert_eq!(&gone.rows[0].values[..], b"330");
+        assert_eq!(gone.rows[0].values(), b"330");
         assert!(!units[0].enum_text);
     }
 
@@ -682,13 +675,13 @@ mod tests {
                 fields("ks.t", true),
                 rows("ks.t", vec![(None, Some(row(&["1", "10"])))]),
                 VEvent {
-                    last_p_k_event: Some(LastPkEvent {
+                    last_p_k_event: Some(Box::new(LastPkEvent {
                         table_last_p_k: Some(TableLastPk {
                             table_name: "t".into(),
                             lastpk: None,
                         }),
                         completed: false,
-                    }),
+                    })),
                     ..ev(VEventType::Lastpk)
                 },
                 vgtid("-", P1, Some("1")),
@@ -698,7 +691,7 @@ mod tests {
         let c = units[0].resp.cursor.as_ref().expect("cursor");
         assert_eq!(c.position, P1);
         let pk = c.last_known_pk.as_ref().expect("copy progress");
-        assert_eq!(&pk.rows[0].values[..], b"1");
+        assert_eq!(pk.rows[0].values(), b"1");
         // the end of the copy: a VGTID without table_p_ks keeps the last pk
         // until COPY_COMPLETED (of another shard: ignored; of ours: done)
         let units = apply(

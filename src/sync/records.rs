@@ -360,7 +360,7 @@ fn owned_cursor(c: &TableCursor) -> TableCursor {
     let mut c = c.clone();
     if let Some(pk) = c.last_known_pk.as_mut() {
         for row in &mut pk.rows {
-            row.values = prost::bytes::Bytes::copy_from_slice(&row.values);
+            *row = row.owned();
         }
     }
     c
