@@ -559,7 +559,7 @@ impl RecordPlan {
             columns.push(idx.map(|prop| {
                 seen[prop] = true;
                 let mut key = Vec::with_capacity(f.name.len() + 3);
-                write_json_str(&mut key, &f.name);
+                write_text(&mut key, &f.name);
                 key.push(b':');
                 ColumnPlan {
                     key,
@@ -624,14 +624,14 @@ impl RecordPlan {
 
     /// Names the first field whose length runs past the row's bytes, for a
     /// malformed-row error that points at a column.
-    fn overflowing_field(&self, row: &Row) -> Option<&str> {
+    fn overflowing_field(&self, row: &Row) -> Option<std::borrow::Cow<'_, str>> {
         let mut total = 0u64;
         for (i, l) in row.lengths().enumerate() {
             if l > 0 {
                 total = total.saturating_add(l as u64);
             }
             if total > row.values().len() as u64 {
-                return self.fields.get(i).map(|f| f.name.as_str());
+                return self.fields.get(i).map(|f| String::from_utf8_lossy(&f.name));
             }
         }
         None
@@ -1017,7 +1017,7 @@ mod tests {
 
     fn field(name: &str, ty: Type) -> Field {
         Field {
-            name: name.into(),
+            name: prost::bytes::Bytes::copy_from_slice(name.as_bytes()),
             r#type: ty as i32,
             ..Default::default()
         }

@@ -114,7 +114,7 @@ fn fuzz_row_decoding() {
         .iter()
         .zip([Type::Int64, Type::Varchar, Type::Json])
         .map(|(n, t)| Field {
-            name: n.to_string(),
+            name: n.to_string().into(),
             r#type: t as i32,
             ..Default::default()
         })

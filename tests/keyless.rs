@@ -423,7 +423,7 @@ async fn an_interrupted_keyless_copy_starts_again_rather_than_skip_a_duplicate()
     let emu = Emu::start("kl_resume", &["-"], false, &[("-", schema.to_string())]).await;
     let catalog = emu.catalog(&[]).await;
     let field = |name: &str, ty: Type| Field {
-        name: name.into(),
+        name: name.to_string().into(),
         r#type: ty as i32,
         ..Default::default()
     };

@@ -348,7 +348,11 @@ async fn copy_key_fields(config: &Path, keyspace: &str, table: &str) -> Vec<Stri
         .flat_map(|sg| &sg.table_p_ks)
         .filter_map(|t| t.lastpk.as_ref())
         .map(|pk| {
-            let names: Vec<&str> = pk.fields.iter().map(|f| f.name.as_str()).collect();
+            let names: Vec<String> = pk
+                .fields
+                .iter()
+                .map(|f| String::from_utf8_lossy(&f.name).into_owned())
+                .collect();
             names.join(",")
         })
         .next()

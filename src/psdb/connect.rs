@@ -102,7 +102,7 @@ mod tests {
             cells: vec!["zone1".into()],
         };
         let field = |n: &str| Field {
-            name: n.into(),
+            name: prost::bytes::Bytes::copy_from_slice(n.as_bytes()),
             r#type: Type::Int64 as i32,
             ..Default::default()
         };

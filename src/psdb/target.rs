@@ -80,7 +80,7 @@ pub fn trim_last_known_pk(qr: &QueryResult, keys: &[String]) -> QueryResult {
     };
     let idx: Vec<usize> = keys
         .iter()
-        .filter_map(|k| qr.fields.iter().position(|f| &f.name == k))
+        .filter_map(|k| qr.fields.iter().position(|f| f.name == k))
         .collect();
     if idx.len() != keys.len()
         || idx.len() == qr.fields.len() && idx.iter().enumerate().all(|(i, j)| i == *j)
@@ -119,7 +119,7 @@ mod tests {
 
     fn f(name: &str) -> Field {
         Field {
-            name: name.into(),
+            name: prost::bytes::Bytes::copy_from_slice(name.as_bytes()),
             r#type: Type::Int64 as i32,
             ..Default::default()
         }
@@ -137,8 +137,8 @@ mod tests {
         };
         let t = trim_last_known_pk(&qr, &["tenant".to_string(), "id".to_string()]);
         assert_eq!(
-            t.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
-            vec!["tenant", "id"]
+            t.fields.iter().map(|f| &f.name[..]).collect::<Vec<_>>(),
+            vec![&b"tenant"[..], b"id"]
         );
         assert_eq!(t.rows[0].lengths().collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(t.rows[0].values(), b"y42");

@@ -494,7 +494,7 @@ mod tests {
 
     fn field(name: &str) -> Field {
         Field {
-            name: name.into(),
+            name: prost::bytes::Bytes::copy_from_slice(name.as_bytes()),
             r#type: Type::Int64 as i32,
             ..Default::default()
         }
