@@ -101,6 +101,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Rows are decoded by hand (see `src/row.rs`): no allocation
         // per row, cells left as slices of the receive buffer.
         .extern_path(".query.Row", "crate::row::Row")
+        // Field lists that repeat are compared, not decoded (see
+        // `src/query_result.rs`).
+        .extern_path(".query.QueryResult", "crate::query_result::QueryResult")
         // Rare members boxed: a response holds a vector of events, mostly
         // ROW events, which then take a third of the room.
         .boxed(".binlogdata.VEvent.field_event")

@@ -20,6 +20,7 @@ pub mod mysql;
 pub mod position;
 pub mod progress;
 pub mod psdb;
+pub mod query_result;
 pub mod relay;
 pub mod retry;
 pub mod row;
@@ -33,6 +34,7 @@ pub mod types;
 /// Wire types generated from `proto/` (client side only).
 pub mod pb {
     pub mod query {
+        pub use crate::query_result::QueryResult;
         pub use crate::row::Row;
         tonic::include_proto!("query");
     }
