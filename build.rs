@@ -98,12 +98,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         // Messages decode from one slice (see `src/psdb/codec.rs`).
         .codec_path("crate::psdb::codec::Codec")
-        // Rows are decoded by hand (see `src/row.rs`): no allocation
+        // Rows are decoded by hand (see `src/wire/row.rs`): no allocation
         // per row, cells left as slices of the receive buffer.
-        .extern_path(".query.Row", "crate::row::Row")
+        .extern_path(".query.Row", "crate::wire::row::Row")
         // Field lists that repeat are compared, not decoded (see
-        // `src/query_result.rs`).
-        .extern_path(".query.QueryResult", "crate::query_result::QueryResult")
+        // `src/wire/query_result.rs`).
+        .extern_path(
+            ".query.QueryResult",
+            "crate::wire::query_result::QueryResult",
+        )
+        // The event vector sized once (see `src/wire/vstream_response.rs`).
+        .extern_path(
+            ".vtgate.VStreamResponse",
+            "crate::wire::vstream_response::VStreamResponse",
+        )
         // Rare members boxed: a response holds a vector of events, mostly
         // ROW events, which then take a third of the room.
         .boxed(".binlogdata.VEvent.field_event")

@@ -20,22 +20,21 @@ pub mod mysql;
 pub mod position;
 pub mod progress;
 pub mod psdb;
-pub mod query_result;
 pub mod relay;
 pub mod retry;
-pub mod row;
 pub mod row_key;
 pub mod signals;
 pub mod singer;
 pub mod state;
 pub mod sync;
 pub mod types;
+pub mod wire;
 
 /// Wire types generated from `proto/` (client side only).
 pub mod pb {
     pub mod query {
-        pub use crate::query_result::QueryResult;
-        pub use crate::row::Row;
+        pub use crate::wire::query_result::QueryResult;
+        pub use crate::wire::row::Row;
         tonic::include_proto!("query");
     }
     pub mod vtrpc {
@@ -48,6 +47,7 @@ pub mod pb {
         tonic::include_proto!("binlogdata");
     }
     pub mod vtgate {
+        pub use crate::wire::vstream_response::VStreamResponse;
         tonic::include_proto!("vtgate");
     }
     pub mod vtgateservice {

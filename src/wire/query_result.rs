@@ -10,7 +10,7 @@
 //! (its name is shared, not copied); any other is decoded as usual and
 //! remembered. The result is the same as decoding every field, so the
 //! type keeps the generated type's members and wire form (rows are
-//! [`crate::row::Row`]).
+//! [`super::row::Row`]).
 
 use std::cell::RefCell;
 
@@ -19,7 +19,7 @@ use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
 use crate::pb::query::Field;
-use crate::row::Row;
+use crate::wire::row::Row;
 
 const FIELDS: u32 = 1;
 const ROWS_AFFECTED: u32 = 2;
@@ -188,7 +188,10 @@ mod tests {
             let qr = QueryResult::decode(&wire[..]).expect("decodes");
             assert_eq!(qr.fields, g.fields);
             assert_eq!(qr.rows, g.rows);
-            assert_eq!((qr.rows_affected, qr.insert_id), (g.rows_affected, g.insert_id));
+            assert_eq!(
+                (qr.rows_affected, qr.insert_id),
+                (g.rows_affected, g.insert_id)
+            );
             assert_eq!(qr.encode_to_vec(), wire);
             assert_eq!(qr.encoded_len(), wire.len());
         }
