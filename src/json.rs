@@ -86,15 +86,32 @@ fn clean_prefix(bytes: &[u8], ascii: bool) -> usize {
 }
 
 /// Appends the escaped body of a string (no quotes) that is valid UTF-8.
-fn escape_body(out: &mut Vec<u8>, mut bytes: &[u8]) {
+fn escape_body(out: &mut Vec<u8>, bytes: &[u8]) {
+    escape_runs(out, bytes, false);
+}
+
+/// Appends `bytes` escaped, run by run, up to the end or (with `ascii`) to
+/// the first byte of 0x80 or above, and returns what is left from there.
+/// Short runs between escapes (JSON text is full of quotes) are copied
+/// byte by byte: a scan per run would cost more than the run.
+fn escape_runs<'a>(out: &mut Vec<u8>, mut bytes: &'a [u8], ascii: bool) -> &'a [u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    while !bytes.is_empty() {
-        let run = clean_prefix(bytes, false);
+    loop {
+        let run = if bytes.len() >= 16 {
+            clean_prefix(bytes, ascii)
+        } else {
+            bytes
+                .iter()
+                .take_while(|&&b| ESCAPE[usize::from(b)] == 0 && !(ascii && b >= 0x80))
+                .count()
+        };
         out.extend_from_slice(&bytes[..run]);
-        let Some((&b, rest)) = bytes[run..].split_first() else {
-            return;
+        bytes = &bytes[run..];
+        let Some(&b) = bytes.first() else {
+            return bytes;
         };
         match ESCAPE[usize::from(b)] {
+            0 => return bytes,
             b'u' => out.extend_from_slice(&[
                 b'\\',
                 b'u',
@@ -105,7 +122,7 @@ fn escape_body(out: &mut Vec<u8>, mut bytes: &[u8]) {
             ]),
             letter => out.extend_from_slice(&[b'\\', letter]),
         }
-        bytes = rest;
+        bytes = &bytes[1..];
     }
 }
 
@@ -121,11 +138,11 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// anything else with U+FFFD for each invalid sequence (as
 /// `String::from_utf8_lossy`).
 pub fn write_text(out: &mut Vec<u8>, bytes: &[u8]) {
-    let ascii = clean_prefix(bytes, true);
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    out.extend_from_slice(&bytes[..ascii]);
-    let tail = &bytes[ascii..];
+    // ASCII needs no UTF-8 check; the rest is checked once, from its
+    // first non-ASCII byte.
+    let tail = escape_runs(out, bytes, true);
     if !tail.is_empty() {
         match std::str::from_utf8(tail) {
             Ok(s) => escape_body(out, s.as_bytes()),
