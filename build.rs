@@ -131,8 +131,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Drops the members of `message` not named in `keep`. Only simple
-/// one-line members (`type name = N;`) are expected there.
+/// one-line members (`[repeated] type name = N;`) are expected there.
 fn trim_message(proto: &str, message: &str, keep: &[&str]) -> String {
+    edit_members(proto, message, |member| {
+        keep.contains(&member_name(member))
+            .then(|| member.to_string())
+    })
+}
+
+/// Declares the `string` members of `message` named in `members` as
+/// `bytes` (see [`BYTES_NOT_TEXT`]).
+fn as_bytes(proto: &str, message: &str, members: &[&str]) -> String {
+    edit_members(proto, message, |member| {
+        Some(
+            if member.starts_with("string ") && members.contains(&member_name(member)) {
+                member.replacen("string ", "bytes ", 1)
+            } else {
+                member.to_string()
+            },
+        )
+    })
+}
+
+/// Rewrites each member line of `message` (trimmed) with `edit`, which
+/// returns the new line or `None` to drop it; other lines stay as they are.
+fn edit_members(proto: &str, message: &str, edit: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(proto.len());
     let mut inside = false;
     for line in proto.lines() {
@@ -142,35 +165,14 @@ fn trim_message(proto: &str, message: &str, keep: &[&str]) -> String {
         } else if inside && t == "}" {
             inside = false;
         } else if inside && t.ends_with(';') && !t.starts_with("//") {
-            let name = member_name(t);
-            if !keep.contains(&name) {
-                continue;
+            match edit(t) {
+                Some(member) => out.push_str(&format!("  {member}")),
+                None => continue,
             }
+            out.push('\n');
+            continue;
         }
         out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// Declares the `string` members of `message` named in `members` as
-/// `bytes` (see [`BYTES_NOT_TEXT`]).
-fn as_bytes(proto: &str, message: &str, members: &[&str]) -> String {
-    let mut out = String::with_capacity(proto.len());
-    let mut inside = false;
-    for line in proto.lines() {
-        let t = line.trim();
-        if t.starts_with(&format!("message {message} ")) {
-            inside = true;
-        } else if inside && t == "}" {
-            inside = false;
-        }
-        let name = member_name(t);
-        if inside && t.starts_with("string ") && members.contains(&name) {
-            out.push_str(&line.replacen("string ", "bytes ", 1));
-        } else {
-            out.push_str(line);
-        }
         out.push('\n');
     }
     out
