@@ -65,6 +65,29 @@ impl FieldMemo {
     fn known(&self) -> usize {
         self.seen.len()
     }
+
+    /// The field remembered at `at` if its raw bytes are `raw`.
+    fn same(&self, at: usize, raw: &[u8]) -> Option<Field> {
+        self.seen
+            .get(at)
+            .filter(|(bytes, _)| bytes[..] == *raw)
+            .map(|(_, field)| field.clone())
+    }
+}
+
+/// The common case without touching the buffer's bookkeeping: the field at
+/// the front of `buf` (its length prefix, then its bytes, all in the
+/// current chunk) is the one remembered at `at`; it is skipped and a clone
+/// returned. Anything else (another field, a malformed prefix, a field
+/// split across chunks) is left to the full path.
+fn remembered(at: usize, buf: &mut impl Buf) -> Option<Field> {
+    let chunk = buf.chunk();
+    let mut body: &[u8] = chunk;
+    let len = usize::try_from(encoding::decode_varint(&mut body).ok()?).ok()?;
+    let raw = body.get(..len)?;
+    let field = MEMO.with(|memo| memo.borrow().same(at, raw))?;
+    buf.advance(chunk.len() - body.len() + len);
+    Some(field)
 }
 
 thread_local! {
@@ -96,16 +119,19 @@ impl Message for QueryResult {
     ) -> Result<(), DecodeError> {
         match tag {
             FIELDS => {
+                let at = self.fields.len();
+                if at == 0 {
+                    self.fields.reserve(MEMO.with(|m| m.borrow().known()));
+                }
+                if wire_type == WireType::LengthDelimited {
+                    if let Some(field) = remembered(at, buf) {
+                        self.fields.push(field);
+                        return Ok(());
+                    }
+                }
                 let mut raw = Bytes::new();
                 encoding::bytes::merge(wire_type, &mut raw, buf, ctx)?;
-                let at = self.fields.len();
-                let field = MEMO.with(|memo| {
-                    let mut memo = memo.borrow_mut();
-                    if at == 0 {
-                        self.fields.reserve(memo.known());
-                    }
-                    memo.field(at, &raw)
-                })?;
+                let field = MEMO.with(|memo| memo.borrow_mut().field(at, &raw))?;
                 self.fields.push(field);
                 Ok(())
             }
