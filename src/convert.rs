@@ -382,21 +382,31 @@ fn text_cell(out: &mut Vec<u8>, ty: Type, members: &[String], text: &[u8]) -> No
         }
     } else if ty == Type::Decimal {
         // Restore the leading zero even when the catalog says string.
-        let mut tmp = Vec::with_capacity(text.len() + 1);
-        match write_decimal(&mut tmp, text) {
-            Some(()) => write_text(out, &tmp),
-            None => write_text(out, text),
-        }
+        quoted_number(out, text, write_decimal);
     } else if matches!(ty, Type::Float32 | Type::Float64) {
-        let mut tmp = Vec::with_capacity(24);
-        match write_float(&mut tmp, text) {
-            Some(()) if tmp != b"null" => write_text(out, &tmp),
-            _ => write_text(out, text),
-        }
+        quoted_number(out, text, write_float);
     } else {
         write_text(out, text);
     }
     Note::Ok
+}
+
+/// A number written as a JSON string, in the form `write` gives it, or
+/// the text as it is when `write` refuses it or gives `null`. Written in
+/// place: numbers need no escaping.
+fn quoted_number(
+    out: &mut Vec<u8>,
+    text: &[u8],
+    write: fn(&mut Vec<u8>, &[u8]) -> Option<()>,
+) {
+    let start = out.len();
+    out.push(b'"');
+    if write(out, text).is_some() && &out[start + 1..] != b"null" {
+        out.push(b'"');
+    } else {
+        out.truncate(start);
+        write_text(out, text);
+    }
 }
 
 fn date_cell(out: &mut Vec<u8>, ty: Type, target: Target, text: &[u8]) -> Option<Note> {
