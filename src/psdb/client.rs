@@ -122,8 +122,11 @@ impl PsdbClient {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)
-            .initial_stream_window_size(Some(8 * 1024 * 1024))
-            .initial_connection_window_size(Some(16 * 1024 * 1024));
+            // Windows are what the server may send ahead of the reader:
+            // enough for a fast link's round trip (4 MiB is 40 ms at
+            // 100 MB/s), and what a stalled stdout leaves buffered here.
+            .initial_stream_window_size(Some(4 * 1024 * 1024))
+            .initial_connection_window_size(Some(8 * 1024 * 1024));
         if settings.tls {
             let mut tls = ClientTlsConfig::new().domain_name(settings.grpc.host.clone());
             match &settings.tls_ca_file {

@@ -53,8 +53,9 @@ pub fn tablet_type(t: TabletType) -> i32 {
 
 /// Rows of one transaction held back waiting for its COMMIT; beyond this
 /// they go out without a cursor, so a huge transaction does not grow memory
-/// (its cursor still moves only at the COMMIT).
-const MAX_PENDING_ROWS: usize = 10_000;
+/// (its cursor still moves only at the COMMIT). About a Connect response's
+/// worth: the rows pin their receive buffers until converted.
+const MAX_PENDING_ROWS: usize = 4_000;
 
 /// Seconds between heartbeats on an idle stream: often enough that a
 /// session sees its position move well before its deadline.

@@ -331,6 +331,7 @@ impl<'a> Reader<'a> {
             self.cursor = c.clone();
         }
         if batch.records > 0 || had_cursor {
+            batch.held = self.shared.lines.hold(batch.lines.len()).await;
             let event = Event::Batch {
                 slot: self.slot.index,
                 batch,

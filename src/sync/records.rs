@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use tracing::warn;
 
 use crate::catalog::ReplicationMethod;
@@ -80,6 +82,9 @@ pub struct Batch {
     pub cursor: Option<TableCursor>,
     /// Whether the slot is in its copy phase after this batch.
     pub copying: bool,
+    /// The batch's share of the lines in flight (see [`LinePool::hold`]),
+    /// given back when the writer drops the batch.
+    pub held: Option<OwnedSemaphorePermit>,
 }
 
 /// A column whose values needed a note, counted over a slot's run.
@@ -94,14 +99,34 @@ pub struct ColumnWarning {
 /// reuse their capacity: a fresh buffer per batch would grow by doubling
 /// (copying everything each time) and, past glibc's mmap threshold, fault
 /// in fresh zeroed pages for every response.
-#[derive(Debug, Default)]
+///
+/// The pool also bounds the bytes of lines in flight between the readers
+/// and the writer. A batch holds a share of [`Self::IN_FLIGHT`] from
+/// before it is sent until the writer drops it, so a writer held up by a
+/// slow stdout stalls the readers rather than letting finished lines pile
+/// up: the channel alone counts batches, and a batch can be megabytes.
+#[derive(Debug)]
 pub struct LinePool {
     free: std::sync::Mutex<Vec<Vec<u8>>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Default for LinePool {
+    fn default() -> Self {
+        LinePool {
+            free: std::sync::Mutex::default(),
+            in_flight: Arc::new(Semaphore::new(Self::IN_FLIGHT_KIB as usize)),
+        }
+    }
 }
 
 impl LinePool {
     /// More spare buffers than batches in flight would only hold memory.
-    const KEEP: usize = 16;
+    const KEEP: usize = 4;
+
+    /// Bytes of lines that may wait for the writer, in KiB: a few batches
+    /// of a megabyte's response, enough to keep the writer busy.
+    const IN_FLIGHT_KIB: u32 = 4 * 1024;
 
     pub fn take(&self) -> Vec<u8> {
         self.free
@@ -118,6 +143,16 @@ impl LinePool {
                 free.push(lines);
             }
         }
+    }
+
+    /// Waits until `bytes` more of lines may be in flight and returns their
+    /// hold. A batch larger than the whole allowance waits for all of it,
+    /// so it still goes, alone. `None` once the pool is closed (never).
+    pub async fn hold(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(1, Self::IN_FLIGHT_KIB);
+        self.in_flight.clone().acquire_many_owned(kib).await.ok()
     }
 }
 
@@ -213,6 +248,7 @@ impl Records {
             counts,
             cursor,
             copying,
+            held: None,
         })
     }
 
