@@ -931,6 +931,58 @@ mod tests {
     }
 
     #[test]
+    fn hex_encoded_column_lists_decode_to_the_names() {
+        let cases: [(&str, Option<Vec<&str>>); 5] = [
+            ("6964", Some(vec!["id"])),
+            ("6964,2C20E282AC", Some(vec!["id", ", €"])),
+            ("", Some(vec![""])),
+            ("6", None),
+            ("FF", None),
+        ];
+        for (hex, want) in cases {
+            let want = want.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>());
+            assert_eq!(decode_names(hex), want, "{hex}");
+        }
+    }
+
+    #[test]
+    fn a_new_table_drops_nothing_and_creates_all_four_objects() {
+        let table = TableDef {
+            name: "t".into(),
+            columns: vec!["id".into(), "v".into()],
+            sig: "abc".into(),
+        };
+        let none = Existing {
+            shadow: false,
+            triggers: [false; 3],
+        };
+        assert_eq!(drop_capture_sql("db", "t", none), "");
+        let some = Existing {
+            shadow: true,
+            triggers: [false, true, false],
+        };
+        assert_eq!(
+            drop_capture_sql("db", "t", some),
+            "DROP TRIGGER IF EXISTS `db`.`_psdb_tu_t`;DROP TABLE IF EXISTS `_psdb_db`.`_psdb_s_t`;"
+        );
+        let create = create_capture_sql("db", &table);
+        assert_eq!(
+            create
+                .matches("CREATE TABLE `_psdb_db`.`_psdb_s_t`")
+                .count(),
+            1
+        );
+        for (k, event) in TRIGGERS {
+            assert!(
+                create.contains(&format!(
+                    "CREATE TRIGGER `db`.`_psdb_t{k}_t` AFTER {event} ON `db`.`t`"
+                )),
+                "{k}: {create}"
+            );
+        }
+    }
+
+    #[test]
     fn odd_names_that_flatten_alike_stay_apart() {
         assert_ne!(shadow_name("a b"), shadow_name("a-b"));
         assert_ne!(shadow_name("a b"), shadow_name("a_b"));
