@@ -323,60 +323,45 @@ async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, M
         "SELECT table_name, index_name, column_name, seq_in_index, non_unique, nullable \
                         FROM information_schema.statistics WHERE table_schema = ?";
 
-    let rows: Vec<Row> =
-        conn.exec(TABLES, (schema,))
-            .await
-            .map_err(|source| MySqlError::Query {
-                what: "information_schema.tables",
-                source: Box::new(source),
-            })?;
-    let mut tables: Vec<RawTable> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let name = text(row, 0, "information_schema.tables")?;
-        let kind = text(row, 1, "information_schema.tables")?;
+    let mut tables: Vec<RawTable> = Vec::new();
+    const INFO_TABLES: &str = "information_schema.tables";
+    each_row(conn, TABLES, schema, INFO_TABLES, |row| {
+        let name = text(row, 0, INFO_TABLES)?;
+        let kind = text(row, 1, INFO_TABLES)?;
         tables.push(RawTable {
             name,
             is_view: kind.eq_ignore_ascii_case("VIEW"),
-            row_count: number(row, 2, "information_schema.tables")?,
+            row_count: number(row, 2, INFO_TABLES)?,
             columns: Vec::new(),
             primary_key: Vec::new(),
             unique_keys: Vec::new(),
         });
-    }
+        Ok(())
+    })
+    .await?;
     // Byte order, not the server's collation, so output never depends on it.
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     let index = |tables: &[RawTable], name: &str| {
         tables.binary_search_by(|t| t.name.as_str().cmp(name)).ok()
     };
 
-    let rows: Vec<Row> =
-        conn.exec(COLUMNS, (schema,))
-            .await
-            .map_err(|source| MySqlError::Query {
-                what: "information_schema.columns",
-                source: Box::new(source),
-            })?;
-    for row in &rows {
-        let table = text(row, 0, "information_schema.columns")?;
+    const INFO_COLUMNS: &str = "information_schema.columns";
+    each_row(conn, COLUMNS, schema, INFO_COLUMNS, |row| {
+        let table = text(row, 0, INFO_COLUMNS)?;
         if let Some(i) = index(&tables, &table) {
             tables[i].columns.push(RawColumn {
-                name: text(row, 1, "information_schema.columns")?,
-                column_type: text(row, 2, "information_schema.columns")?,
-                in_primary_key: text(row, 3, "information_schema.columns")? == "PRI",
+                name: text(row, 1, INFO_COLUMNS)?,
+                column_type: text(row, 2, INFO_COLUMNS)?,
+                in_primary_key: text(row, 3, INFO_COLUMNS)? == "PRI",
             });
         }
-    }
+        Ok(())
+    })
+    .await?;
 
-    let rows: Vec<Row> = conn
-        .exec(KEYS, (schema,))
-        .await
-        .map_err(|source| MySqlError::Query {
-            what: "information_schema.statistics",
-            source: Box::new(source),
-        })?;
     const STATS: &str = "information_schema.statistics";
     let mut parts: Vec<Vec<IndexPart>> = vec![Vec::new(); tables.len()];
-    for row in &rows {
+    each_row(conn, KEYS, schema, STATS, |row| {
         let table = text(row, 0, STATS)?;
         if let Some(i) = index(&tables, &table) {
             parts[i].push(IndexPart {
@@ -387,11 +372,40 @@ async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, M
                 nullable: text(row, 5, STATS)?.eq_ignore_ascii_case("YES"),
             });
         }
-    }
+        Ok(())
+    })
+    .await?;
     for (table, parts) in tables.iter_mut().zip(&parts) {
         (table.primary_key, table.unique_keys) = row_key::indexes(parts);
     }
     Ok(tables)
+}
+
+/// Runs `sql` with the schema name bound and hands each row to `read` as
+/// it arrives, so a schema's 200,000 column rows are never all held at
+/// once; the first error `read` returns ends the reading.
+async fn each_row(
+    conn: &mut Conn,
+    sql: &'static str,
+    schema: &str,
+    what: &'static str,
+    mut read: impl FnMut(&Row) -> Result<(), MySqlError>,
+) -> Result<(), MySqlError> {
+    let failed = |source| MySqlError::Query {
+        what,
+        source: Box::new(source),
+    };
+    let mut result = conn.exec_iter(sql, (schema,)).await.map_err(failed)?;
+    let mut problem = None;
+    result
+        .for_each(|row| {
+            if problem.is_none() {
+                problem = read(&row).err();
+            }
+        })
+        .await
+        .map_err(failed)?;
+    problem.map_or(Ok(()), Err)
 }
 
 /// `SHOW VITESS_SHARDS`, filtered to the exact `<keyspace>/` prefix (the Go

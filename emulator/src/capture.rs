@@ -72,7 +72,7 @@
 //!   the newest N transactions are kept, older start positions answer as
 //!   purged).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -389,21 +389,25 @@ async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Cap
     Ok(())
 }
 
-/// The server's count of statements that can change a table's columns or
-/// keys, cheap to read: the periodic scan runs only when it moves.
 /// The names of the capture triggers in `database`.
+///
+/// By `event_object_schema`, the column MariaDB looks tables up by: a
+/// condition on `trigger_schema` (always the same value) makes it open and
+/// parse the triggers of every table of every database on the server.
 async fn own_triggers(
     conn: &mut mysql_async::Conn,
     database: &str,
 ) -> Result<Vec<String>, mysql_async::Error> {
     conn.exec(
         "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers \
-         WHERE trigger_schema = ? AND trigger_name LIKE '\\_psdb\\_t%'",
+         WHERE event_object_schema = ? AND trigger_name LIKE '\\_psdb\\_t%'",
         (database,),
     )
     .await
 }
 
+/// The server's count of statements that can change a table's columns or
+/// keys, cheap to read: the periodic scan runs only when it moves.
 async fn ddl_count(conn: &mut mysql_async::Conn) -> Result<u64, mysql_async::Error> {
     let n: Option<Option<u64>> = conn
         .query_first(
@@ -416,82 +420,130 @@ async fn ddl_count(conn: &mut mysql_async::Conn) -> Result<u64, mysql_async::Err
     Ok(n.flatten().unwrap_or(0))
 }
 
+/// A base table of a backing database, as one scan read it.
+#[derive(Debug)]
+struct TableDef {
+    name: String,
+    /// Column names in ordinal order.
+    columns: Vec<String>,
+    /// MD5 of the columns' names and types (kept as the shadow table's
+    /// comment, so a restarted emulator recognises capture it installed).
+    sig: String,
+}
+
+/// Every base table of `database` with its columns and signature, in two
+/// flat per-schema queries whatever the number of tables: neither reads a
+/// table's statistics or comment, so MariaDB needs only the table
+/// definitions (a correlated subquery, or a column MariaDB must open the
+/// table for, costs seconds over thousands of tables). The column names
+/// travel hex-encoded, so no name can break the list apart.
+async fn read_tables(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+) -> Result<Vec<TableDef>, CaptureError> {
+    conn.query_drop("SET SESSION group_concat_max_len = 16777216")
+        .await?;
+    let names: Vec<String> = conn
+        .exec(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = ? AND table_type = 'BASE TABLE'",
+            (database,),
+        )
+        .await?;
+    let columns: Vec<(String, Option<String>, Option<String>)> = conn
+        .exec(
+            "SELECT CAST(table_name AS CHAR), \
+             CAST(GROUP_CONCAT(HEX(column_name) ORDER BY ordinal_position SEPARATOR ',') AS CHAR), \
+             MD5(GROUP_CONCAT(CONCAT(column_name, ' ', column_type) ORDER BY ordinal_position \
+             SEPARATOR ',')) FROM information_schema.columns WHERE table_schema = ? \
+             GROUP BY table_name",
+            (database,),
+        )
+        .await?;
+    let mut by_name: HashMap<String, (Vec<String>, String)> = HashMap::new();
+    for (table, hex, sig) in columns {
+        let (Some(hex), Some(sig)) = (hex, sig) else {
+            continue;
+        };
+        if let Some(cols) = decode_names(&hex) {
+            by_name.insert(table, (cols, sig));
+        }
+    }
+    // A table listed without columns was dropped between the two reads:
+    // the next scan sees it as it is then.
+    Ok(names
+        .into_iter()
+        .filter(|n| !n.starts_with(PREFIX))
+        .filter_map(|name| {
+            let (columns, sig) = by_name.remove(&name)?;
+            Some(TableDef { name, columns, sig })
+        })
+        .collect())
+}
+
+/// Decodes a comma-separated list of hex-encoded UTF-8 names.
+fn decode_names(list: &str) -> Option<Vec<String>> {
+    list.split(',')
+        .map(|h| {
+            let bytes = (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            String::from_utf8(bytes).ok()
+        })
+        .collect()
+}
+
 /// Installs or re-creates capture for every base table whose columns changed.
 async fn scan(
     conn: &mut mysql_async::Conn,
     database: &str,
     refused: &mut Refused,
 ) -> Result<(), CaptureError> {
-    conn.query_drop("SET SESSION group_concat_max_len = 1048576")
-        .await?;
-    // Two flat per-schema queries: a correlated subquery over
-    // information_schema.columns opens every table on the server per row
-    // (seconds on a busy shared server).
-    let tables: Vec<(String, String, String)> = conn
-        .exec(
-            "SELECT CAST(table_name AS CHAR), CAST(table_type AS CHAR), \
-             CAST(table_comment AS CHAR) FROM information_schema.tables WHERE table_schema = ?",
-            (database,),
-        )
-        .await?;
-    let signatures: Vec<(String, String)> = conn
-        .exec(
-            "SELECT CAST(table_name AS CHAR), MD5(GROUP_CONCAT(CONCAT(column_name, ' ', \
-             column_type) ORDER BY ordinal_position SEPARATOR ',')) \
-             FROM information_schema.columns WHERE table_schema = ? GROUP BY table_name",
-            (database,),
-        )
-        .await?;
-    let shadows: Vec<(String, String)> = conn
+    let tables = read_tables(conn, database).await?;
+    let shadows: HashMap<String, String> = conn
         .exec(
             "SELECT CAST(table_name AS CHAR), CAST(table_comment AS CHAR) \
              FROM information_schema.tables WHERE table_schema = ? AND table_name LIKE '\\_psdb\\_s\\_%'",
             (own_database(database),),
         )
-        .await?;
-    let rows: Vec<(String, Option<String>)> = tables
-        .iter()
-        .filter(|(n, ty, _)| ty == "BASE TABLE" && !n.starts_with(PREFIX))
-        .map(|(n, _, _)| {
-            let sig = signatures
-                .iter()
-                .find(|(t, _)| t == n)
-                .map(|(_, s)| s.clone());
-            (n.clone(), sig)
-        })
+        .await?
+        .into_iter()
         .collect();
-    let triggers: Vec<String> = own_triggers(conn, database).await?;
+    let triggers: HashSet<String> = own_triggers(conn, database).await?.into_iter().collect();
     // Which table each shadow name belongs to: a second table on the same
     // name (a hash collision) is refused rather than mixed with the first.
-    let mut owners: BTreeMap<String, &str> = BTreeMap::new();
-    for (table, sig) in &rows {
-        let Some(sig) = sig else { continue };
-        let shadow = shadow_name(table);
+    let mut owners: HashMap<String, &str> = HashMap::new();
+    for table in &tables {
+        let (name, sig) = (table.name.as_str(), table.sig.as_str());
+        let shadow = shadow_name(name);
         if let Some(first) = owners.get(&shadow) {
             let reason = format!("its capture objects would share names with `{first}`'s");
             // Its objects are the first table's: nothing to remove.
-            refuse(database, table, sig, &reason, refused);
+            refuse(database, name, sig, &reason, refused);
             continue;
         }
-        owners.insert(shadow.clone(), table);
-        if refused.get(table) == Some(sig) {
+        let current = shadows.get(&shadow).map(String::as_str);
+        owners.insert(shadow, name);
+        if refused.get(name).map(String::as_str) == Some(sig) {
             continue;
         }
-        let current = shadows.iter().find(|(n, _)| *n == shadow).map(|(_, c)| c);
-        let have_triggers = ["i", "u", "d"]
-            .iter()
-            .all(|k| triggers.contains(&trigger_name(k, table)));
-        if current == Some(sig) && have_triggers {
+        let present = TRIGGERS.map(|(k, _)| triggers.contains(&trigger_name(k, name)));
+        if current == Some(sig) && present.iter().all(|p| *p) {
             continue;
         }
-        tracing::debug!(database, table, "installing change capture");
-        match install_table(conn, database, table, sig).await {
+        tracing::debug!(database, table = name, "installing change capture");
+        let existing = Existing {
+            shadow: current.is_some(),
+            triggers: present,
+        };
+        match install_table(conn, database, table, existing).await {
             Ok(()) => {
-                refused.remove(table);
+                refused.remove(name);
             }
             Err(e) => {
-                refuse(database, table, sig, &e.to_string(), refused);
-                uninstall(conn, database, table).await;
+                refuse(database, name, sig, &e.to_string(), refused);
+                uninstall(conn, database, name).await;
             }
         }
     }
@@ -520,55 +572,97 @@ fn refuse(database: &str, table: &str, sig: &str, reason: &str, refused: &mut Re
 /// succeed and its streams serve the copy and no changes, never half of
 /// them.
 async fn uninstall(conn: &mut mysql_async::Conn, database: &str, table: &str) {
-    if let Err(e) = conn.query_drop(drop_capture_sql(database, table)).await {
+    let all = Existing {
+        shadow: true,
+        triggers: [true; 3],
+    };
+    if let Err(e) = conn
+        .query_drop(drop_capture_sql(database, table, all))
+        .await
+    {
         tracing::warn!(database, table, error = %e, "removing partial change capture failed");
     }
 }
 
-/// Drops a table's triggers and shadow table, whichever exist.
-fn drop_capture_sql(database: &str, table: &str) -> String {
+/// The capture triggers: name kind and the event each follows.
+const TRIGGERS: [(&str, &str); 3] = [("i", "INSERT"), ("u", "UPDATE"), ("d", "DELETE")];
+
+/// Which of a table's capture objects a scan saw, in [`TRIGGERS`] order.
+#[derive(Debug, Clone, Copy)]
+struct Existing {
+    shadow: bool,
+    triggers: [bool; 3],
+}
+
+/// Drops those of a table's triggers and shadow table that `existing`
+/// names. Each drop is DDL with its own syncs, as dear as a create, so a
+/// new table's install drops nothing.
+fn drop_capture_sql(database: &str, table: &str, existing: Existing) -> String {
     let db = quote_ident(database);
     let own = quote_ident(&own_database(database));
     let mut sql = String::new();
-    for k in ["i", "u", "d"] {
+    for ((k, _), there) in TRIGGERS.iter().zip(existing.triggers) {
+        if there {
+            sql.push_str(&format!(
+                "DROP TRIGGER IF EXISTS {db}.{};",
+                quote_ident(&trigger_name(k, table))
+            ));
+        }
+    }
+    if existing.shadow {
         sql.push_str(&format!(
-            "DROP TRIGGER IF EXISTS {db}.{};",
-            quote_ident(&trigger_name(k, table))
+            "DROP TABLE IF EXISTS {own}.{};",
+            quote_ident(&shadow_name(table))
         ));
     }
-    sql.push_str(&format!(
-        "DROP TABLE IF EXISTS {own}.{};",
-        quote_ident(&shadow_name(table))
-    ));
     sql
 }
 
+/// Installs a table's capture in one round trip: drops what the scan saw of
+/// an older capture, creates the shadow table and the three triggers. If
+/// that fails (the scan's view was stale, say), everything is dropped and
+/// tried once more before the table is refused.
 async fn install_table(
     conn: &mut mysql_async::Conn,
     database: &str,
-    table: &str,
-    sig: &str,
+    table: &TableDef,
+    existing: Existing,
 ) -> Result<(), CaptureError> {
-    let db = quote_ident(database);
-    let own = quote_ident(&own_database(database));
-    let t = quote_ident(table);
-    let shadow = quote_ident(&shadow_name(table));
-    let columns: Vec<String> = conn
-        .exec(
-            "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
-             WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-            (database, table),
-        )
-        .await?;
     // The shadow table adds its own `_psdb_` columns; a user column of that
     // name would merge with one of them (CREATE … SELECT does not refuse it)
     // and fail the user's writes at run time.
-    if let Some(c) = columns
+    if let Some(c) = table
+        .columns
         .iter()
         .find(|c| c.to_ascii_lowercase().starts_with(PREFIX))
     {
         return Err(CaptureError::ReservedColumn(c.clone()));
     }
+    let create = create_capture_sql(database, table);
+    let first = format!(
+        "{}{create}",
+        drop_capture_sql(database, &table.name, existing)
+    );
+    if conn.query_drop(first).await.is_ok() {
+        return Ok(());
+    }
+    let all = Existing {
+        shadow: true,
+        triggers: [true; 3],
+    };
+    let again = format!("{}{create}", drop_capture_sql(database, &table.name, all));
+    conn.query_drop(again).await?;
+    Ok(())
+}
+
+/// The shadow table and the three triggers of a table's capture (after
+/// its older capture, if any, is dropped), as one multi-statement text.
+fn create_capture_sql(database: &str, table: &TableDef) -> String {
+    let db = quote_ident(database);
+    let own = quote_ident(&own_database(database));
+    let t = quote_ident(&table.name);
+    let shadow = quote_ident(&shadow_name(&table.name));
+    let columns = &table.columns;
     let col_list: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     let col_list = col_list.join(", ");
     let new_vals: Vec<String> = columns
@@ -579,15 +673,13 @@ async fn install_table(
         .iter()
         .map(|c| format!("OLD.{}", quote_ident(c)))
         .collect();
-    let tbl_lit = crate::values::quote_literal(table.as_bytes());
-    let sig_lit = crate::values::quote_literal(sig.as_bytes());
-    let mut sql = drop_capture_sql(database, table);
-    sql.push_str(&format!(
+    let tbl_lit = crate::values::quote_literal(table.name.as_bytes());
+    let sig_lit = crate::values::quote_literal(table.sig.as_bytes());
+    let mut sql = format!(
         "CREATE TABLE {own}.{shadow} (_psdb_seq BIGINT NOT NULL DEFAULT 0, _psdb_img CHAR(1) NOT NULL DEFAULT 'A', \
          PRIMARY KEY (_psdb_seq, _psdb_img)) ENGINE=InnoDB COMMENT={sig_lit} \
          AS SELECT * FROM {db}.{t} LIMIT 0;"
-    ));
-    conn.query_drop(sql).await?;
+    );
     let log = |op: &str| {
         format!(
             "SET _psdb_s = NEXTVAL({own}.`_psdb_seq`); \
@@ -602,35 +694,22 @@ async fn install_table(
         )
     };
     let bodies = [
-        (
-            "i",
-            "INSERT",
-            format!("{} {}", log("I"), image("A", &new_vals)),
+        format!("{} {}", log("I"), image("A", &new_vals)),
+        format!(
+            "{} {} {}",
+            log("U"),
+            image("B", &old_vals),
+            image("A", &new_vals)
         ),
-        (
-            "u",
-            "UPDATE",
-            format!(
-                "{} {} {}",
-                log("U"),
-                image("B", &old_vals),
-                image("A", &new_vals)
-            ),
-        ),
-        (
-            "d",
-            "DELETE",
-            format!("{} {}", log("D"), image("B", &old_vals)),
-        ),
+        format!("{} {}", log("D"), image("B", &old_vals)),
     ];
-    for (k, event, body) in bodies {
-        conn.query_drop(format!(
-            "CREATE TRIGGER {db}.{} AFTER {event} ON {db}.{t} FOR EACH ROW BEGIN DECLARE _psdb_s BIGINT; {body} END",
-            quote_ident(&trigger_name(k, table))
-        ))
-        .await?;
+    for ((k, event), body) in TRIGGERS.iter().zip(bodies) {
+        sql.push_str(&format!(
+            "CREATE TRIGGER {db}.{} AFTER {event} ON {db}.{t} FOR EACH ROW BEGIN DECLARE _psdb_s BIGINT; {body} END;",
+            quote_ident(&trigger_name(k, &table.name))
+        ));
     }
-    Ok(())
+    sql
 }
 
 /// Removes every object the emulator made for backing database `database`:
@@ -849,6 +928,58 @@ mod tests {
         // names are exactly 64 characters, direct ones shorter.
         let lookalike = &shadow_name(&names[0])["_psdb_s_".len()..];
         assert_ne!(shadow_name(lookalike), shadow_name(&names[0]));
+    }
+
+    #[test]
+    fn hex_encoded_column_lists_decode_to_the_names() {
+        let cases: [(&str, Option<Vec<&str>>); 5] = [
+            ("6964", Some(vec!["id"])),
+            ("6964,2C20E282AC", Some(vec!["id", ", €"])),
+            ("", Some(vec![""])),
+            ("6", None),
+            ("FF", None),
+        ];
+        for (hex, want) in cases {
+            let want = want.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>());
+            assert_eq!(decode_names(hex), want, "{hex}");
+        }
+    }
+
+    #[test]
+    fn a_new_table_drops_nothing_and_creates_all_four_objects() {
+        let table = TableDef {
+            name: "t".into(),
+            columns: vec!["id".into(), "v".into()],
+            sig: "abc".into(),
+        };
+        let none = Existing {
+            shadow: false,
+            triggers: [false; 3],
+        };
+        assert_eq!(drop_capture_sql("db", "t", none), "");
+        let some = Existing {
+            shadow: true,
+            triggers: [false, true, false],
+        };
+        assert_eq!(
+            drop_capture_sql("db", "t", some),
+            "DROP TRIGGER IF EXISTS `db`.`_psdb_tu_t`;DROP TABLE IF EXISTS `_psdb_db`.`_psdb_s_t`;"
+        );
+        let create = create_capture_sql("db", &table);
+        assert_eq!(
+            create
+                .matches("CREATE TABLE `_psdb_db`.`_psdb_s_t`")
+                .count(),
+            1
+        );
+        for (k, event) in TRIGGERS {
+            assert!(
+                create.contains(&format!(
+                    "CREATE TRIGGER `db`.`_psdb_t{k}_t` AFTER {event} ON `db`.`t`"
+                )),
+                "{k}: {create}"
+            );
+        }
     }
 
     #[test]

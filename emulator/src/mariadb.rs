@@ -323,7 +323,8 @@ impl MariaDb {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match tokio::time::timeout(Duration::from_secs(5), self.connect(None)).await {
-                Ok(Ok(conn)) => {
+                Ok(Ok(mut conn)) => {
+                    widen_table_cache(&mut conn).await;
                     let _ = conn.disconnect().await;
                     return Ok(());
                 }
@@ -521,10 +522,14 @@ async fn start_once(opts: &StartOptions) -> Result<MariaDb, HarnessError> {
         .arg("--performance-schema=OFF")
         .arg("--max-connections=1000")
         .arg("--max-allowed-packet=256M")
-        // Every captured table has a shadow table, so a schema of 1,000
-        // tables is 2,000 to the server; the default definition cache (400)
-        // would reopen table definitions on every information_schema query.
-        .arg("--table-definition-cache=8192")
+        // Every captured table has a shadow table, so a schema of 10,000
+        // tables is 20,000 to the server. A definition cache smaller than
+        // that (the default is 400) makes every information_schema query
+        // over the schema re-read each definition and InnoDB's statistics
+        // (`table_rows` of 10,000 tables: 8 s instead of 0.2 s; InnoDB's
+        // own dictionary cache is sized by it too). The open-table cache
+        // likewise, set once the server is up (see `widen_table_cache`).
+        .arg("--table-definition-cache=32768")
         .arg("--table-open-cache=8192")
         .args(&opts.extra_args)
         .stdin(Stdio::null())
@@ -561,7 +566,8 @@ async fn start_once(opts: &StartOptions) -> Result<MariaDb, HarnessError> {
             return Err(HarnessError::Exited { status, log, tail });
         }
         match tokio::time::timeout(Duration::from_secs(5), db.connect(None)).await {
-            Ok(Ok(conn)) => {
+            Ok(Ok(mut conn)) => {
+                widen_table_cache(&mut conn).await;
                 let _ = conn.disconnect().await;
                 tracing::debug!(port, "private mariadbd is up");
                 return Ok(db);
@@ -582,6 +588,25 @@ async fn start_once(opts: &StartOptions) -> Result<MariaDb, HarnessError> {
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Entries of the open-table cache of a private server.
+const TABLE_OPEN_CACHE: u32 = 32_768;
+
+/// Widens the open-table cache of a private server to [`TABLE_OPEN_CACHE`],
+/// so a schema of 10,000 captured tables stays open: reopening a table
+/// parses its three capture triggers, and a scan over more tables than the
+/// cache holds reopens every one of them (`discover` over 10,000 tables:
+/// 10 s instead of 3.5 s). At startup mariadbd caps the cache to half its
+/// open-files limit (9,485 under a limit of 20,000), counting a file per
+/// open table as MyISAM needs; an InnoDB table holds none (InnoDB keeps its
+/// own, `innodb_open_files`), so the cap is lifted once the server is up.
+/// A refusal only costs speed.
+async fn widen_table_cache(conn: &mut mysql_async::Conn) {
+    let sql = format!("SET GLOBAL table_open_cache = {TABLE_OPEN_CACHE}");
+    if let Err(e) = conn.query_drop(sql).await {
+        tracing::debug!(error = %e, "could not widen the open-table cache");
     }
 }
 
