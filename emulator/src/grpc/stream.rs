@@ -9,7 +9,7 @@ use super::{internal, ShardBackend, SyncState};
 use crate::capture::shadow_name;
 use crate::values::{push_change_form, ChangeText, TableMeta};
 use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
-use crate::wire::query::{Field, QueryResult, Row};
+use crate::wire::query::{Field, QueryResult};
 
 /// Which columns a stream reads and returns.
 pub(super) struct Selection {
@@ -146,29 +146,29 @@ impl StreamCtx<'_> {
         self.changes(out, from).await
     }
 
-    /// Encodes selected cells of a change image as a Vitess row.
-    pub(super) fn encode(&self, values: &[Option<Vec<u8>>], positions: &[usize]) -> Row {
-        let mut lengths = Vec::with_capacity(positions.len());
-        let mut out = Vec::new();
+    /// Appends the selected cells at `positions` of a change image to a
+    /// Vitess row's `lengths` and `values` (a missing cell is NULL).
+    pub(super) fn push_cells(
+        &self,
+        cells: &[Option<Vec<u8>>],
+        positions: &[usize],
+        lengths: &mut Vec<i64>,
+        values: &mut Vec<u8>,
+    ) {
         for &p in positions {
-            let v = values.get(p).and_then(|v| v.as_deref());
-            match v {
+            match cells.get(p).and_then(|v| v.as_deref()) {
                 None => lengths.push(-1),
                 Some(b) => {
-                    let start = out.len();
+                    let start = values.len();
                     if self.st.change_text == ChangeText::ChangeForms {
                         let col = &self.meta.columns[self.sel.select[p]];
-                        push_change_form(col, b, &mut out);
+                        push_change_form(col, b, values);
                     } else {
-                        out.extend_from_slice(b);
+                        values.extend_from_slice(b);
                     }
-                    lengths.push((out.len() - start) as i64);
+                    lengths.push((values.len() - start) as i64);
                 }
             }
-        }
-        Row {
-            lengths,
-            values: out.into(),
         }
     }
 }
