@@ -62,7 +62,7 @@ impl Batch {
     pub(super) fn row(
         &mut self,
         ctx: &StreamCtx<'_>,
-        cells: &[Option<Vec<u8>>],
+        cells: &[Option<mysql_async::Value>],
         positions: &[usize],
     ) -> Image {
         let start = self.block.len();
@@ -80,7 +80,7 @@ impl Batch {
         &mut self,
         ctx: &StreamCtx<'_>,
         fields: &[u8],
-        cells: &[Option<Vec<u8>>],
+        cells: &[Option<mysql_async::Value>],
         positions: &[usize],
     ) -> Image {
         self.scratch.clear();

@@ -53,8 +53,14 @@ impl Planned {
     }
 }
 
-/// The selected cells of one image.
-type Cells = Vec<Option<Vec<u8>>>;
+/// One image row as the text protocol gives it: `_psdb_seq`, `_psdb_img`,
+/// then the selected cells.
+type Cells = Vec<Option<mysql_async::Value>>;
+
+/// The selected cells of an image row; none when it is missing.
+fn selected(row: Option<&Cells>) -> &[Option<mysql_async::Value>] {
+    row.and_then(|r| r.get(2..)).unwrap_or_default()
+}
 
 /// The images of one change; a missing one reads as all NULL.
 #[derive(Default)]
@@ -340,25 +346,14 @@ async fn next_image(
         Ok(None) => return Ok(None),
         Err(e) => return out.fail(internal(e)).await.map(|()| None),
     };
-    let mut cells = row.unwrap_raw().into_iter();
-    let seq = cells
-        .next()
-        .flatten()
-        .as_ref()
-        .and_then(as_u64)
-        .unwrap_or(0);
-    let img = match cells.next().flatten() {
+    let cells = row.unwrap_raw();
+    let cell = |i: usize| cells.get(i).and_then(|c| c.as_ref());
+    let seq = cell(0).and_then(as_u64).unwrap_or(0);
+    let img = match cell(1) {
         Some(mysql_async::Value::Bytes(b)) => b.first().copied().unwrap_or(0),
         _ => 0,
     };
-    let values = cells
-        .map(|c| match c {
-            Some(mysql_async::Value::Bytes(b)) => Some(b),
-            Some(mysql_async::Value::NULL) | None => None,
-            Some(other) => Some(other.as_sql(true).into_bytes()),
-        })
-        .collect();
-    Ok(Some((seq, img, values)))
+    Ok(Some((seq, img, cells)))
 }
 
 /// Turns a range's changes into responses: one kind of change per
@@ -452,9 +447,8 @@ impl ChangeWriter {
             self.flush(ctx, out, self.part()).await?;
         }
         self.batch.kind = Some(kind);
-        let none = Cells::new();
-        let before = images.before.as_deref().unwrap_or(&none);
-        let after = images.after.as_deref().unwrap_or(&none);
+        let before = selected(images.before.as_ref());
+        let after = selected(images.after.as_ref());
         let (b, a) = (&mut self.batch, &self.fields);
         match (kind, ctx.vstream) {
             (Kind::Insert, _) => {

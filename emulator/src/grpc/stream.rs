@@ -1,6 +1,8 @@
 //! One stream: which columns it reads and returns, and its run (a
 //! `current` peek, or a copy then changes from the copy's snapshot).
 
+use std::borrow::Cow;
+
 use mysql_async::prelude::Queryable;
 use tonic::Status;
 
@@ -150,25 +152,29 @@ impl StreamCtx<'_> {
     /// Vitess row's `lengths` and `values` (a missing cell is NULL).
     pub(super) fn push_cells(
         &self,
-        cells: &[Option<Vec<u8>>],
+        cells: &[Option<mysql_async::Value>],
         positions: &[usize],
         lengths: &mut Vec<i64>,
         values: &mut Vec<u8>,
     ) {
         for &p in positions {
-            match cells.get(p).and_then(|v| v.as_deref()) {
-                None => lengths.push(-1),
-                Some(b) => {
-                    let start = values.len();
-                    if self.st.change_text == ChangeText::ChangeForms {
-                        let col = &self.meta.columns[self.sel.select[p]];
-                        push_change_form(col, b, values);
-                    } else {
-                        values.extend_from_slice(b);
-                    }
-                    lengths.push((values.len() - start) as i64);
+            let text: Cow<'_, [u8]> = match cells.get(p) {
+                Some(Some(mysql_async::Value::Bytes(b))) => Cow::Borrowed(b),
+                Some(Some(mysql_async::Value::NULL) | None) | None => {
+                    lengths.push(-1);
+                    continue;
                 }
+                // The text protocol sends bytes; kept for completeness.
+                Some(Some(other)) => Cow::Owned(other.as_sql(true).into_bytes()),
+            };
+            let start = values.len();
+            if self.st.change_text == ChangeText::ChangeForms {
+                let col = &self.meta.columns[self.sel.select[p]];
+                push_change_form(col, &text, values);
+            } else {
+                values.extend_from_slice(&text);
             }
+            lengths.push((values.len() - start) as i64);
         }
     }
 }
