@@ -20,9 +20,11 @@
 //!   transaction.
 //! - `_psdb_s_<table>`: a shadow of each captured table with the same column
 //!   types plus `_psdb_seq` and `_psdb_img` (`B` before, `A` after), which
-//!   are its primary key: the change query reaches each image in one
-//!   clustered-index lookup. The change log's `(trx_start, tbl, seq, op)`
-//!   key covers its part of that query.
+//!   are its primary key: a stream reads the images of a GTID range as
+//!   ranges of that key, in key order, without a sort. The change log's
+//!   `(trx_start, tbl, seq, op)` key covers the range's plan (which
+//!   changes, in which transaction), read first (see
+//!   `grpc::changes`).
 //!   AFTER INSERT/UPDATE/DELETE triggers (`_psdb_t{i,u,d}_<table>`, in the
 //!   backing database) write the change log row and the images in the
 //!   writer's own transaction, so they commit or roll back with it.
@@ -37,9 +39,9 @@
 //! GTID numbers.
 //! It publishes the highest number on a `watch` channel, which wakes idle Sync
 //! streams. The position of a shard is `MySQL56/<uuid>:1-<head>`; a seed
-//! `_psdb_gtid` row holds GTID 1 so the position is never empty. Readers join
-//! images to the change log by GTID range and read them with the same text
-//! SELECT path as the copy phase.
+//! `_psdb_gtid` row holds GTID 1 so the position is never empty. Readers
+//! take a GTID range's plan from the change log and its images from the
+//! shadow table, with the same text SELECT path as the copy phase.
 //!
 //! A re-scan (every 500 ms, and on demand) installs capture on new tables and
 //! re-creates it when a table's columns change (a signature stored in the

@@ -3,8 +3,9 @@
 //! It reads the same backing data, with the same fault switches, as the
 //! Connect front: the request is turned into the Sync-shaped stream of
 //! [`crate::grpc::open_stream`] (copy in primary-key order, then changes from
-//! the capture log, one response per transaction), and a translator task
-//! turns each of those responses into VStream events in vtgate's order:
+//! the capture log, one unit of row changes per transaction, already in
+//! VStream's row shape), and a translator task turns each of those into
+//! VStream events in vtgate's order:
 //!
 //! - a transaction: `BEGIN`, `FIELD` (before the first row, again when the
 //!   fields change, and before the first change after a copy), `ROW`
@@ -162,7 +163,7 @@ struct Translator {
     qualified: String,
     enum_text: bool,
     /// The fields last sent in a FIELD event.
-    fields: Option<Vec<Field>>,
+    fields: Option<Arc<[Field]>>,
     in_tx: bool,
     /// The stream began with a copy that has not completed yet.
     copying: bool,
@@ -208,6 +209,14 @@ impl Translator {
             while let Some(msg) = next.take() {
                 match msg {
                     Ok(Unit::Response(resp)) => rows += self.translate(resp, &mut events),
+                    Ok(Unit::Changes {
+                        fields,
+                        changes,
+                        position,
+                    }) => {
+                        let end = position.as_deref().map(|p| (p, None));
+                        rows += self.part(Some(fields), changes, end, &mut events);
+                    }
                     Ok(Unit::Ddl {
                         statement,
                         position,
@@ -244,40 +253,57 @@ impl Translator {
 
     /// Appends the events of one response; returns its row count.
     fn translate(&mut self, resp: SyncResponse, events: &mut Vec<VEvent>) -> usize {
-        let (fields, changes) = row_changes(resp.result, resp.updates, resp.deletes);
+        let (fields, changes) = row_changes(resp.result);
+        let end = resp
+            .cursor
+            .as_ref()
+            .map(|c| (c.position.as_str(), c.last_known_pk.as_ref()));
+        self.part(fields.map(Arc::from), changes, end, events)
+    }
+
+    /// Appends the events of a transaction's rows (or a copy batch's), and
+    /// when `end` gives its position (and a copy's lastpk), its end;
+    /// returns the row count.
+    fn part(
+        &mut self,
+        fields: Option<Arc<[Field]>>,
+        changes: Vec<RowChange>,
+        end: Option<(&str, Option<&QueryResult>)>,
+        events: &mut Vec<VEvent>,
+    ) -> usize {
         let rows = changes.len();
         if !changes.is_empty() {
             self.begin(events);
             if let Some(f) = fields.filter(|f| !f.is_empty()) {
-                if self.fields.as_ref() != Some(&f) {
+                if self.fields.as_deref() != Some(&*f) {
                     self.field_event(&f, events);
                     // A copy pass states its snapshot position right after
                     // its fields, before the rows.
-                    if let (true, Some(c)) = (self.copying, &resp.cursor) {
-                        events.push(self.vgtid(&c.position, Vec::new()));
+                    if let (true, Some((position, _))) = (self.copying, end) {
+                        events.push(self.vgtid(position, Vec::new()));
                     }
                     self.fields = Some(f);
                 }
             }
             self.row_events(changes, events);
         }
-        let Some(cursor) = resp.cursor else {
+        let Some((position, last_pk)) = end else {
             return rows;
         };
         self.begin(events);
         // vtgate folds vttablet's LASTPK events into the VGTID's table_p_ks
         // and does not pass them on.
-        let table_p_ks = match &cursor.last_known_pk {
+        let table_p_ks = match last_pk {
             Some(pk) => vec![TableLastPk {
                 table_name: self.table.clone(),
                 lastpk: Some(lastpk_shape(pk)),
             }],
             None => Vec::new(),
         };
-        events.push(self.vgtid(&cursor.position, table_p_ks));
+        events.push(self.vgtid(position, table_p_ks));
         events.push(self.event(VEventType::Commit));
         self.in_tx = false;
-        if self.copying && cursor.last_known_pk.is_none() {
+        if self.copying && last_pk.is_none() {
             self.copying = false;
             events.push(self.event(VEventType::CopyCompleted));
             events.push(event(VEventType::CopyCompleted));
@@ -360,42 +386,16 @@ impl Translator {
     }
 }
 
-/// The fields and row changes of one Sync-shaped response (rows move from
-/// the response into the changes, uncopied).
-fn row_changes(
-    result: Vec<QueryResult>,
-    updates: Vec<crate::wire::psdbconnect::v1alpha1::UpdatedRow>,
-    deletes: Vec<crate::wire::psdbconnect::v1alpha1::DeletedRow>,
-) -> (Option<Vec<Field>>, Vec<RowChange>) {
+/// The fields and rows of a Sync-shaped response (a copy batch: change
+/// rows come as [`Unit::Changes`]), the rows moved into row changes,
+/// uncopied.
+fn row_changes(result: Vec<QueryResult>) -> (Option<Vec<Field>>, Vec<RowChange>) {
     let mut changes = Vec::new();
     let mut fields: Option<Vec<Field>> = None;
     for qr in result {
         fields = fields.or(Some(qr.fields));
         changes.extend(qr.rows.into_iter().map(|r| RowChange {
             after: Some(r),
-            ..Default::default()
-        }));
-    }
-    for up in updates {
-        let (Some(b), Some(a)) = (pre_encoded(&up.before), pre_encoded(&up.after)) else {
-            continue;
-        };
-        fields = fields.or(Some(a.fields));
-        for (before, after) in b.rows.into_iter().zip(a.rows) {
-            changes.push(RowChange {
-                before: Some(before),
-                after: Some(after),
-                ..Default::default()
-            });
-        }
-    }
-    for del in deletes {
-        let Some(d) = pre_encoded(&del.result) else {
-            continue;
-        };
-        fields = fields.or(Some(d.fields));
-        changes.extend(d.rows.into_iter().map(|r| RowChange {
-            before: Some(r),
             ..Default::default()
         }));
     }
@@ -484,13 +484,6 @@ fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// A row change's result as the Sync front sends it, pre-encoded (see
-/// build.rs); VStream events need it as a message.
-fn pre_encoded(bytes: &[u8]) -> Option<QueryResult> {
-    use prost::Message;
-    QueryResult::decode(bytes).ok()
 }
 
 #[cfg(test)]

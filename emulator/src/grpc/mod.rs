@@ -56,8 +56,10 @@ use tonic::{Request, Response, Status};
 use crate::capture::ShardCapture;
 use crate::faults::{FaultHandle, PURGED_MESSAGE};
 use crate::values::ChangeText;
+use crate::wire::binlogdata::RowChange;
 use crate::wire::psdbconnect::v1alpha1::connect_server::Connect;
 use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse};
+use crate::wire::query::Field;
 
 pub use batch::split_row;
 pub use conns::{ConnRegistry, TrackedStream};
@@ -112,7 +114,19 @@ type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncResponse, Status>> + Send
 /// Connect can see of a DDL as far as its public clients show.
 pub(crate) enum Unit {
     Response(SyncResponse),
-    Ddl { statement: String, position: String },
+    /// A VStream stream's change phase hands on row changes as they go in
+    /// a ROW event (one transaction, or part of one), with the fields of
+    /// its rows and, at the transaction's end, its position: no Sync
+    /// response to take apart again.
+    Changes {
+        fields: Arc<[Field]>,
+        changes: Vec<RowChange>,
+        position: Option<String>,
+    },
+    Ddl {
+        statement: String,
+        position: String,
+    },
 }
 
 #[tonic::async_trait]
@@ -132,7 +146,8 @@ impl Connect for SyncService {
             tokio_stream::wrappers::ReceiverStream::new(rx),
             |unit| match unit {
                 Ok(Unit::Response(r)) => Some(Ok(r)),
-                Ok(Unit::Ddl { .. }) => None,
+                // A Connect stream (`vstream: false`) makes no `Changes`.
+                Ok(Unit::Changes { .. } | Unit::Ddl { .. }) => None,
                 Err(status) => Some(Err(status)),
             },
         );

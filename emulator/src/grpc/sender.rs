@@ -13,8 +13,9 @@ use tonic::Status;
 
 use super::{SyncState, Unit};
 use crate::faults::{Fault, FaultKind};
+use crate::wire::binlogdata::RowChange;
 use crate::wire::psdbconnect::v1alpha1::SyncResponse;
-use crate::wire::query::{QueryResult, Row};
+use crate::wire::query::{Field, QueryResult, Row};
 
 /// Why a stream stopped early (client gone, fault, deadline, error sent).
 pub(super) struct Stop;
@@ -32,7 +33,27 @@ pub(super) struct Out {
 }
 
 impl Out {
-    pub(super) async fn send(&mut self, mut resp: SyncResponse) -> Result<(), Stop> {
+    pub(super) async fn send(&mut self, resp: SyncResponse) -> Result<(), Stop> {
+        self.send_unit(Unit::Response(resp)).await
+    }
+
+    /// Hands on a VStream stream's row changes (see [`Unit::Changes`]);
+    /// counted, faulted and cut off like a response.
+    pub(super) async fn send_changes(
+        &mut self,
+        fields: Arc<[Field]>,
+        changes: Vec<RowChange>,
+        position: Option<String>,
+    ) -> Result<(), Stop> {
+        self.send_unit(Unit::Changes {
+            fields,
+            changes,
+            position,
+        })
+        .await
+    }
+
+    async fn send_unit(&mut self, mut unit: Unit) -> Result<(), Stop> {
         if let Some(d) = self.deadline {
             if Instant::now() >= d {
                 return self
@@ -83,17 +104,24 @@ impl Out {
                         lengths: vec![5, 7],
                         values: prost::bytes::Bytes::from_static(b"abc"),
                     };
-                    match resp.result.first_mut() {
-                        Some(r) => r.rows.push(bad),
-                        None => resp.result.push(QueryResult {
-                            rows: vec![bad],
+                    match &mut unit {
+                        Unit::Response(resp) => match resp.result.first_mut() {
+                            Some(r) => r.rows.push(bad),
+                            None => resp.result.push(QueryResult {
+                                rows: vec![bad],
+                                ..Default::default()
+                            }),
+                        },
+                        Unit::Changes { changes, .. } => changes.push(RowChange {
+                            after: Some(bad),
                             ..Default::default()
                         }),
+                        Unit::Ddl { .. } => {}
                     }
                 }
             }
         }
-        if self.tx.send(Ok(Unit::Response(resp))).await.is_err() {
+        if self.tx.send(Ok(unit)).await.is_err() {
             tracing::debug!("client went away");
             return Err(Stop);
         }

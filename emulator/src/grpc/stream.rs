@@ -1,6 +1,8 @@
 //! One stream: which columns it reads and returns, and its run (a
 //! `current` peek, or a copy then changes from the copy's snapshot).
 
+use std::borrow::Cow;
+
 use mysql_async::prelude::Queryable;
 use tonic::Status;
 
@@ -9,7 +11,7 @@ use super::{internal, ShardBackend, SyncState};
 use crate::capture::shadow_name;
 use crate::values::{push_change_form, ChangeText, TableMeta};
 use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
-use crate::wire::query::{Field, QueryResult, Row};
+use crate::wire::query::{Field, QueryResult};
 
 /// Which columns a stream reads and returns.
 pub(super) struct Selection {
@@ -146,29 +148,33 @@ impl StreamCtx<'_> {
         self.changes(out, from).await
     }
 
-    /// Encodes selected cells of a change image as a Vitess row.
-    pub(super) fn encode(&self, values: &[Option<Vec<u8>>], positions: &[usize]) -> Row {
-        let mut lengths = Vec::with_capacity(positions.len());
-        let mut out = Vec::new();
+    /// Appends the selected cells at `positions` of a change image to a
+    /// Vitess row's `lengths` and `values` (a missing cell is NULL).
+    pub(super) fn push_cells(
+        &self,
+        cells: &[Option<mysql_async::Value>],
+        positions: &[usize],
+        lengths: &mut Vec<i64>,
+        values: &mut Vec<u8>,
+    ) {
         for &p in positions {
-            let v = values.get(p).and_then(|v| v.as_deref());
-            match v {
-                None => lengths.push(-1),
-                Some(b) => {
-                    let start = out.len();
-                    if self.st.change_text == ChangeText::ChangeForms {
-                        let col = &self.meta.columns[self.sel.select[p]];
-                        push_change_form(col, b, &mut out);
-                    } else {
-                        out.extend_from_slice(b);
-                    }
-                    lengths.push((out.len() - start) as i64);
+            let text: Cow<'_, [u8]> = match cells.get(p) {
+                Some(Some(mysql_async::Value::Bytes(b))) => Cow::Borrowed(b),
+                Some(Some(mysql_async::Value::NULL) | None) | None => {
+                    lengths.push(-1);
+                    continue;
                 }
+                // The text protocol sends bytes; kept for completeness.
+                Some(Some(other)) => Cow::Owned(other.as_sql(true).into_bytes()),
+            };
+            let start = values.len();
+            if self.st.change_text == ChangeText::ChangeForms {
+                let col = &self.meta.columns[self.sel.select[p]];
+                push_change_form(col, &text, values);
+            } else {
+                values.extend_from_slice(&text);
             }
-        }
-        Row {
-            lengths,
-            values: out.into(),
+            lengths.push((values.len() - start) as i64);
         }
     }
 }
