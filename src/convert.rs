@@ -394,11 +394,7 @@ fn text_cell(out: &mut Vec<u8>, ty: Type, members: &[String], text: &[u8]) -> No
 /// A number written as a JSON string, in the form `write` gives it, or
 /// the text as it is when `write` refuses it or gives `null`. Written in
 /// place: numbers need no escaping.
-fn quoted_number(
-    out: &mut Vec<u8>,
-    text: &[u8],
-    write: fn(&mut Vec<u8>, &[u8]) -> Option<()>,
-) {
+fn quoted_number(out: &mut Vec<u8>, text: &[u8], write: fn(&mut Vec<u8>, &[u8]) -> Option<()>) {
     let start = out.len();
     out.push(b'"');
     if write(out, text).is_some() && &out[start + 1..] != b"null" {
