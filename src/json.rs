@@ -81,8 +81,14 @@ fn clean_prefix(bytes: &[u8], ascii: bool) -> usize {
     }
     n + bytes[n..]
         .iter()
-        .take_while(|&&b| ESCAPE[usize::from(b)] == 0 && !(ascii && b >= 0x80))
+        .take_while(|&&b| goes_as_is(b, ascii))
         .count()
+}
+
+/// Whether a byte goes out as it is: nothing to escape, and with `ascii`
+/// below 0x80.
+fn goes_as_is(b: u8, ascii: bool) -> bool {
+    ESCAPE[usize::from(b)] == 0 && !(ascii && b >= 0x80)
 }
 
 /// Appends the escaped body of a string (no quotes) that is valid UTF-8.
@@ -100,10 +106,7 @@ fn escape_runs<'a>(out: &mut Vec<u8>, mut bytes: &'a [u8], ascii: bool) -> &'a [
         let run = if bytes.len() >= 16 {
             clean_prefix(bytes, ascii)
         } else {
-            bytes
-                .iter()
-                .take_while(|&&b| ESCAPE[usize::from(b)] == 0 && !(ascii && b >= 0x80))
-                .count()
+            bytes.iter().take_while(|&&b| goes_as_is(b, ascii)).count()
         };
         out.extend_from_slice(&bytes[..run]);
         bytes = &bytes[run..];
