@@ -53,10 +53,9 @@ pub fn tablet_type(t: TabletType) -> i32 {
 
 /// Rows of one transaction held back waiting for its COMMIT; beyond this
 /// they go out without a cursor, so a huge transaction does not grow memory
-/// (its cursor still moves only at the COMMIT). Not lower: a copy's batch
-/// split here sends its first part without a cursor, and the STATE that
-/// falls after it would then carry no copy progress.
-const MAX_PENDING_ROWS: usize = 10_000;
+/// (its cursor still moves only at the COMMIT, and the checkpoint counts
+/// such rows toward its next STATE only once that cursor covers them).
+const MAX_PENDING_ROWS: usize = 4_000;
 
 /// Seconds between heartbeats on an idle stream: often enough that a
 /// session sees its position move well before its deadline.

@@ -3,7 +3,7 @@
 //! Readers send finished RECORD lines with the cursor that covers them.
 //! The [`Checkpoint`] writes a batch's lines, then lets [`State::advance`]
 //! adopt its cursor (which refuses any that would move backward), and emits
-//! STATE every N records or T seconds, before the first record written
+//! STATE every N records (counted once a cursor covers them) or T seconds, before the first record written
 //! after a copy's floor was set, after a reset, and once at the very end,
 //! always after flushing the records it covers. It owns the map from slot
 //! to (stream, shard), and the progress board.
@@ -53,7 +53,13 @@ pub struct Checkpoint<W: Write> {
     every: Duration,
     /// How often STATE and progress are looked at without an event.
     tick: Duration,
+    /// Records covered by a cursor adopted since the last STATE: the count
+    /// the "every N records" rule looks at.
     since_state: u64,
+    /// Per slot: records written since its last cursor. A reader may send
+    /// part of a large transaction before the cursor that covers it; counted
+    /// early, those records spent the rule on a STATE with no progress.
+    uncovered: Vec<u64>,
     last_state: Instant,
     /// Whether the state changed since the last STATE.
     dirty: bool,
@@ -121,6 +127,7 @@ impl<W: Write> Checkpoint<W> {
                 .min(settings.progress_interval)
                 .min(Duration::from_secs(5)),
             since_state: 0,
+            uncovered: vec![0; slots.len()],
             last_state: Instant::now(),
             dirty: false,
             floor_pending: false,
@@ -209,10 +216,11 @@ impl<W: Write> Checkpoint<W> {
         let (stream, shard) = &self.slots[slot];
         if b.records > 0 {
             self.out.records_raw(&b.lines, b.records)?;
-            self.since_state += b.records;
+            self.uncovered[slot] += b.records;
             self.dirty = true;
         }
         if let Some(c) = &b.cursor {
+            self.since_state += std::mem::take(&mut self.uncovered[slot]);
             if self.state.advance(&stream.name, shard, c) {
                 self.dirty = true;
             } else {
