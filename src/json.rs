@@ -13,29 +13,19 @@
 //! `\u00XX` with lowercase hex, everything else as is), so records do not
 //! change with the writer; the tests hold both side by side.
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any byte of `w` is zero. Exact as a yes/no answer: the borrow
-/// that can set a high bit above a zero byte needs a zero byte below it.
-const fn has_zero(w: u64) -> bool {
-    w.wrapping_sub(ONES) & !w & HIGH != 0
-}
-
-/// Whether any byte of `w` is below 0x20 (same argument as [`has_zero`],
-/// valid for any bound up to 0x80).
-const fn has_control(w: u64) -> bool {
-    w.wrapping_sub(0x20 * ONES) & !w & HIGH != 0
-}
-
-/// Whether any byte of `w` needs escaping: a control character, `"` or `\`.
-const fn has_special(w: u64) -> bool {
-    has_control(w) || has_zero(w ^ (b'"' as u64 * ONES)) || has_zero(w ^ (b'\\' as u64 * ONES))
-}
-
 /// How a byte is written inside a JSON string: 0 as is, `u` as `\u00XX`,
-/// anything else as that letter after a backslash.
-static ESCAPE: [u8; 256] = {
+/// [`STOP`] not here (see [`ESCAPE_ASCII`]), anything else as that letter
+/// after a backslash.
+static ESCAPE: [u8; 256] = escape_table(false);
+
+/// [`ESCAPE`] for the ASCII pass of [`write_text`], which stops at the
+/// first byte of 0x80 or above so that only the rest is checked as UTF-8.
+static ESCAPE_ASCII: [u8; 256] = escape_table(true);
+
+/// The mark in an escape table for a byte that ends the pass.
+const STOP: u8 = 1;
+
+const fn escape_table(ascii: bool) -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 0x20 {
@@ -49,83 +39,108 @@ static ESCAPE: [u8; 256] = {
     t[0x0d] = b'r';
     t[b'"' as usize] = b'"';
     t[b'\\' as usize] = b'\\';
+    if ascii {
+        let mut b = 0x80;
+        while b < 0x100 {
+            t[b] = STOP;
+            b += 1;
+        }
+    }
     t
-};
-
-/// Length of the leading run of bytes that go out as they are. With
-/// `ascii`, the run also stops at the first byte of 0x80 or above.
-fn clean_prefix(bytes: &[u8], ascii: bool) -> usize {
-    let mut n = 0;
-    // Long runs first, 32 bytes a step: written as a plain fold over a
-    // fixed-size block, which the compiler turns into vector compares (SSE2
-    // is part of x86-64), with no `unsafe` and no intrinsics here.
-    let high = if ascii { 0x80 } else { 0 };
-    for block in bytes.chunks_exact(32) {
-        let mut care = 0u8;
-        for &b in block {
-            care |= u8::from((b < 0x20) | (b == b'"') | (b == b'\\')) | (b & high);
-        }
-        if care != 0 {
-            break;
-        }
-        n += 32;
-    }
-    for chunk in bytes[n..].chunks_exact(8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        if has_special(w) || (ascii && w & HIGH != 0) {
-            break;
-        }
-        n += 8;
-    }
-    n + bytes[n..]
-        .iter()
-        .take_while(|&&b| goes_as_is(b, ascii))
-        .count()
 }
 
-/// Whether a byte goes out as it is: nothing to escape, and with `ascii`
-/// below 0x80.
-fn goes_as_is(b: u8, ascii: bool) -> bool {
-    ESCAPE[usize::from(b)] == 0 && !(ascii && b >= 0x80)
+/// Length of the leading run of bytes that go out as they are under
+/// `table`.
+///
+/// Scans 32 bytes a step: [`dirty`] is a plain fold over a fixed-size
+/// block, which the compiler turns into vector compares (SSE2 is part of
+/// x86-64), with no `unsafe` and no intrinsics here. Only the block that
+/// holds a byte to escape is looked at byte by byte. The last partial block
+/// is copied into a block padded with spaces, so short strings take one
+/// step too.
+fn clean_prefix(bytes: &[u8], table: &[u8; 256]) -> usize {
+    let high: u8 = if table[0x80] == STOP { 0x80 } else { 0 };
+    let first = |block: &[u8]| block.iter().position(|b| table[usize::from(*b)] != 0);
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut n = 0;
+    for block in blocks.by_ref() {
+        if dirty(block.try_into().unwrap_or(&[0; BLOCK]), high) {
+            return n + first(block).unwrap_or(BLOCK);
+        }
+        n += BLOCK;
+    }
+    let tail = blocks.remainder();
+    let mut padded = [b' '; BLOCK];
+    padded[..tail.len()].copy_from_slice(tail);
+    if dirty(&padded, high) {
+        n + first(tail).unwrap_or(tail.len())
+    } else {
+        n + tail.len()
+    }
+}
+
+const BLOCK: usize = 32;
+
+/// Whether any byte of `block` needs escaping (a control character, `"`
+/// or `\\`) or, with `high` = 0x80, is not ASCII.
+fn dirty(block: &[u8; BLOCK], high: u8) -> bool {
+    let mut care = 0u8;
+    for &b in block {
+        care |= u8::from((b < 0x20) | (b == b'"') | (b == b'\\')) | (b & high);
+    }
+    care != 0
 }
 
 /// Appends the escaped body of a string (no quotes) that is valid UTF-8.
 fn escape_body(out: &mut Vec<u8>, bytes: &[u8]) {
-    escape_runs(out, bytes, false);
+    escape_runs(out, bytes, &ESCAPE);
 }
 
-/// Appends `bytes` escaped, run by run, up to the end or (with `ascii`) to
-/// the first byte of 0x80 or above, and returns what is left from there.
-/// Short runs between escapes (JSON text is full of quotes) are copied
-/// byte by byte: a scan per run would cost more than the run.
-fn escape_runs<'a>(out: &mut Vec<u8>, mut bytes: &'a [u8], ascii: bool) -> &'a [u8] {
+/// Clean bytes in a row after which the byte-by-byte loop hands back to
+/// the block scan.
+const DENSE: u32 = 16;
+
+/// Appends `bytes` escaped up to the end or to the first byte `table`
+/// stops at, and returns what is left from there. Clean runs go through
+/// the block scan; after an escape the bytes are copied one by one until
+/// [`DENSE`] clean ones in a row, since JSON text is full of quotes and a
+/// scan and a copy per short run cost more than the run.
+fn escape_runs<'a>(out: &mut Vec<u8>, mut bytes: &'a [u8], table: &[u8; 256]) -> &'a [u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     loop {
-        let run = if bytes.len() >= 16 {
-            clean_prefix(bytes, ascii)
-        } else {
-            bytes.iter().take_while(|&&b| goes_as_is(b, ascii)).count()
-        };
+        let run = clean_prefix(bytes, table);
         out.extend_from_slice(&bytes[..run]);
         bytes = &bytes[run..];
-        let Some(&b) = bytes.first() else {
-            return bytes;
-        };
-        match ESCAPE[usize::from(b)] {
-            0 => return bytes,
-            b'u' => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0x0f)],
-            ]),
-            letter => out.extend_from_slice(&[b'\\', letter]),
+        let mut clean = 0;
+        while clean < DENSE {
+            let Some((&b, rest)) = bytes.split_first() else {
+                return bytes;
+            };
+            match table[usize::from(b)] {
+                0 => {
+                    out.push(b);
+                    clean += 1;
+                }
+                STOP => return bytes,
+                b'u' => {
+                    out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[usize::from(b >> 4)],
+                        HEX[usize::from(b & 0x0f)],
+                    ]);
+                    clean = 0;
+                }
+                letter => {
+                    out.push(b'\\');
+                    out.push(letter);
+                    clean = 0;
+                }
+            }
+            bytes = rest;
         }
-        bytes = &bytes[1..];
     }
 }
 
@@ -145,7 +160,7 @@ pub fn write_text(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
     // ASCII needs no UTF-8 check; the rest is checked once, from its
     // first non-ASCII byte.
-    let tail = escape_runs(out, bytes, true);
+    let tail = escape_runs(out, bytes, &ESCAPE_ASCII);
     if !tail.is_empty() {
         match std::str::from_utf8(tail) {
             Ok(s) => escape_body(out, s.as_bytes()),
@@ -203,40 +218,63 @@ mod tests {
     }
 
     /// Every byte value at every position of an 8-byte word, so a mistake
-    /// in the word tests (a missed lane, a wrong bound) shows.
+    /// in the block scan (a missed lane, a wrong bound, the padded tail) shows.
     #[test]
     fn every_byte_in_every_lane() {
         for b in 0u8..=0x7f {
-            for lane in 0..16 {
-                let mut s = vec![b'x'; 19];
+            for lane in 0..45 {
+                let mut s = vec![b'x'; 45];
                 s[lane] = b;
                 let s = String::from_utf8(s).expect("ascii");
                 assert_eq!(text(s.as_bytes()), reference(&s), "byte {b:#x} at {lane}");
             }
         }
-        for lane in 0..16 {
-            let mut s = "x".repeat(19);
+        for lane in 0..45 {
+            let mut s = "x".repeat(45);
             s.replace_range(lane..lane + 1, "é");
             assert_eq!(text(s.as_bytes()), reference(&s), "é at {lane}");
         }
     }
 
     #[test]
-    fn word_tests_agree_with_bytewise_tests() {
-        let samples: &[[u8; 8]] = &[
-            *b"abcdefgh",
-            *b"abc\"efgh",
-            *b"\\bcdefgh",
-            *b"abcdefg\x1f",
-            *b"\x20\x20\x20\x20\x20\x20\x20\x20",
-            *b"\x21\x22\x5b\x5c\x5d\x00\x7f\x80",
-            [0xff; 8],
-            [0x80, 0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80],
-            [0xa2, 0xdc, 0x23, 0x5d, 0x20, 0x7e, 0xe2, 0x9c],
-        ];
-        for w in samples {
-            let want = w.iter().any(|b| *b < 0x20 || *b == b'"' || *b == b'\\');
-            assert_eq!(has_special(u64::from_le_bytes(*w)), want, "{w:?}");
+    fn block_tests_agree_with_bytewise_tests() {
+        for b in 0u8..=0xff {
+            for lane in [0, 1, 7, 8, 15, 16, 30, 31] {
+                let mut block = [b'x'; BLOCK];
+                block[lane] = b;
+                let special = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(dirty(&block, 0), special, "{b:#x} at {lane}");
+                assert_eq!(dirty(&block, 0x80), special || b >= 0x80, "{b:#x} at {lane}, ascii");
+            }
+        }
+    }
+
+    /// Strings of clean runs of every length between escapes, so each
+    /// hand-over between the block scan and the byte-by-byte loop (after
+    /// an escape, at [`DENSE`] clean bytes, at non-ASCII) is crossed.
+    #[test]
+    fn mixed_runs_match_serde_json() {
+        let pieces = ["\"", "\\", "\n", "\u{1}", "é", "🦀", "a", "bcdefghijklmnopq"];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 24) as usize;
+            let mut r = seed;
+            for _ in 0..len {
+                r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let piece = pieces[(r >> 61) as usize];
+                let repeat = 1 + (r >> 40) as usize % 20;
+                for _ in 0..repeat {
+                    s.push_str(piece);
+                }
+            }
+            let mut out = Vec::new();
+            write_json_str(&mut out, &s);
+            assert_eq!(out, reference(&s), "write_json_str({s:?})");
+            assert_eq!(text(s.as_bytes()), reference(&s), "write_text({s:?})");
         }
     }
 
