@@ -245,7 +245,11 @@ mod tests {
                 block[lane] = b;
                 let special = b < 0x20 || b == b'"' || b == b'\\';
                 assert_eq!(dirty(&block, 0), special, "{b:#x} at {lane}");
-                assert_eq!(dirty(&block, 0x80), special || b >= 0x80, "{b:#x} at {lane}, ascii");
+                assert_eq!(
+                    dirty(&block, 0x80),
+                    special || b >= 0x80,
+                    "{b:#x} at {lane}, ascii"
+                );
             }
         }
     }
@@ -255,7 +259,16 @@ mod tests {
     /// an escape, at [`DENSE`] clean bytes, at non-ASCII) is crossed.
     #[test]
     fn mixed_runs_match_serde_json() {
-        let pieces = ["\"", "\\", "\n", "\u{1}", "é", "🦀", "a", "bcdefghijklmnopq"];
+        let pieces = [
+            "\"",
+            "\\",
+            "\n",
+            "\u{1}",
+            "é",
+            "🦀",
+            "a",
+            "bcdefghijklmnopq",
+        ];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {
             let mut s = String::new();
@@ -265,7 +278,9 @@ mod tests {
             let len = (seed % 24) as usize;
             let mut r = seed;
             for _ in 0..len {
-                r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let piece = pieces[(r >> 61) as usize];
                 let repeat = 1 + (r >> 40) as usize % 20;
                 for _ in 0..repeat {

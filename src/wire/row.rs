@@ -106,8 +106,8 @@ impl Row {
     /// repeated members that arrive in several pieces.
     fn add_lengths(&mut self, packed: Bytes) -> Result<(), DecodeError> {
         let mut rest: &[u8] = &packed;
-        while !rest.is_empty() {
-            let l = unzigzag(encoding::decode_varint(&mut rest)?);
+        while let Some(l) = next_length(&mut rest) {
+            let l = l?;
             self.width += 1;
             if l > 0 {
                 self.claimed = self.claimed.saturating_add(l as u64);
@@ -142,14 +142,30 @@ pub struct Lengths<'a> {
 impl Iterator for Lengths<'_> {
     type Item = i64;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<i64> {
-        // One byte covers every length up to 63 (and NULL): the fast path.
-        let (&first, rest) = self.packed.split_first()?;
-        if first < 0x80 {
-            self.packed = rest;
-            return Some(unzigzag(u64::from(first)));
+        next_length(&mut self.packed)?.ok()
+    }
+}
+
+/// Reads one length off packed zigzag varints; `None` at their end.
+/// Inlined into both loops over a row's lengths (one call per cell cost
+/// more than the decoding).
+#[inline(always)]
+fn next_length(packed: &mut &[u8]) -> Option<Result<i64, DecodeError>> {
+    let bytes: &[u8] = packed;
+    match bytes {
+        [] => None,
+        // One byte covers every length up to 63 and NULL; two up to 8191.
+        [a, rest @ ..] if *a < 0x80 => {
+            *packed = rest;
+            Some(Ok(unzigzag(u64::from(*a))))
         }
-        encoding::decode_varint(&mut self.packed).ok().map(unzigzag)
+        [a, b, rest @ ..] if *b < 0x80 => {
+            *packed = rest;
+            Some(Ok(unzigzag(u64::from(a & 0x7f) | u64::from(*b) << 7)))
+        }
+        _ => Some(encoding::decode_varint(packed).map(unzigzag)),
     }
 }
 
@@ -238,6 +254,8 @@ mod tests {
             (&[0, 0], b""),
             (&[300, -1], &[b'x'; 300]),
             (&[i64::MAX, i64::MIN, -2], b""),
+            // the one- and two-byte fast paths' edges
+            (&[63, 64, 8191, 8192, -64, -65, -4096, -4097, 1 << 20], b""),
         ];
         for (lengths, values) in cases {
             let generated = Generated {
