@@ -648,3 +648,49 @@ async fn vtcombo_restarted_mid_copy_is_retried_and_resumed() {
     replay(&mut rows, &messages, "restart_items");
     assert_eq!(values(&rows), want);
 }
+
+/// A partial row image (`binlog_row_image=NOBLOB` on the tablet's MySQL)
+/// leaves out of an update the TEXT and BLOB columns it did not touch, and
+/// vttablet sends them as NULL with a `data_columns` bitmap. Written as
+/// null, they would wipe the target's value: the run stops instead, naming
+/// the table and the setting to fix.
+#[tokio::test]
+async fn a_partial_row_image_stops_the_run_instead_of_writing_nulls() {
+    // GIVEN a copied table with a TEXT column on a real Vitess
+    let vt = Vt::shared("vt1");
+    vt.sql(
+        "-",
+        "DROP TABLE IF EXISTS noblob_t; \
+         CREATE TABLE noblob_t (id INT PRIMARY KEY, n INT, body TEXT); \
+         INSERT INTO noblob_t VALUES (1, 1, 'kept')",
+    )
+    .await;
+    vt.schema_reloaded().await;
+    let catalog = vt.catalog(&["noblob_t"]).await;
+    let first = vt.sync(&catalog, None).await.ok();
+    assert_eq!(first.records("noblob_t")[0]["body"], json!("kept"));
+
+    // WHEN an update that leaves `body` alone is logged with NOBLOB images
+    vt.sql(
+        "-",
+        "SET SESSION binlog_row_image = 'NOBLOB'; UPDATE noblob_t SET n = 2 WHERE id = 1",
+    )
+    .await;
+    let second = vt.sync(&catalog, Some(&first.last_state())).await;
+
+    // THEN no record carries `body` as null, and the run fails saying why
+    let wiped: Vec<&Value> = second
+        .records("noblob_t")
+        .into_iter()
+        .filter(|r| r["body"].is_null())
+        .collect();
+    assert!(wiped.is_empty(), "records with body wiped: {wiped:?}");
+    assert_ne!(second.run.code, 0, "{}", second.run.stderr);
+    for needle in ["noblob_t", "binlog_row_image", "FULL"] {
+        assert!(
+            second.run.stderr.contains(needle),
+            "stderr names {needle}: {}",
+            second.run.stderr
+        );
+    }
+}

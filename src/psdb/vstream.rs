@@ -34,7 +34,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::config::TabletType;
-use crate::pb::binlogdata::{Filter, Rule, ShardGtid, TableLastPk, VEvent, VEventType, VGtid};
+use crate::pb::binlogdata::{
+    Bitmap, Filter, RowChange, Rule, ShardGtid, TableLastPk, VEvent, VEventType, VGtid,
+};
 use crate::pb::psdbconnect::v1alpha1::{DeletedRow, SyncResponse, TableCursor, UpdatedRow};
 use crate::pb::query::{Field, QueryResult, Row};
 use crate::pb::vtgate::{VStreamFlags, VStreamRequest, VStreamResponse};
@@ -61,6 +63,46 @@ const MAX_PENDING_ROWS: usize = 4_000;
 /// session sees its position move well before its deadline.
 fn heartbeat_seconds(timeout: Duration) -> u32 {
     (timeout.as_secs() / 4).clamp(1, 10) as u32
+}
+
+/// What makes a row change a partial image, if anything: columns left
+/// out of it (`binlog_row_image` NOBLOB or MINIMAL), which vttablet sends
+/// as NULL, or JSON columns sent as a diff (`binlog_row_value_options =
+/// PARTIAL_JSON`). Either written as a record would overwrite the target's
+/// values with nulls or with diff text.
+fn partial_image(change: &RowChange) -> Option<&'static str> {
+    let set = |bits: &Bitmap, i: usize| {
+        bits.cols
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0)
+    };
+    if let Some(bits) = &change.data_columns {
+        let count = usize::try_from(bits.count).unwrap_or(0);
+        if (0..count).any(|i| !set(bits, i)) {
+            return Some("leaves out columns the change did not touch");
+        }
+    }
+    if let Some(bits) = &change.json_partial_values {
+        let count = usize::try_from(bits.count).unwrap_or(0);
+        if (0..count).any(|i| set(bits, i)) {
+            return Some("sends JSON columns as partial updates");
+        }
+    }
+    None
+}
+
+/// The error for a partial row image: names the table, the server setting
+/// and the fix. Not retried: the same events come back on every attempt,
+/// and a resumed run would meet them again.
+fn partial_image_error(table: &[u8], what: &str) -> String {
+    format!(
+        "a change to `{}` {what} (a partial row image), which would write nulls over \
+         the target's values; set binlog_row_image=FULL (and binlog_row_value_options='') \
+         on the tablets' MySQL, then copy the stream again, since the changes already \
+         logged stay partial: remove its bookmark from the state file, or sync it once \
+         as FULL_TABLE",
+        String::from_utf8_lossy(table)
+    )
 }
 
 /// Backtick-quotes an identifier for the filter's SELECT.
@@ -293,6 +335,10 @@ impl Events {
                     ));
                 };
                 for change in re.row_changes {
+                    if let Some(what) = partial_image(&change) {
+                        self.fields = Some(fields);
+                        return Err(partial_image_error(&re.table_name, what));
+                    }
                     self.row(&fields, change.before, change.after);
                 }
                 self.fields = Some(fields);
@@ -487,7 +533,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::binlogdata::{FieldEvent, LastPkEvent, RowChange, RowEvent};
+    use crate::pb::binlogdata::{FieldEvent, LastPkEvent, RowEvent};
     use crate::pb::query::Type;
 
     const P1: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
@@ -539,7 +585,11 @@ mod tests {
                 table_name: prost::bytes::Bytes::copy_from_slice(table.as_bytes()),
                 row_changes: changes
                     .into_iter()
-                    .map(|(before, after)| RowChange { before, after })
+                    .map(|(before, after)| RowChange {
+                        before,
+                        after,
+                        ..RowChange::default()
+                    })
                     .collect(),
                 ..Default::default()
             }),
@@ -821,6 +871,65 @@ mod tests {
             })
             .expect_err("no fields");
         assert!(err.contains("before its FIELD"), "{err}");
+    }
+
+    #[test]
+    fn partial_row_images_are_found_by_their_bitmaps() {
+        let bits = |count: i64, cols: &[u8]| {
+            Some(Bitmap {
+                count,
+                cols: cols.to_vec().into(),
+            })
+        };
+        let cases = [
+            (None, None, false),
+            (bits(3, &[0b111]), None, false),
+            (bits(3, &[0b101]), None, true),
+            (bits(10, &[0xff, 0b11]), None, false),
+            (bits(10, &[0xff, 0b01]), None, true),
+            // bits past the end of `cols` are unset
+            (bits(10, &[0xff]), None, true),
+            (None, bits(2, &[0]), false),
+            (None, bits(2, &[0b10]), true),
+            (bits(0, &[]), bits(0, &[]), false),
+        ];
+        for (data_columns, json_partial_values, partial) in cases {
+            let change = RowChange {
+                data_columns: data_columns.clone(),
+                json_partial_values: json_partial_values.clone(),
+                ..RowChange::default()
+            };
+            assert_eq!(
+                partial_image(&change).is_some(),
+                partial,
+                "{data_columns:?} {json_partial_values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_row_image_is_an_error_naming_the_table_and_the_fix() {
+        let mut e = events();
+        apply(&mut e, vec![fields("ks.t", true)]);
+        let mut update = rows(
+            "ks.t",
+            vec![(Some(row(&["1", "a"])), Some(row(&["1", "b"])))],
+        );
+        if let Some(re) = update.row_event.as_mut() {
+            re.row_changes[0].data_columns = Some(Bitmap {
+                count: 2,
+                cols: vec![0b01].into(),
+            });
+        }
+        let err = e
+            .apply(VStreamResponse {
+                events: vec![update],
+            })
+            .expect_err("partial image");
+        for needle in ["`ks.t`", "binlog_row_image=FULL", "bookmark"] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert!(e.next_unit().is_none(), "nothing of the change went out");
     }
 
     #[test]
