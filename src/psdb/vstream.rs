@@ -878,7 +878,7 @@ mod tests {
         let bits = |count: i64, cols: &[u8]| {
             Some(Bitmap {
                 count,
-                cols: cols.to_vec().into(),
+                cols: cols.to_vec(),
             })
         };
         let cases = [
@@ -918,7 +918,7 @@ mod tests {
         if let Some(re) = update.row_event.as_mut() {
             re.row_changes[0].data_columns = Some(Bitmap {
                 count: 2,
-                cols: vec![0b01].into(),
+                cols: vec![0b01],
             });
         }
         let err = e
