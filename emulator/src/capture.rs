@@ -399,13 +399,55 @@ async fn install(conn: &mut mysql_async::Conn, database: &str) -> Result<(), Cap
 async fn own_triggers(
     conn: &mut mysql_async::Conn,
     database: &str,
-) -> Result<Vec<String>, mysql_async::Error> {
+) -> Result<Vec<OwnTrigger>, mysql_async::Error> {
     conn.exec(
-        "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers \
+        "SELECT CAST(trigger_name AS CHAR), CAST(event_object_table AS CHAR) \
+         FROM information_schema.triggers \
          WHERE event_object_schema = ? AND trigger_name LIKE '\\_psdb\\_t%'",
         (database,),
     )
     .await
+}
+
+/// A capture trigger's name and the table it is on now.
+type OwnTrigger = (String, String);
+
+/// Whether a capture trigger is on the table its name was made for.
+/// MariaDB moves triggers with a renamed table: there they would log the
+/// renamed table's rows under its old name, and hold the names the
+/// triggers of a new table of the old name need (the swap of an online
+/// schema change).
+fn on_its_table((name, table): &OwnTrigger) -> bool {
+    TRIGGERS
+        .iter()
+        .any(|(k, _)| trigger_name(k, table) == *name)
+}
+
+/// Drops the capture triggers that a rename carried to another table, and
+/// returns the names of the others.
+async fn settled_triggers(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+) -> Result<HashSet<String>, mysql_async::Error> {
+    let (kept, moved): (Vec<OwnTrigger>, Vec<OwnTrigger>) = own_triggers(conn, database)
+        .await?
+        .into_iter()
+        .partition(on_its_table);
+    for (name, table) in &moved {
+        tracing::debug!(
+            database,
+            trigger = name,
+            table,
+            "dropping a capture trigger a rename moved"
+        );
+        conn.query_drop(format!(
+            "DROP TRIGGER IF EXISTS {}.{}",
+            quote_ident(database),
+            quote_ident(name)
+        ))
+        .await?;
+    }
+    Ok(kept.into_iter().map(|(name, _)| name).collect())
 }
 
 /// The server's count of statements that can change a table's columns or
@@ -512,7 +554,7 @@ async fn scan(
         .await?
         .into_iter()
         .collect();
-    let triggers: HashSet<String> = own_triggers(conn, database).await?.into_iter().collect();
+    let triggers = settled_triggers(conn, database).await?;
     // Which table each shadow name belongs to: a second table on the same
     // name (a hash collision) is refused rather than mixed with the first.
     let mut owners: HashMap<String, &str> = HashMap::new();
@@ -723,7 +765,11 @@ fn create_capture_sql(database: &str, table: &TableDef) -> String {
 /// emulator serves `database`: a running one installs capture again.
 pub async fn remove(conn: &mut mysql_async::Conn, database: &str) -> Result<(), CaptureError> {
     let db = quote_ident(database);
-    let triggers: Vec<String> = own_triggers(conn, database).await?;
+    let triggers: Vec<String> = own_triggers(conn, database)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     let legacy_shadows: Vec<String> = conn
         .exec(
             "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
@@ -879,6 +925,21 @@ async fn poll(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn triggers_a_rename_moved_are_told_from_the_others() {
+        let own = |name: &str, table: &str| (name.to_string(), table.to_string());
+        let cases = [
+            (own(&trigger_name("i", "t"), "t"), true),
+            (own(&trigger_name("d", "t"), "t"), true),
+            (own(&trigger_name("u", "t"), "t_old"), false),
+            (own(&trigger_name("i", "t_old"), "t"), false),
+            (own("_psdb_tx_t", "t"), false),
+        ];
+        for (trigger, settled) in cases {
+            assert_eq!(on_its_table(&trigger), settled, "{trigger:?}");
+        }
+    }
 
     #[test]
     fn plain_short_names_stay_readable() {

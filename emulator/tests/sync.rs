@@ -412,3 +412,53 @@ fn decoded(bytes: &[u8]) -> psdb_emulator::wire::query::QueryResult {
     use prost::Message;
     psdb_emulator::wire::query::QueryResult::decode(bytes).expect("a QueryResult")
 }
+
+/// The swap of an online schema change (gh-ost, pt-osc): the table is
+/// renamed away and a new one takes its name. MariaDB moves triggers with
+/// their table, so the old capture triggers must not stay on the renamed
+/// table (logging its rows under the old name) nor keep the new table from
+/// getting its own.
+#[tokio::test]
+async fn a_table_renamed_away_and_replaced_is_captured_under_each_name() {
+    let db = mariadb();
+    let emu = start(EmulatorConfig::new(db, "ks")).await;
+    let d = emu.shard_database("-").to_string();
+    db.execute(&d, "CREATE TABLE sw (id INT PRIMARY KEY, v INT)")
+        .await
+        .expect("setup");
+    emu.refresh_capture().await.expect("refresh");
+    db.execute(
+        &d,
+        "RENAME TABLE sw TO sw_old; CREATE TABLE sw (id INT PRIMARY KEY, v INT);",
+    )
+    .await
+    .expect("swap");
+    emu.refresh_capture().await.expect("refresh after the swap");
+    let start_pos = current(&emu, "-", "sw").await;
+    let n = |p: &str| {
+        p.rsplit('-')
+            .next()
+            .and_then(|x| x.parse::<u64>().ok())
+            .expect("n")
+    };
+    db.execute(
+        &d,
+        "INSERT INTO sw_old VALUES (2, 20); INSERT INTO sw VALUES (1, 10);",
+    )
+    .await
+    .expect("changes");
+
+    let target = n(&start_pos) + 2;
+    for (table, want) in [
+        ("sw", vec![s("1"), s("10")]),
+        ("sw_old", vec![s("2"), s("20")]),
+    ] {
+        let resps = sync_until(&emu, request(&emu, "-", table, &start_pos), |r| {
+            r.iter()
+                .any(|x| x.cursor.as_ref().is_some_and(|c| n(&c.position) >= target))
+        })
+        .await;
+        let rows: Vec<_> = resps.iter().flat_map(|r| rows_of(&r.result)).collect();
+        assert_eq!(rows, vec![want], "changes of `{table}`");
+    }
+}
