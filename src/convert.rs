@@ -104,6 +104,12 @@ fn is_digits(b: &[u8]) -> bool {
 /// Writes an integer literal from decimal text, dropping leading zeros
 /// (`0000` → `0`, as YEAR sends). `None` when the text is not an integer.
 fn write_integer(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
+    // What servers send nearly always: already a JSON integer.
+    let unsigned = text.strip_prefix(b"-").unwrap_or(text);
+    if matches!(unsigned.first(), Some(b'1'..=b'9')) && unsigned.iter().all(u8::is_ascii_digit) {
+        out.extend_from_slice(text);
+        return Some(());
+    }
     let (neg, digits) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         Some((b'+', rest)) => (false, rest),
@@ -523,10 +529,53 @@ pub struct PropertySpec {
 
 #[derive(Debug, Clone)]
 struct ColumnPlan {
-    /// `"name":` pre-escaped.
+    /// `,"name":` pre-escaped (see [`RecordPlan::write_record`] for the
+    /// comma).
     key: Vec<u8>,
     prop: usize,
     ty: Type,
+    shortcut: Shortcut,
+}
+
+/// A column whose pair of Vitess type and catalog type is common enough to
+/// skip [`write_cell`]'s dispatch, chosen once per plan. Each is exactly the
+/// branch `write_cell` takes for its pair, and a cell it refuses goes
+/// through `write_cell` for its error, so records and errors are the same
+/// either way (`shortcuts_write_what_write_cell_writes` holds them together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shortcut {
+    /// Text written as it is (no ENUM/SET members to map, not a number).
+    Text,
+    /// An integer column read as an integer.
+    Integer,
+    None,
+}
+
+impl Shortcut {
+    fn of(ty: Type, target: Target, members: &[String]) -> Shortcut {
+        let numeric = matches!(
+            ty,
+            Type::Bit | Type::Decimal | Type::Float32 | Type::Float64
+        );
+        match target {
+            Target::Text if members.is_empty() && !numeric => Shortcut::Text,
+            Target::Integer if !numeric => Shortcut::Integer,
+            _ => Shortcut::None,
+        }
+    }
+
+    /// Writes the cell, or `None` (with `out` as it was) when the shortcut
+    /// does not apply to this cell.
+    fn write(self, out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
+        match self {
+            Shortcut::Text => {
+                write_text(out, text);
+                Some(())
+            }
+            Shortcut::Integer => write_integer(out, text),
+            Shortcut::None => None,
+        }
+    }
 }
 
 /// How to turn rows of one field set into record objects.
@@ -566,13 +615,17 @@ impl RecordPlan {
             let idx = props.iter().position(|p| p.name == f.name);
             columns.push(idx.map(|prop| {
                 seen[prop] = true;
-                let mut key = Vec::with_capacity(f.name.len() + 3);
+                let mut key = Vec::with_capacity(f.name.len() + 4);
+                key.push(b',');
                 write_text(&mut key, &f.name);
                 key.push(b':');
+                let ty = Type::try_from(f.r#type).unwrap_or(Type::Varbinary);
+                let p = &props[prop];
                 ColumnPlan {
                     key,
                     prop,
-                    ty: Type::try_from(f.r#type).unwrap_or(Type::Varbinary),
+                    ty,
+                    shortcut: Shortcut::of(ty, p.target, &p.members),
                 }
             }));
         }
@@ -581,7 +634,7 @@ impl RecordPlan {
             .zip(&seen)
             .filter(|(_, s)| fill_missing && !**s)
             .map(|(p, _)| {
-                let mut key = Vec::new();
+                let mut key = vec![b','];
                 write_json_str(&mut key, &p.name);
                 key.push(b':');
                 key
@@ -608,7 +661,7 @@ impl RecordPlan {
     pub fn missing_names(&self) -> Vec<String> {
         self.missing
             .iter()
-            .map(|k| serde_json::from_slice::<String>(&k[..k.len() - 1]).unwrap_or_default())
+            .map(|k| serde_json::from_slice::<String>(&k[1..k.len() - 1]).unwrap_or_default())
             .collect()
     }
 
@@ -657,8 +710,9 @@ impl RecordPlan {
             warnings.zero_dates.resize(props.len(), 0);
             warnings.fallbacks.resize(props.len(), 0);
         }
-        out.push(b'{');
-        let mut first = true;
+        // Every member is written after a comma; the first comma then
+        // becomes the opening brace. One copy per member, no branch.
+        let open = out.len();
         let cells =
             cells(row, self.columns.len()).map_err(|e| match (e, self.overflowing_field(row)) {
                 (ConvertError::Malformed(m), Some(col)) => {
@@ -668,41 +722,38 @@ impl RecordPlan {
             })?;
         for (cell, plan) in cells.zip(&self.columns) {
             let Some(plan) = plan else { continue };
-            if !first {
-                out.push(b',');
-            }
-            first = false;
             out.extend_from_slice(&plan.key);
+            let Some(text) = cell else {
+                out.extend_from_slice(b"null");
+                continue;
+            };
+            if plan.shortcut.write(out, text).is_some() {
+                continue;
+            }
             let prop = &props[plan.prop];
-            match cell {
-                None => out.extend_from_slice(b"null"),
-                Some(text) => match write_cell(out, plan.ty, prop.target, &prop.members, text) {
-                    Ok(Note::Ok) => {}
-                    Ok(Note::ZeroDate) => warnings.zero_dates[plan.prop] += 1,
-                    Ok(Note::Fallback) => warnings.fallbacks[plan.prop] += 1,
-                    Err(problem) => {
-                        return Err(ConvertError::Value {
-                            column: prop.name.clone(),
-                            problem,
-                        })
-                    }
-                },
+            match write_cell(out, plan.ty, prop.target, &prop.members, text) {
+                Ok(Note::Ok) => {}
+                Ok(Note::ZeroDate) => warnings.zero_dates[plan.prop] += 1,
+                Ok(Note::Fallback) => warnings.fallbacks[plan.prop] += 1,
+                Err(problem) => {
+                    return Err(ConvertError::Value {
+                        column: prop.name.clone(),
+                        problem,
+                    })
+                }
             }
         }
         for key in &self.missing {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
             out.extend_from_slice(key);
             out.extend_from_slice(b"null");
         }
         for member in extra {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
+            out.push(b',');
             out.extend_from_slice(member);
+        }
+        match out.get_mut(open) {
+            Some(comma) => *comma = b'{',
+            None => out.push(b'{'),
         }
         out.push(b'}');
         Ok(())
@@ -750,6 +801,17 @@ mod tests {
 
         pub const CONVERSIONS: &[Case] = &[
             (T::Int8, Integer, E, b"-128", "-128"),
+            (T::Int64, Integer, E, b"0", "0"),
+            (T::Int64, Integer, E, b"-0", "0"),
+            (T::Int64, Integer, E, b"+5", "5"),
+            (T::Int32, Integer, E, b"-007", "-7"),
+            (
+                T::Int64,
+                Integer,
+                E,
+                b"-9223372036854775808",
+                "-9223372036854775808",
+            ),
             (
                 T::Uint64,
                 Integer,
@@ -916,6 +978,50 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
         }
+    }
+
+    /// Every pair of types in the conversion table, with its own value
+    /// and some that are odd for it: where a shortcut applies, it writes
+    /// what `write_cell` writes, and refuses what `write_cell` refuses.
+    #[test]
+    fn shortcuts_write_what_write_cell_writes() {
+        let odd: &[&[u8]] = &[
+            b"",
+            b"abc",
+            b"-0",
+            b"007",
+            b"+5",
+            b"1.5",
+            b"-",
+            b"9223372036854775808",
+            "é\"q\"".as_bytes(),
+            b"\xff\x00",
+        ];
+        let mut tried = 0;
+        for &(ty, target, members, text, _) in table::CONVERSIONS {
+            let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+            let shortcut = Shortcut::of(ty, target, &members);
+            if shortcut == Shortcut::None {
+                continue;
+            }
+            for value in std::iter::once(text).chain(odd.iter().copied()) {
+                let mut general = b"prefix".to_vec();
+                let want = write_cell(&mut general, ty, target, &members, value);
+                let mut short = b"prefix".to_vec();
+                let got = shortcut.write(&mut short, value);
+                assert_eq!(
+                    got.is_some(),
+                    want == Ok(Note::Ok),
+                    "{ty:?} {target:?} {value:?}"
+                );
+                assert_eq!(short, general, "{ty:?} {target:?} {value:?}");
+                tried += 1;
+            }
+        }
+        assert!(
+            tried > 50,
+            "the table reaches both shortcuts ({tried} cells)"
+        );
     }
 
     #[test]
