@@ -533,8 +533,9 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::binlogdata::{FieldEvent, LastPkEvent, RowEvent};
+    use crate::pb::binlogdata::{FieldEvent, LastPkEvent};
     use crate::pb::query::Type;
+    use crate::wire::row_event::RowEvent;
 
     const P1: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
     const P2: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-6";
@@ -876,10 +877,10 @@ mod tests {
     #[test]
     fn partial_row_images_are_found_by_their_bitmaps() {
         let bits = |count: i64, cols: &[u8]| {
-            Some(Bitmap {
+            Some(Box::new(Bitmap {
                 count,
                 cols: cols.to_vec(),
-            })
+            }))
         };
         let cases = [
             (None, None, false),
@@ -916,10 +917,10 @@ mod tests {
             vec![(Some(row(&["1", "a"])), Some(row(&["1", "b"])))],
         );
         if let Some(re) = update.row_event.as_mut() {
-            re.row_changes[0].data_columns = Some(Bitmap {
+            re.row_changes[0].data_columns = Some(Box::new(Bitmap {
                 count: 2,
                 cols: vec![0b01],
-            });
+            }));
         }
         let err = e
             .apply(VStreamResponse {

@@ -12,7 +12,10 @@
 //!   decoded again.
 //! - [`vstream_response::VStreamResponse`]: the event vector sized once
 //!   from the previous response, not grown event by event.
+//! - [`row_event::RowEvent`]: a ROW event's one row change held inline, no
+//!   allocation per copied row.
 
 pub mod query_result;
 pub mod row;
+pub mod row_event;
 pub mod vstream_response;
