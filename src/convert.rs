@@ -134,6 +134,15 @@ fn write_integer(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
 /// zero (`.50`, `-.5`), drops redundant leading zeros and a bare trailing
 /// dot. `None` when the text is not a plain decimal.
 fn write_decimal(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
+    if canonical_decimal(text) {
+        out.extend_from_slice(text);
+        return Some(());
+    }
+    rewrite_decimal(out, text)
+}
+
+/// [`write_decimal`] for text that needs changing.
+fn rewrite_decimal(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
     let (neg, rest) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         Some((b'+', rest)) => (false, rest),
@@ -165,6 +174,27 @@ fn write_decimal(out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
         out.extend_from_slice(frac);
     }
     Some(())
+}
+
+/// Whether a DECIMAL's text is already what [`write_decimal`] would write
+/// (what copies send nearly always): one scan, then a plain copy.
+fn canonical_decimal(text: &[u8]) -> bool {
+    let unsigned = text.strip_prefix(b"-").unwrap_or(text);
+    let (int, frac) = match unsigned.iter().position(|b| *b == b'.') {
+        Some(i) => (&unsigned[..i], Some(&unsigned[i + 1..])),
+        None => (unsigned, None),
+    };
+    let int_ok = match int {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let frac_ok = frac.is_none_or(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit));
+    // A minus sign stays only on a value that is not zero.
+    let sign_ok = unsigned.len() == text.len()
+        || int != b"0"
+        || frac.is_some_and(|f| f.iter().any(|d| *d != b'0'));
+    int_ok && frac_ok && sign_ok
 }
 
 /// Writes a float in its shortest exact form; NaN and infinities (never
@@ -849,6 +879,14 @@ mod tests {
                 "-0.000000000000000000000000000001",
             ),
             (T::Decimal, Number, E, b"0", "0"),
+            (T::Decimal, Number, E, b"-0", "0"),
+            (T::Decimal, Number, E, b"-0.5", "-0.5"),
+            (T::Decimal, Number, E, b"00.5", "0.5"),
+            (T::Decimal, Number, E, b"5.", "5"),
+            (T::Decimal, Number, E, b"-5.", "-5"),
+            (T::Decimal, Number, E, b"0.000", "0.000"),
+            (T::Decimal, Number, E, b"-10.05", "-10.05"),
+            (T::Decimal, Text, E, b"-0.00", "\"0.00\""),
             (T::Decimal, Number, E, b"-0.00", "0.00"),
             (T::Decimal, Text, E, b".50", "\"0.50\""),
             (
@@ -1022,6 +1060,30 @@ mod tests {
             tried > 50,
             "the table reaches both shortcuts ({tried} cells)"
         );
+    }
+
+    /// Every string of up to five characters of `-.0159`: where the fast
+    /// path copies a decimal as it is, the rewrite gives the same text.
+    #[test]
+    fn canonical_decimals_are_what_the_rewrite_writes() {
+        let alphabet = b"-.0159";
+        let mut copied = 0;
+        for len in 0..=5u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                let mut text = Vec::new();
+                for _ in 0..len {
+                    text.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                if canonical_decimal(&text) {
+                    let mut out = Vec::new();
+                    assert_eq!(rewrite_decimal(&mut out, &text), Some(()), "{text:?}");
+                    assert_eq!(out, text, "{}", String::from_utf8_lossy(&text));
+                    copied += 1;
+                }
+            }
+        }
+        assert!(copied > 100, "{copied}");
     }
 
     #[test]
