@@ -97,11 +97,11 @@ async fn sync(args: &CommonArgs) -> Result<(), TapError> {
 async fn discover(args: &CommonArgs, settings: &Settings) -> Result<(), TapError> {
     let opts = args.discover_options(settings);
     info!(database = %settings.database, endpoint = %settings.mysql, "discovering schema");
-    let (catalog, unknown) = discovery::discover(settings, &opts).await?;
+    let (found, unknown) = discovery::discover(settings, &opts).await?;
     for name in unknown {
         warn!(table = %name, "--excluded-tables names a table that does not exist; check the spelling (names match exactly)");
     }
-    info!(streams = catalog.streams.len(), "discovered");
-    SingerWriter::stdout().document(&catalog)?;
+    info!(streams = found.stream_count(), "discovered");
+    SingerWriter::stdout().document(&found)?;
     Ok(())
 }
