@@ -564,48 +564,6 @@ struct ColumnPlan {
     key: Vec<u8>,
     prop: usize,
     ty: Type,
-    shortcut: Shortcut,
-}
-
-/// A column whose pair of Vitess type and catalog type is common enough to
-/// skip [`write_cell`]'s dispatch, chosen once per plan. Each is exactly the
-/// branch `write_cell` takes for its pair, and a cell it refuses goes
-/// through `write_cell` for its error, so records and errors are the same
-/// either way (`shortcuts_write_what_write_cell_writes` holds them together).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shortcut {
-    /// Text written as it is (no ENUM/SET members to map, not a number).
-    Text,
-    /// An integer column read as an integer.
-    Integer,
-    None,
-}
-
-impl Shortcut {
-    fn of(ty: Type, target: Target, members: &[String]) -> Shortcut {
-        let numeric = matches!(
-            ty,
-            Type::Bit | Type::Decimal | Type::Float32 | Type::Float64
-        );
-        match target {
-            Target::Text if members.is_empty() && !numeric => Shortcut::Text,
-            Target::Integer if !numeric => Shortcut::Integer,
-            _ => Shortcut::None,
-        }
-    }
-
-    /// Writes the cell, or `None` (with `out` as it was) when the shortcut
-    /// does not apply to this cell.
-    fn write(self, out: &mut Vec<u8>, text: &[u8]) -> Option<()> {
-        match self {
-            Shortcut::Text => {
-                write_text(out, text);
-                Some(())
-            }
-            Shortcut::Integer => write_integer(out, text),
-            Shortcut::None => None,
-        }
-    }
 }
 
 /// How to turn rows of one field set into record objects.
@@ -649,13 +607,10 @@ impl RecordPlan {
                 key.push(b',');
                 write_text(&mut key, &f.name);
                 key.push(b':');
-                let ty = Type::try_from(f.r#type).unwrap_or(Type::Varbinary);
-                let p = &props[prop];
                 ColumnPlan {
                     key,
                     prop,
-                    ty,
-                    shortcut: Shortcut::of(ty, p.target, &p.members),
+                    ty: Type::try_from(f.r#type).unwrap_or(Type::Varbinary),
                 }
             }));
         }
@@ -757,9 +712,6 @@ impl RecordPlan {
                 out.extend_from_slice(b"null");
                 continue;
             };
-            if plan.shortcut.write(out, text).is_some() {
-                continue;
-            }
             let prop = &props[plan.prop];
             match write_cell(out, plan.ty, prop.target, &prop.members, text) {
                 Ok(Note::Ok) => {}
@@ -1016,50 +968,6 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
         }
-    }
-
-    /// Every pair of types in the conversion table, with its own value
-    /// and some that are odd for it: where a shortcut applies, it writes
-    /// what `write_cell` writes, and refuses what `write_cell` refuses.
-    #[test]
-    fn shortcuts_write_what_write_cell_writes() {
-        let odd: &[&[u8]] = &[
-            b"",
-            b"abc",
-            b"-0",
-            b"007",
-            b"+5",
-            b"1.5",
-            b"-",
-            b"9223372036854775808",
-            "é\"q\"".as_bytes(),
-            b"\xff\x00",
-        ];
-        let mut tried = 0;
-        for &(ty, target, members, text, _) in table::CONVERSIONS {
-            let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
-            let shortcut = Shortcut::of(ty, target, &members);
-            if shortcut == Shortcut::None {
-                continue;
-            }
-            for value in std::iter::once(text).chain(odd.iter().copied()) {
-                let mut general = b"prefix".to_vec();
-                let want = write_cell(&mut general, ty, target, &members, value);
-                let mut short = b"prefix".to_vec();
-                let got = shortcut.write(&mut short, value);
-                assert_eq!(
-                    got.is_some(),
-                    want == Ok(Note::Ok),
-                    "{ty:?} {target:?} {value:?}"
-                );
-                assert_eq!(short, general, "{ty:?} {target:?} {value:?}");
-                tried += 1;
-            }
-        }
-        assert!(
-            tried > 50,
-            "the table reaches both shortcuts ({tried} cells)"
-        );
     }
 
     /// Every string of up to five characters of `-.0159`: where the fast
