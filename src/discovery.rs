@@ -15,7 +15,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
-use crate::catalog::{Catalog, CatalogStream, MetadataEntry};
+use crate::catalog::{CatalogStream, MetadataEntry};
 use crate::config::Settings;
 use crate::mysql::{self, MySqlError, RawTable};
 use crate::row_key::KeySource;
@@ -74,8 +74,8 @@ pub async fn discover(
 }
 
 /// The tables of a catalog, each made a stream only when it is written
-/// (see the module docs). Serializes exactly as the [`Catalog`] that
-/// [`build_catalog`] makes of the same tables.
+/// (see the module docs). Serializes exactly as a `catalog::Catalog` of the
+/// same streams would.
 pub struct Discovered {
     keyspace: String,
     /// The tables that become streams, in catalog order.
@@ -140,23 +140,6 @@ impl Serialize for Discovered {
         map.serialize_entry("streams", &Streams(self))?;
         map.end()
     }
-}
-
-/// Builds the catalog from what information_schema said, typing columns
-/// with the configured encodings (the catalog is the contract sync follows).
-/// Pure.
-pub fn build_catalog(
-    keyspace: &str,
-    tables: Vec<RawTable>,
-    opts: &DiscoverOptions,
-    encodings: Encodings,
-) -> (Catalog, Vec<String>) {
-    let (found, unknown_excluded) = Discovered::new(keyspace, tables, opts, encodings);
-    let catalog = Catalog {
-        streams: found.streams().collect(),
-        extra: Map::new(),
-    };
-    (catalog, unknown_excluded)
 }
 
 fn build_stream(
@@ -236,6 +219,7 @@ fn build_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalog;
     use crate::mysql::RawColumn;
 
     #[test]
@@ -265,6 +249,22 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(is_internal_table(name), want, "{name}");
         }
+    }
+
+    /// The whole catalog of `tables`, as discovery once built it: what
+    /// [`Discovered`] must serialize as.
+    fn build_catalog(
+        keyspace: &str,
+        tables: Vec<RawTable>,
+        opts: &DiscoverOptions,
+        encodings: Encodings,
+    ) -> (Catalog, Vec<String>) {
+        let (found, unknown_excluded) = Discovered::new(keyspace, tables, opts, encodings);
+        let catalog = Catalog {
+            streams: found.streams().collect(),
+            extra: Map::new(),
+        };
+        (catalog, unknown_excluded)
     }
 
     fn table(name: &str) -> RawTable {

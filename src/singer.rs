@@ -52,8 +52,9 @@ impl SingerWriter<io::Stdout> {
 /// The process's stdout, for a [`SingerWriter`] made elsewhere (the sync
 /// writes to stdout or, in commit mode, to a pipe).
 pub fn stdout() -> io::Stdout {
-    widen_pipe(&io::stdout());
-    io::stdout()
+    let out = io::stdout();
+    widen_pipe(&out);
+    out
 }
 
 /// Bytes a stdout pipe is asked to hold (Linux's default unprivileged
@@ -62,8 +63,9 @@ const PIPE_BYTES: usize = 1 << 20;
 
 /// Widens stdout when it is a pipe. A target reads in bursts; with the
 /// default 64 KiB pipe every 256 KiB write blocks several times, and each
-/// wake-up is a context switch on both sides (a sixth of the copy's CPU
-/// was spent there). Not a pipe, or a lower limit: nothing changes.
+/// wake-up is a context switch on both sides (a 1M-row copy into `grep`:
+/// 9.3k voluntary switches, 2.4k after). Not a pipe, or a lower limit:
+/// nothing changes.
 fn widen_pipe(out: &io::Stdout) {
     if let Err(e) = rustix::pipe::fcntl_setpipe_size(out, PIPE_BYTES) {
         tracing::debug!("stdout pipe keeps its size: {e}");

@@ -3,9 +3,10 @@
 //! Readers send finished RECORD lines with the cursor that covers them.
 //! The [`Checkpoint`] writes a batch's lines, then lets [`State::advance`]
 //! adopt its cursor (which refuses any that would move backward), and emits
-//! STATE every N records (counted once a cursor covers them) or T seconds, before the first record written
-//! after a copy's floor was set, after a reset, and once at the very end,
-//! always after flushing the records it covers. It owns the map from slot
+//! STATE every N records (counted once a cursor covers them) or T seconds,
+//! before the first record written after a copy's floor was set, after a
+//! reset, and once at the very end, always after flushing the records it
+//! covers. It owns the map from slot
 //! to (stream, shard), and the progress board.
 //!
 //! Every STATE carries the whole state, so the rules above keep their

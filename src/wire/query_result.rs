@@ -46,10 +46,8 @@ impl FieldMemo {
     const MAX: usize = 4096;
 
     fn field(&mut self, at: usize, raw: &[u8]) -> Result<Field, DecodeError> {
-        if let Some((bytes, field)) = self.seen.get(at) {
-            if bytes[..] == *raw {
-                return Ok(field.clone());
-            }
+        if let Some(field) = self.same(at, raw) {
+            return Ok(field);
         }
         // Decoded from an owned copy, so neither the memo nor the result
         // keeps the receive buffer alive.

@@ -53,6 +53,16 @@ impl Planned {
     }
 }
 
+/// The sequence numbers of a piece's changes that have images, in plan
+/// order: what the images query asks for.
+fn image_seqs(piece: &[Planned]) -> Vec<u64> {
+    piece
+        .iter()
+        .filter(|p| p.has_images())
+        .map(|p| p.seq)
+        .collect()
+}
+
 /// One image row as the text protocol gives it: `_psdb_seq`, `_psdb_img`,
 /// then the selected cells.
 type Cells = Vec<Option<mysql_async::Value>>;
@@ -175,11 +185,7 @@ impl StreamCtx<'_> {
         writer: &mut ChangeWriter,
         piece: &[Planned],
     ) -> Result<(), Stop> {
-        let seqs: Vec<u64> = piece
-            .iter()
-            .filter(|p| p.has_images())
-            .map(|p| p.seq)
-            .collect();
+        let seqs = image_seqs(piece);
         if seqs.is_empty() {
             for p in piece {
                 writer.change(self, out, p, Images::default()).await?;
@@ -219,11 +225,7 @@ impl StreamCtx<'_> {
         writer: &mut ChangeWriter,
         piece: &[Planned],
     ) -> Result<(), Stop> {
-        let mut seqs: Vec<u64> = piece
-            .iter()
-            .filter(|p| p.has_images())
-            .map(|p| p.seq)
-            .collect();
+        let mut seqs = image_seqs(piece);
         seqs.sort_unstable();
         let mut found: HashMap<u64, Images> = HashMap::with_capacity(seqs.len());
         {
