@@ -5,6 +5,7 @@
 //! module named after what it owns; `app` wires them together for the CLI.
 
 pub mod about;
+pub mod allocator;
 pub mod app;
 pub mod catalog;
 pub mod check;

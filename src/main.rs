@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use tap_planetscale::cli::{self, LogFormat};
-use tap_planetscale::{app, log, singer};
+use tap_planetscale::{allocator, app, log, singer};
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = match cli::parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {

@@ -126,7 +126,13 @@ impl PsdbClient {
             // enough for a fast link's round trip (4 MiB is 40 ms at
             // 100 MB/s), and what a stalled stdout leaves buffered here.
             .initial_stream_window_size(Some(4 * 1024 * 1024))
-            .initial_connection_window_size(Some(8 * 1024 * 1024));
+            .initial_connection_window_size(Some(8 * 1024 * 1024))
+            // A server that honours it (tonic's, the emulator's) sends the
+            // stream in frames this large rather than HTTP/2's default
+            // 16 KiB: a tenth of the reads and frames for the same bytes,
+            // about a sixth of the tap's CPU in a large copy. grpc-go's
+            // servers write 16 KiB frames whatever this says.
+            .max_frame_size(Some(256 * 1024));
         if settings.tls {
             let mut tls = ClientTlsConfig::new().domain_name(settings.grpc.host.clone());
             match &settings.tls_ca_file {
