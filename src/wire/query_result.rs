@@ -135,7 +135,15 @@ impl Message for QueryResult {
             }
             ROWS_AFFECTED => encoding::uint64::merge(wire_type, &mut self.rows_affected, buf, ctx),
             INSERT_ID => encoding::uint64::merge(wire_type, &mut self.insert_id, buf, ctx),
-            ROWS => encoding::message::merge_repeated(wire_type, &mut self.rows, buf, ctx),
+            ROWS => {
+                if wire_type == WireType::LengthDelimited {
+                    if let Some(row) = super::row::take_plain(buf) {
+                        self.rows.push(row?);
+                        return Ok(());
+                    }
+                }
+                encoding::message::merge_repeated(wire_type, &mut self.rows, buf, ctx)
+            }
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }

@@ -169,6 +169,81 @@ fn next_length(packed: &mut &[u8]) -> Option<Result<i64, DecodeError>> {
     }
 }
 
+/// Where a row's two members lie in its encoded body, when it is in the
+/// plain form every server sends: the packed lengths (if any), then the
+/// values (if any), each once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Bytes before the lengths, the lengths, bytes between them and the
+    /// values, the values.
+    steps: [usize; 4],
+}
+
+impl Shape {
+    /// The shape of `body`, a row's encoded members; `None` for any other
+    /// form (members out of order, repeated, unknown or of another wire
+    /// type), which prost's field loop then decodes.
+    pub(crate) fn of(body: &[u8]) -> Option<Shape> {
+        let mut rest = body;
+        let mut steps = [0; 4];
+        for (tag, at) in [(LENGTHS, 0), (VALUES, 2)] {
+            let key = (tag << 3) | WireType::LengthDelimited as u32;
+            let Some(after_key) = rest.strip_prefix(&[key as u8]) else {
+                continue;
+            };
+            let mut data = after_key;
+            let len = usize::try_from(varint(&mut data)?).ok()?;
+            data.get(..len)?;
+            // The key and the length prefix, then the member itself.
+            steps[at] = rest.len() - data.len();
+            steps[at + 1] = len;
+            rest = &data[len..];
+        }
+        rest.is_empty().then_some(Shape { steps })
+    }
+
+    /// Takes the row off `buf`, which starts at the body this shape was
+    /// read from: both members become slices of `buf` where it is a
+    /// `Bytes` (no copy), and the lengths are checked as in any decode.
+    pub(crate) fn take(&self, buf: &mut impl Buf) -> Result<Row, DecodeError> {
+        let [to_lengths, lengths, to_values, values] = self.steps;
+        buf.advance(to_lengths);
+        let packed = buf.copy_to_bytes(lengths);
+        buf.advance(to_values);
+        let mut row = Row {
+            values: buf.copy_to_bytes(values),
+            ..Row::default()
+        };
+        row.add_lengths(packed)?;
+        Ok(row)
+    }
+}
+
+/// A varint off the front of `bytes`, the one-byte case inline.
+#[inline(always)]
+pub(crate) fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    match bytes.split_first() {
+        Some((&b, rest)) if b < 0x80 => {
+            *bytes = rest;
+            Some(u64::from(b))
+        }
+        _ => encoding::decode_varint(bytes).ok(),
+    }
+}
+
+/// The row at the front of `buf` (its length prefix, then its body, all in
+/// the current chunk) in the plain form, taken without prost's field loop:
+/// a tenth of the instructions of a copied row went to that loop. `None`
+/// leaves `buf` untouched for the generic decode.
+pub(crate) fn take_plain(buf: &mut impl Buf) -> Option<Result<Row, DecodeError>> {
+    let chunk = buf.chunk();
+    let mut body = chunk;
+    let len = usize::try_from(varint(&mut body)?).ok()?;
+    let shape = Shape::of(body.get(..len)?)?;
+    buf.advance(chunk.len() - body.len());
+    Some(shape.take(buf))
+}
+
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -326,6 +401,64 @@ mod tests {
         let row = Row::decode(&wire[..]).expect("decodes");
         assert_eq!(row.lengths().collect::<Vec<_>>(), vec![1]);
         assert_eq!(row.values(), b"z");
+    }
+
+    /// A row's body behind its length prefix, as a result carries it.
+    fn prefixed(body: &[u8]) -> Bytes {
+        let mut buf = BytesMut::new();
+        encoding::encode_varint(body.len() as u64, &mut buf);
+        buf.extend_from_slice(body);
+        buf.extend_from_slice(b"next");
+        buf.freeze()
+    }
+
+    #[test]
+    fn the_plain_path_decodes_as_prost_does_and_leaves_other_forms_to_it() {
+        let plain: Vec<Vec<u8>> = [
+            (&[][..], &b""[..]),
+            (&[-1], b""),
+            (&[1, -1, 2], b"abc"),
+            (&[300, -1], &[b'x'; 300]),
+        ]
+        .iter()
+        .map(|(l, v)| {
+            Generated {
+                lengths: l.to_vec(),
+                values: v.to_vec(),
+            }
+            .encode_to_vec()
+        })
+        .chain([
+            // values alone, lengths alone
+            vec![0x12, 0x01, b'z'],
+            vec![0x0a, 0x01, 0x02],
+        ])
+        .collect();
+        for body in &plain {
+            let mut buf = prefixed(body);
+            let row = take_plain(&mut buf).expect("plain form").expect("decodes");
+            assert_eq!(row, Row::decode(&body[..]).expect("prost decodes"), "{body:?}");
+            assert_eq!(&buf[..], b"next", "takes exactly the row");
+        }
+        let other: &[&[u8]] = &[
+            // values before lengths, repeated lengths, an unknown member,
+            // unpacked lengths
+            &[0x12, 0x01, b'z', 0x0a, 0x01, 0x02],
+            &[0x0a, 0x01, 0x02, 0x0a, 0x01, 0x02],
+            &[0x18, 0x07, 0x0a, 0x01, 0x02],
+            &[0x08, 0x02],
+            // a member longer than the row
+            &[0x12, 0x05, b'a'],
+        ];
+        for body in other {
+            let mut buf = prefixed(body);
+            assert!(take_plain(&mut buf).is_none(), "{body:?}");
+            assert_eq!(buf, prefixed(body), "left untouched");
+        }
+        // Malformed lengths in the plain form fail as prost's decode does.
+        let mut buf = prefixed(&[0x0a, 0x01, 0x80]);
+        assert!(take_plain(&mut buf).expect("plain form").is_err());
+        assert!(Row::decode(&[0x0a, 0x01, 0x80][..]).is_err());
     }
 
     #[test]
