@@ -452,7 +452,10 @@ fn render(e: &VEvent, n: &Names) -> Vec<String> {
     let mut head = type_name(e.r#type);
     for (key, value) in [("keyspace", &e.keyspace), ("shard", &e.shard)] {
         if !value.is_empty() {
-            head.push_str(&format!(" {key}={}", n.name(value)));
+            head.push_str(&format!(
+                " {key}={}",
+                n.name(&String::from_utf8_lossy(value))
+            ));
         }
     }
     if !e.gtid.is_empty() {
@@ -481,9 +484,9 @@ fn render(e: &VEvent, n: &Names) -> Vec<String> {
     if let Some(r) = &e.row_event {
         lines.push(format!(
             "  table={} keyspace={} shard={} flags={} internal={}",
-            n.name(&r.table_name),
-            n.name(&r.keyspace),
-            r.shard,
+            n.name(&String::from_utf8_lossy(&r.table_name)),
+            n.name(&String::from_utf8_lossy(&r.keyspace)),
+            String::from_utf8_lossy(&r.shard),
             r.flags,
             r.is_internal_table
         ));

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -137,10 +138,16 @@ impl Vitess for VStreamService {
             .map(|s| Duration::from_secs(u64::from(s)));
         let rx = open_stream(st.clone(), sync, deadline, peer, true).await?;
         let (tx, out_rx) = mpsc::channel(4);
+        let qualified = format!("{}.{table}", st.keyspace);
         let translator = Translator {
+            names: EventNames {
+                keyspace: Bytes::from(sg.keyspace.clone()),
+                shard: Bytes::from(sg.shard.clone()),
+                qualified: Bytes::from(qualified.clone()),
+            },
             keyspace: sg.keyspace,
             shard: sg.shard,
-            qualified: format!("{}.{table}", st.keyspace),
+            qualified,
             table,
             enum_text: st.change_text == ChangeText::CopyForms,
             fields: None,
@@ -161,12 +168,22 @@ struct Translator {
     table: String,
     /// `keyspace.table`, the name vtgate puts in FIELD and ROW events.
     qualified: String,
+    /// The keyspace, shard and qualified table as events carry them,
+    /// shared by every event rather than copied into each.
+    names: EventNames,
     enum_text: bool,
     /// The fields last sent in a FIELD event.
     fields: Option<Arc<[Field]>>,
     in_tx: bool,
     /// The stream began with a copy that has not completed yet.
     copying: bool,
+}
+
+#[derive(Clone)]
+struct EventNames {
+    keyspace: Bytes,
+    shard: Bytes,
+    qualified: Bytes,
 }
 
 fn event(kind: VEventType) -> VEvent {
@@ -245,8 +262,8 @@ impl Translator {
     /// COPY_COMPLETED, which vtgate makes itself).
     fn event(&self, kind: VEventType) -> VEvent {
         VEvent {
-            keyspace: self.keyspace.clone(),
-            shard: self.shard.clone(),
+            keyspace: self.names.keyspace.clone(),
+            shard: self.names.shard.clone(),
             ..event(kind)
         }
     }
@@ -343,14 +360,16 @@ impl Translator {
     /// changes of a transaction in one, flagged as a binlog rows event's
     /// end of statement (`flags: 1`), as vttablet passes them on.
     fn row_events(&self, changes: Vec<RowChange>, events: &mut Vec<VEvent>) {
+        // One clock read for the lot: a copy batch's rows are one read.
+        let timestamp = now_secs();
         let row_event = |row_changes: Vec<RowChange>, flags: u32| {
             let mut ev = self.event(VEventType::Row);
-            ev.timestamp = now_secs();
+            ev.timestamp = timestamp;
             ev.row_event = Some(RowEvent {
-                table_name: self.qualified.clone(),
+                table_name: self.names.qualified.clone(),
                 row_changes,
-                keyspace: self.keyspace.clone(),
-                shard: self.shard.clone(),
+                keyspace: self.names.keyspace.clone(),
+                shard: self.names.shard.clone(),
                 flags,
                 ..Default::default()
             });

@@ -437,7 +437,11 @@ mod tests {
         for body in &plain {
             let mut buf = prefixed(body);
             let row = take_plain(&mut buf).expect("plain form").expect("decodes");
-            assert_eq!(row, Row::decode(&body[..]).expect("prost decodes"), "{body:?}");
+            assert_eq!(
+                row,
+                Row::decode(&body[..]).expect("prost decodes"),
+                "{body:?}"
+            );
             assert_eq!(&buf[..], b"next", "takes exactly the row");
         }
         let other: &[&[u8]] = &[
