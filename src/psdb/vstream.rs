@@ -293,8 +293,11 @@ impl Events {
     }
 
     /// Applies the events of one response.
-    pub fn apply(&mut self, resp: VStreamResponse) -> Result<(), String> {
-        for ev in resp.events {
+    pub fn apply(&mut self, mut resp: VStreamResponse) -> Result<(), String> {
+        // Events are taken apart in place: a ROW event is some 350 bytes,
+        // and moving each out of the vector (and its row event out of it,
+        // and its changes out of that) was a `memcpy` call apiece per row.
+        for ev in &mut resp.events {
             self.event(ev)?;
         }
         if std::mem::take(&mut self.idle) {
@@ -303,7 +306,7 @@ impl Events {
         Ok(())
     }
 
-    fn event(&mut self, ev: VEvent) -> Result<(), String> {
+    fn event(&mut self, ev: &mut VEvent) -> Result<(), String> {
         let kind = VEventType::try_from(ev.r#type).unwrap_or(VEventType::Unknown);
         if kind != VEventType::Ddl && std::mem::take(&mut self.idle) {
             self.commit();
@@ -311,7 +314,7 @@ impl Events {
         match kind {
             VEventType::Begin => self.in_tx = true,
             VEventType::Field => {
-                let Some(fe) = ev.field_event else {
+                let Some(fe) = ev.field_event.take() else {
                     return Err("a FIELD event without its fields".into());
                 };
                 if self.ours(fe.table_name.as_bytes()) {
@@ -321,7 +324,7 @@ impl Events {
                 }
             }
             VEventType::Row => {
-                let Some(re) = ev.row_event else {
+                let Some(re) = ev.row_event.as_mut() else {
                     return Err("a ROW event without its rows".into());
                 };
                 if !self.ours(&re.table_name) {
@@ -334,17 +337,17 @@ impl Events {
                         String::from_utf8_lossy(&re.table_name)
                     ));
                 };
-                for change in re.row_changes {
-                    if let Some(what) = partial_image(&change) {
+                for change in re.row_changes.iter_mut() {
+                    if let Some(what) = partial_image(change) {
                         self.fields = Some(fields);
                         return Err(partial_image_error(&re.table_name, what));
                     }
-                    self.row(&fields, change.before, change.after);
+                    self.row(&fields, change.before.take(), change.after.take());
                 }
                 self.fields = Some(fields);
             }
             VEventType::Vgtid => {
-                let Some(v) = ev.vgtid else {
+                let Some(v) = ev.vgtid.take() else {
                     return Err("a VGTID event without its VGTID".into());
                 };
                 if let Some(sg) = shard_gtid(&v, &self.keyspace, &self.shard) {
@@ -358,7 +361,7 @@ impl Events {
                 self.commit();
             }
             VEventType::Lastpk => {
-                let Some(last) = ev.last_p_k_event else {
+                let Some(last) = ev.last_p_k_event.take() else {
                     return Ok(());
                 };
                 let Some(t) = last.table_last_p_k else {
@@ -382,7 +385,7 @@ impl Events {
             }
             VEventType::Ddl => {
                 if is_truncate(&ev.statement) {
-                    self.truncated = Some(ev.statement);
+                    self.truncated = Some(std::mem::take(&mut ev.statement));
                 }
                 // The table may have changed: rows need the next FIELD.
                 self.flush(None);
