@@ -138,16 +138,10 @@ impl Vitess for VStreamService {
             .map(|s| Duration::from_secs(u64::from(s)));
         let rx = open_stream(st.clone(), sync, deadline, peer, true).await?;
         let (tx, out_rx) = mpsc::channel(4);
-        let qualified = format!("{}.{table}", st.keyspace);
         let translator = Translator {
-            names: EventNames {
-                keyspace: Bytes::from(sg.keyspace.clone()),
-                shard: Bytes::from(sg.shard.clone()),
-                qualified: Bytes::from(qualified.clone()),
-            },
-            keyspace: sg.keyspace,
-            shard: sg.shard,
-            qualified,
+            keyspace: Bytes::from(sg.keyspace),
+            shard: Bytes::from(sg.shard),
+            qualified: Bytes::from(format!("{}.{table}", st.keyspace)),
             table,
             enum_text: st.change_text == ChangeText::CopyForms,
             fields: None,
@@ -163,14 +157,13 @@ impl Vitess for VStreamService {
 
 /// Turns Sync-shaped responses into VStream events.
 struct Translator {
-    keyspace: String,
-    shard: String,
+    /// The keyspace, shard and `keyspace.table` (the name vtgate puts in
+    /// FIELD and ROW events) as events carry them: shared by every event
+    /// rather than copied into each (a copy sends one event a row).
+    keyspace: Bytes,
+    shard: Bytes,
+    qualified: Bytes,
     table: String,
-    /// `keyspace.table`, the name vtgate puts in FIELD and ROW events.
-    qualified: String,
-    /// The keyspace, shard and qualified table as events carry them,
-    /// shared by every event rather than copied into each.
-    names: EventNames,
     enum_text: bool,
     /// The fields last sent in a FIELD event.
     fields: Option<Arc<[Field]>>,
@@ -179,11 +172,10 @@ struct Translator {
     copying: bool,
 }
 
-#[derive(Clone)]
-struct EventNames {
-    keyspace: Bytes,
-    shard: Bytes,
-    qualified: Bytes,
+/// A name of the stream as the members still typed `string` take it; it
+/// was a `String` to begin with, so nothing is replaced.
+fn text(name: &Bytes) -> String {
+    String::from_utf8_lossy(name).into_owned()
 }
 
 fn event(kind: VEventType) -> VEvent {
@@ -262,8 +254,8 @@ impl Translator {
     /// COPY_COMPLETED, which vtgate makes itself).
     fn event(&self, kind: VEventType) -> VEvent {
         VEvent {
-            keyspace: self.names.keyspace.clone(),
-            shard: self.names.shard.clone(),
+            keyspace: self.keyspace.clone(),
+            shard: self.shard.clone(),
             ..event(kind)
         }
     }
@@ -346,10 +338,10 @@ impl Translator {
     fn field_event(&self, fields: &[Field], events: &mut Vec<VEvent>) {
         let mut ev = self.event(VEventType::Field);
         ev.field_event = Some(FieldEvent {
-            table_name: self.qualified.clone(),
+            table_name: text(&self.qualified),
             fields: fields.to_vec(),
-            keyspace: self.keyspace.clone(),
-            shard: self.shard.clone(),
+            keyspace: text(&self.keyspace),
+            shard: text(&self.shard),
             enum_set_string_values: self.enum_text,
             ..Default::default()
         });
@@ -366,10 +358,10 @@ impl Translator {
             let mut ev = self.event(VEventType::Row);
             ev.timestamp = timestamp;
             ev.row_event = Some(RowEvent {
-                table_name: self.names.qualified.clone(),
+                table_name: self.qualified.clone(),
                 row_changes,
-                keyspace: self.names.keyspace.clone(),
-                shard: self.names.shard.clone(),
+                keyspace: self.keyspace.clone(),
+                shard: self.shard.clone(),
                 flags,
                 ..Default::default()
             });
@@ -386,8 +378,8 @@ impl Translator {
         let mut vg = self.event(VEventType::Vgtid);
         vg.vgtid = Some(VGtid {
             shard_gtids: vec![ShardGtid {
-                keyspace: self.keyspace.clone(),
-                shard: self.shard.clone(),
+                keyspace: text(&self.keyspace),
+                shard: text(&self.shard),
                 gtid: position.to_string(),
                 table_p_ks,
             }],

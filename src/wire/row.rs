@@ -172,8 +172,7 @@ fn next_length(packed: &mut &[u8]) -> Option<Result<i64, DecodeError>> {
 /// Where a row's two members lie in its encoded body, when it is in the
 /// plain form every server sends: the packed lengths (if any), then the
 /// values (if any), each once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Shape {
+struct Shape {
     /// Bytes before the lengths, the lengths, bytes between them and the
     /// values, the values.
     steps: [usize; 4],
@@ -183,7 +182,7 @@ impl Shape {
     /// The shape of `body`, a row's encoded members; `None` for any other
     /// form (members out of order, repeated, unknown or of another wire
     /// type), which prost's field loop then decodes.
-    pub(crate) fn of(body: &[u8]) -> Option<Shape> {
+    fn of(body: &[u8]) -> Option<Shape> {
         let mut rest = body;
         let mut steps = [0; 4];
         for (tag, at) in [(LENGTHS, 0), (VALUES, 2)] {
@@ -205,7 +204,7 @@ impl Shape {
     /// Takes the row off `buf`, which starts at the body this shape was
     /// read from: both members become slices of `buf` where it is a
     /// `Bytes` (no copy), and the lengths are checked as in any decode.
-    pub(crate) fn take(&self, buf: &mut impl Buf) -> Result<Row, DecodeError> {
+    fn take(&self, buf: &mut impl Buf) -> Result<Row, DecodeError> {
         let [to_lengths, lengths, to_values, values] = self.steps;
         buf.advance(to_lengths);
         let packed = buf.copy_to_bytes(lengths);
@@ -221,7 +220,7 @@ impl Shape {
 
 /// A varint off the front of `bytes`, the one-byte case inline.
 #[inline(always)]
-pub(crate) fn varint(bytes: &mut &[u8]) -> Option<u64> {
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
     match bytes.split_first() {
         Some((&b, rest)) if b < 0x80 => {
             *bytes = rest;
