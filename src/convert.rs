@@ -509,43 +509,20 @@ fn json_cell(out: &mut Vec<u8>, text: &[u8]) -> Note {
     Note::Ok
 }
 
-/// Iterates the cells of a row: `None` for NULL. The row's shape is
-/// checked first (its width and the bytes its lengths claim), so a
-/// malformed row fails before any cell is read.
-pub fn cells(
-    row: &Row,
-    width: usize,
-) -> Result<impl Iterator<Item = Option<&[u8]>> + '_, ConvertError> {
-    if row.width() != width {
-        return Err(ConvertError::Malformed(format!(
-            "{} lengths for {} fields",
-            row.width(),
-            width
-        )));
+/// The cells of a row as `width` cells, `None` for NULL, or what is wrong
+/// with the row (its width, a malformed length, the bytes its lengths
+/// claim). Reads the row twice: for the few rows that are not records (a
+/// copy's last key); records read theirs once, in
+/// [`RecordPlan::write_record`].
+pub fn cells(row: &Row, width: usize) -> Result<Vec<Option<&[u8]>>, ConvertError> {
+    if let Some(problem) = row.problem(width) {
+        return Err(ConvertError::Malformed(problem));
     }
-    let values = row.values();
-    if row.claimed() != Some(values.len() as u64) {
-        let claimed = row
-            .claimed()
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "overflow".into());
-        return Err(ConvertError::Malformed(format!(
-            "lengths add up to {claimed} bytes but the row holds {}",
-            values.len()
-        )));
-    }
-    let mut offset = 0usize;
-    Ok(row.lengths().map(move |len| {
-        if len < 0 {
-            None
-        } else {
-            // In bounds: the lengths claim exactly the row's bytes.
-            let end = offset + len as usize;
-            let cell = values.get(offset..end).unwrap_or_default();
-            offset = end;
-            Some(cell)
-        }
-    }))
+    let mut cells = row.cells();
+    (0..width)
+        .map(|_| cells.next_cell())
+        .collect::<Result<_, _>>()
+        .map_err(|_| ConvertError::Malformed("a row changed while read".into()))
 }
 
 /// One selected catalog property, as conversion needs it.
@@ -713,19 +690,26 @@ impl RecordPlan {
         res
     }
 
-    /// Names the first field whose length runs past the row's bytes, for a
-    /// malformed-row error that points at a column.
-    fn overflowing_field(&self, row: &Row) -> Option<std::borrow::Cow<'_, str>> {
+    /// The error for a row whose cells did not fit: what is wrong, and the
+    /// first column whose length runs past the row's bytes, if one does.
+    #[cold]
+    fn malformed(&self, row: &Row) -> ConvertError {
+        let problem = row
+            .problem(self.columns.len())
+            .unwrap_or_else(|| "its lengths do not fit its bytes".into());
         let mut total = 0u64;
         for (i, l) in row.lengths().enumerate() {
             if l > 0 {
                 total = total.saturating_add(l as u64);
             }
             if total > row.values().len() as u64 {
-                return self.fields.get(i).map(|f| String::from_utf8_lossy(&f.name));
+                if let Some(f) = self.fields.get(i) {
+                    let col = String::from_utf8_lossy(&f.name);
+                    return ConvertError::Malformed(format!("{problem} (at column `{col}`)"));
+                }
             }
         }
-        None
+        ConvertError::Malformed(problem)
     }
 
     fn write_record_inner(
@@ -743,14 +727,11 @@ impl RecordPlan {
         // Every member is written after a comma; the first comma then
         // becomes the opening brace. One copy per member, no branch.
         let open = out.len();
-        let cells =
-            cells(row, self.columns.len()).map_err(|e| match (e, self.overflowing_field(row)) {
-                (ConvertError::Malformed(m), Some(col)) => {
-                    ConvertError::Malformed(format!("{m} (at column `{col}`)"))
-                }
-                (e, _) => e,
-            })?;
-        for (cell, plan) in cells.zip(&self.columns) {
+        // The row's lengths are checked as its cells are read; a bad one
+        // fails the record, which `write_record` then takes back.
+        let mut cells = row.cells();
+        for plan in &self.columns {
+            let cell = cells.next_cell().map_err(|_| self.malformed(row))?;
             let Some(plan) = plan else { continue };
             plan.key.write(out);
             let Some(text) = cell else {
@@ -770,6 +751,7 @@ impl RecordPlan {
                 }
             }
         }
+        cells.end().map_err(|_| self.malformed(row))?;
         for key in &self.missing {
             out.extend_from_slice(key);
             out.extend_from_slice(b"null");

@@ -87,10 +87,9 @@ pub fn trim_last_known_pk(qr: &QueryResult, keys: &[String]) -> QueryResult {
     {
         return qr.clone();
     }
-    let Ok(cell_iter) = cells(row, qr.fields.len()) else {
+    let Ok(all) = cells(row, qr.fields.len()) else {
         return qr.clone();
     };
-    let all: Vec<Option<&[u8]>> = cell_iter.collect();
     QueryResult {
         fields: idx.iter().map(|&i| qr.fields[i].clone()).collect(),
         rows: vec![Row::from_cells(idx.iter().map(|&i| all[i]))],

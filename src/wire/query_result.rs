@@ -138,7 +138,7 @@ impl Message for QueryResult {
             ROWS => {
                 if wire_type == WireType::LengthDelimited {
                     if let Some(row) = super::row::take_plain(buf) {
-                        self.rows.push(row?);
+                        self.rows.push(row);
                         return Ok(());
                     }
                 }

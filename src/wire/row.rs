@@ -8,10 +8,13 @@
 //! type keeps both members as slices of the receive buffer (no allocation,
 //! no copy) and reads the lengths when the row is converted.
 //!
-//! The lengths are checked once, while decoding: well-formed varints,
-//! their count and the bytes they claim. So a malformed row is still a
-//! decode error or a shape mismatch found before any cell is written, and
-//! reading the lengths afterwards cannot fail.
+//! The lengths are read once, by [`Cells`], which checks them as it goes:
+//! well-formed varints, one per field, and exactly the row's bytes. The
+//! converter writes a record while reading its cells and drops what it
+//! wrote when the row turns out malformed, so a bad row is still an error
+//! with no half-written output. (A separate pass over the lengths while
+//! decoding, to check them up front, was a twentieth of a copy's
+//! instructions.) [`Row::problem`] says what is wrong, for the error.
 //!
 //! prost uses this type for `query.Row` wherever the protos name it
 //! (`extern_path` in `build.rs`), so the wire is unchanged both ways: rows
@@ -29,10 +32,6 @@ const VALUES: u32 = 2;
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Row {
     lengths: Bytes,
-    /// How many lengths `lengths` holds.
-    width: usize,
-    /// The sum of the non-negative lengths, saturating at `u64::MAX`.
-    claimed: u64,
     values: Bytes,
 }
 
@@ -60,13 +59,10 @@ impl Row {
         for &l in lengths {
             encoding::encode_varint(zigzag(l), &mut packed);
         }
-        let mut row = Row {
+        Row {
+            lengths: packed.freeze(),
             values,
-            ..Row::default()
-        };
-        // Well-formed by construction.
-        let _ = row.add_lengths(packed.freeze());
-        row
+        }
     }
 
     /// A copy that owns its bytes: the decoded row's slices would keep the
@@ -75,7 +71,6 @@ impl Row {
         Row {
             lengths: Bytes::copy_from_slice(&self.lengths),
             values: Bytes::copy_from_slice(&self.values),
-            ..self.clone()
         }
     }
 
@@ -84,35 +79,63 @@ impl Row {
         &self.values
     }
 
-    /// How many cells the row has.
-    pub fn width(&self) -> usize {
-        self.width
+    /// The cells, read off the lengths with every check (see the module
+    /// doc).
+    #[inline(always)]
+    pub fn cells(&self) -> Cells<'_> {
+        Cells {
+            packed: &self.lengths,
+            values: &self.values,
+            offset: 0,
+        }
     }
 
-    /// The bytes the lengths claim (`None` past `u64`); a well-formed row
-    /// claims exactly `values().len()`.
-    pub fn claimed(&self) -> Option<u64> {
-        (self.claimed != u64::MAX).then_some(self.claimed)
-    }
-
-    /// The cell lengths, -1 (or any negative) for NULL.
+    /// The cell lengths, -1 (or any negative) for NULL, up to the first
+    /// malformed one.
     pub fn lengths(&self) -> Lengths<'_> {
         Lengths {
             packed: &self.lengths,
         }
     }
 
-    /// Appends packed lengths after checking them: proto3 concatenates
-    /// repeated members that arrive in several pieces.
-    fn add_lengths(&mut self, packed: Bytes) -> Result<(), DecodeError> {
-        let mut rest: &[u8] = &packed;
+    /// What keeps this row from being read as `width` cells, if anything:
+    /// for the error that names a malformed row.
+    #[cold]
+    pub fn problem(&self, width: usize) -> Option<String> {
+        let mut rest: &[u8] = &self.lengths;
+        let (mut count, mut claimed) = (0usize, 0u64);
         while let Some(l) = next_length(&mut rest) {
-            let l = l?;
-            self.width += 1;
+            let Ok(l) = l else {
+                return Some(format!(
+                    "cell length {} is not a well-formed varint",
+                    count + 1
+                ));
+            };
+            count += 1;
             if l > 0 {
-                self.claimed = self.claimed.saturating_add(l as u64);
+                claimed = claimed.saturating_add(l as u64);
             }
         }
+        if count != width {
+            return Some(format!("{count} lengths for {width} fields"));
+        }
+        let held = self.values.len() as u64;
+        if claimed != held {
+            let claimed = if claimed == u64::MAX {
+                "overflow".to_string()
+            } else {
+                claimed.to_string()
+            };
+            return Some(format!(
+                "lengths add up to {claimed} bytes but the row holds {held}"
+            ));
+        }
+        None
+    }
+
+    /// Appends packed lengths: proto3 concatenates repeated members that
+    /// arrive in several pieces.
+    fn add_lengths(&mut self, packed: Bytes) {
         self.lengths = if self.lengths.is_empty() {
             packed
         } else {
@@ -121,7 +144,6 @@ impl Row {
             joined.extend_from_slice(&packed);
             joined.freeze()
         };
-        Ok(())
     }
 }
 
@@ -148,8 +170,51 @@ impl Iterator for Lengths<'_> {
     }
 }
 
+/// A row's cells in order, each checked as it is read: a length that is
+/// not a well-formed varint, or that runs past the row's bytes, is an
+/// error, and so are lengths or bytes left over at the end ([`Cells::end`]).
+pub struct Cells<'a> {
+    packed: &'a [u8],
+    values: &'a [u8],
+    offset: usize,
+}
+
+/// A row whose lengths do not fit it; [`Row::problem`] says how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+impl<'a> Cells<'a> {
+    /// The next cell, `None` for NULL.
+    #[inline(always)]
+    pub fn next_cell(&mut self) -> Result<Option<&'a [u8]>, Malformed> {
+        let len = match next_length(&mut self.packed) {
+            Some(Ok(len)) => len,
+            _ => return Err(Malformed),
+        };
+        if len < 0 {
+            return Ok(None);
+        }
+        // No overflow: `offset` is at most the row's length and `len`
+        // below 2^63.
+        let end = self.offset + len as usize;
+        let cell = self.values.get(self.offset..end).ok_or(Malformed)?;
+        self.offset = end;
+        Ok(Some(cell))
+    }
+
+    /// Whether every length and every byte was read.
+    #[inline(always)]
+    pub fn end(&self) -> Result<(), Malformed> {
+        if self.packed.is_empty() && self.offset == self.values.len() {
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+}
+
 /// Reads one length off packed zigzag varints; `None` at their end.
-/// Inlined into both loops over a row's lengths (one call per cell cost
+/// Inlined into the loops over a row's lengths (one call per cell cost
 /// more than the decoding).
 #[inline(always)]
 fn next_length(packed: &mut &[u8]) -> Option<Result<i64, DecodeError>> {
@@ -203,18 +268,16 @@ impl Shape {
 
     /// Takes the row off `buf`, which starts at the body this shape was
     /// read from: both members become slices of `buf` where it is a
-    /// `Bytes` (no copy), and the lengths are checked as in any decode.
-    fn take(&self, buf: &mut impl Buf) -> Result<Row, DecodeError> {
+    /// `Bytes` (no copy).
+    fn take(&self, buf: &mut impl Buf) -> Row {
         let [to_lengths, lengths, to_values, values] = self.steps;
         buf.advance(to_lengths);
-        let packed = buf.copy_to_bytes(lengths);
+        let lengths = buf.copy_to_bytes(lengths);
         buf.advance(to_values);
-        let mut row = Row {
+        Row {
+            lengths,
             values: buf.copy_to_bytes(values),
-            ..Row::default()
-        };
-        row.add_lengths(packed)?;
-        Ok(row)
+        }
     }
 }
 
@@ -234,7 +297,7 @@ fn varint(bytes: &mut &[u8]) -> Option<u64> {
 /// the current chunk) in the plain form, taken without prost's field loop:
 /// a tenth of the instructions of a copied row went to that loop. `None`
 /// leaves `buf` untouched for the generic decode.
-pub(crate) fn take_plain(buf: &mut impl Buf) -> Option<Result<Row, DecodeError>> {
+pub(crate) fn take_plain(buf: &mut impl Buf) -> Option<Row> {
     let chunk = buf.chunk();
     let mut body = chunk;
     let len = usize::try_from(varint(&mut body)?).ok()?;
@@ -277,12 +340,14 @@ impl prost::Message for Row {
             (LENGTHS, WireType::Varint) => {
                 let mut one = BytesMut::with_capacity(10);
                 encoding::encode_varint(encoding::decode_varint(buf)?, &mut one);
-                self.add_lengths(one.freeze())
+                self.add_lengths(one.freeze());
+                Ok(())
             }
             (LENGTHS, _) => {
                 let mut packed = Bytes::new();
                 encoding::bytes::merge(wire_type, &mut packed, buf, ctx)?;
-                self.add_lengths(packed)
+                self.add_lengths(packed);
+                Ok(())
             }
             (VALUES, _) => encoding::bytes::merge(wire_type, &mut self.values, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
@@ -340,22 +405,67 @@ mod tests {
             let row = Row::decode(&wire[..]).expect("decodes");
             assert_eq!(row.lengths().collect::<Vec<_>>(), *lengths, "{lengths:?}");
             assert_eq!(row.values(), *values);
-            assert_eq!(row.width(), lengths.len());
             assert_eq!(row.encode_to_vec(), wire, "re-encodes the same");
             assert_eq!(row.encoded_len(), wire.len());
             assert_eq!(Row::new(lengths, Bytes::copy_from_slice(values)), row);
         }
     }
 
+    /// Reads every cell of `row` as the converter does, as `width` cells.
+    fn read(row: &Row, width: usize) -> Result<Vec<Option<Vec<u8>>>, Malformed> {
+        let mut cells = row.cells();
+        let got = (0..width)
+            .map(|_| cells.next_cell().map(|c| c.map(<[u8]>::to_vec)))
+            .collect::<Result<Vec<_>, _>>()?;
+        cells.end()?;
+        Ok(got)
+    }
+
     #[test]
-    fn claimed_bytes_count_non_negative_lengths_and_saturate_to_none() {
-        let cases: &[(&[i64], Option<u64>)] = &[
-            (&[], Some(0)),
-            (&[2, -1, 3], Some(5)),
-            (&[i64::MAX, i64::MAX, 2], None),
+    fn cells_are_read_with_every_check_and_problems_named() {
+        let b = |s: &[u8]| Some(s.to_vec());
+        let cases: &[(&[i64], &[u8], usize, Result<Vec<Option<Vec<u8>>>, &str>)] = &[
+            (&[], b"", 0, Ok(vec![])),
+            (
+                &[2, -1, 3, 0],
+                b"abcde",
+                4,
+                Ok(vec![b(b"ab"), None, b(b"cde"), b(b"")]),
+            ),
+            (&[1], b"x", 2, Err("1 lengths for 2 fields")),
+            (&[1, 1], b"xy", 1, Err("2 lengths for 1 fields")),
+            (
+                &[5, 1],
+                b"abc",
+                2,
+                Err("lengths add up to 6 bytes but the row holds 3"),
+            ),
+            (
+                &[1, 1],
+                b"abcdef",
+                2,
+                Err("lengths add up to 2 bytes but the row holds 6"),
+            ),
+            (
+                &[i64::MAX, i64::MAX, 2],
+                b"ab",
+                3,
+                Err("lengths add up to overflow bytes"),
+            ),
         ];
-        for (lengths, claimed) in cases {
-            assert_eq!(Row::new(lengths, Bytes::new()).claimed(), *claimed);
+        for (lengths, values, width, want) in cases {
+            let row = Row::new(lengths, Bytes::copy_from_slice(values));
+            match want {
+                Ok(cells) => {
+                    assert_eq!(read(&row, *width).as_ref(), Ok(cells), "{lengths:?}");
+                    assert_eq!(row.problem(*width), None);
+                }
+                Err(text) => {
+                    assert_eq!(read(&row, *width), Err(Malformed), "{lengths:?}");
+                    let problem = row.problem(*width).expect("a problem");
+                    assert!(problem.starts_with(text), "{problem}");
+                }
+            }
         }
     }
 
@@ -368,11 +478,24 @@ mod tests {
         let row = Row::decode(&wire[..]).expect("decodes");
         assert_eq!(row.lengths().collect::<Vec<_>>(), vec![1, 2, -1]);
         assert_eq!(row.values(), b"abc");
-        assert_eq!(row.claimed(), Some(3));
+        assert_eq!(row.problem(3), None);
     }
 
     #[test]
-    fn malformed_rows_are_decode_errors() {
+    fn malformed_messages_are_decode_errors() {
+        let cases: &[&[u8]] = &[
+            // values longer than the message
+            &[0x12, 0x05, b'a'],
+            // values as a varint
+            &[0x10, 0x01],
+        ];
+        for wire in cases {
+            assert!(Row::decode(*wire).is_err(), "{wire:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_lengths_are_found_when_the_cells_are_read() {
         let cases: &[&[u8]] = &[
             // packed lengths cut inside a varint
             &[0x0a, 0x01, 0x80],
@@ -384,13 +507,16 @@ mod tests {
             &[
                 0x0a, 0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
             ],
-            // values longer than the message
-            &[0x12, 0x05, b'a'],
-            // values as a varint
-            &[0x10, 0x01],
+            // one good length (1), then a cut one
+            &[0x0a, 0x02, 0x02, 0x80, 0x12, 0x01, b'a'],
         ];
         for wire in cases {
-            assert!(Row::decode(*wire).is_err(), "{wire:?}");
+            let row = Row::decode(*wire).expect("the message itself is whole");
+            for width in 0..3 {
+                assert_eq!(read(&row, width), Err(Malformed), "{wire:?} as {width}");
+                let problem = row.problem(width).expect("a problem");
+                assert!(problem.contains("not a well-formed varint"), "{problem}");
+            }
         }
     }
 
@@ -435,7 +561,7 @@ mod tests {
         .collect();
         for body in &plain {
             let mut buf = prefixed(body);
-            let row = take_plain(&mut buf).expect("plain form").expect("decodes");
+            let row = take_plain(&mut buf).expect("plain form");
             assert_eq!(
                 row,
                 Row::decode(&body[..]).expect("prost decodes"),
@@ -458,10 +584,11 @@ mod tests {
             assert!(take_plain(&mut buf).is_none(), "{body:?}");
             assert_eq!(buf, prefixed(body), "left untouched");
         }
-        // Malformed lengths in the plain form fail as prost's decode does.
+        // Malformed lengths in the plain form are kept as prost's decode
+        // keeps them, for the reading of the cells to refuse.
         let mut buf = prefixed(&[0x0a, 0x01, 0x80]);
-        assert!(take_plain(&mut buf).expect("plain form").is_err());
-        assert!(Row::decode(&[0x0a, 0x01, 0x80][..]).is_err());
+        let row = take_plain(&mut buf).expect("plain form");
+        assert_eq!(row, Row::decode(&[0x0a, 0x01, 0x80][..]).expect("decodes"));
     }
 
     #[test]
