@@ -13,6 +13,7 @@ use tap_planetscale::pb::psdbconnect::v1alpha1::TableCursor;
 use tap_planetscale::pb::query::{Field, QueryResult, Row, Type};
 use tap_planetscale::pb::vtgate::VStreamRequest;
 use tap_planetscale::psdb::PsdbClient;
+use tap_planetscale::wire::vstream_batch::{Event, VStreamBatch};
 
 use crate::both_apis;
 use crate::support::vitess::Vt;
@@ -73,25 +74,18 @@ async fn raw_events_of(
         .collect()
 }
 
-/// The VStream events of `table` from `gtid` (empty: copy first) of any
-/// server the tap config at `config` reaches, read with the tap's client
-/// until `quiet` passes without an event, or through the first response
-/// that holds an event `until` accepts.
-pub async fn vstream_events(
-    config: &std::path::Path,
-    keyspace: &str,
-    shard: &str,
-    table: &str,
-    gtid: &str,
-    quiet: Duration,
-    until: fn(&VEvent) -> bool,
-) -> Vec<VEvent> {
+/// The tap's client for the server the tap config at `config` reaches.
+async fn client_of(config: &std::path::Path) -> PsdbClient {
     let (settings, _) = tap_planetscale::config::load(&[config.to_path_buf()], &Default::default())
         .expect("config of the server");
-    let client = PsdbClient::connect(&settings)
+    PsdbClient::connect(&settings)
         .await
-        .expect("connect to vtgate");
-    let req = VStreamRequest {
+        .expect("connect to vtgate")
+}
+
+/// The request for every column of `table` on one shard from `gtid`.
+fn events_request(keyspace: &str, shard: &str, table: &str, gtid: &str) -> VStreamRequest {
+    VStreamRequest {
         tablet_type: 1,
         vgtid: Some(VGtid {
             shard_gtids: vec![ShardGtid {
@@ -109,7 +103,24 @@ pub async fn vstream_events(
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// The VStream events of `table` from `gtid` (empty: copy first) of any
+/// server the tap config at `config` reaches, read with the tap's client
+/// until `quiet` passes without an event, or through the first response
+/// that holds an event `until` accepts.
+pub async fn vstream_events(
+    config: &std::path::Path,
+    keyspace: &str,
+    shard: &str,
+    table: &str,
+    gtid: &str,
+    quiet: Duration,
+    until: fn(&VEvent) -> bool,
+) -> Vec<VEvent> {
+    let client = client_of(config).await;
+    let req = events_request(keyspace, shard, table, gtid);
     let mut stream = client
         .vstream(req, Duration::from_secs(60))
         .await
@@ -123,6 +134,38 @@ pub async fn vstream_events(
         }
     }
     out
+}
+
+/// The same stream as [`vstream_events`], read as a tap session reads it.
+async fn vstream_batches(
+    config: &std::path::Path,
+    keyspace: &str,
+    shard: &str,
+    table: &str,
+    gtid: &str,
+    quiet: Duration,
+) -> Vec<VStreamBatch> {
+    let client = client_of(config).await;
+    let req = events_request(keyspace, shard, table, gtid);
+    let mut stream = client
+        .vstream_batches(req, Duration::from_secs(60))
+        .await
+        .expect("open VStream");
+    let mut out = Vec::new();
+    while let Ok(Ok(Some(batch))) = tokio::time::timeout(quiet, stream.message()).await {
+        out.push(batch);
+    }
+    out
+}
+
+/// Every row change of the events, in order: its before- and after-image.
+fn changes_of(events: &[VEvent]) -> Vec<(Option<Row>, Option<Row>)> {
+    events
+        .iter()
+        .filter_map(|e| e.row_event.as_ref())
+        .flat_map(|re| re.row_changes.iter())
+        .map(|c| (c.before.clone(), c.after.clone()))
+        .collect()
 }
 
 /// The VGTID position of a shard in the events' VGTID, read by `current`.
@@ -467,4 +510,67 @@ async fn an_interrupted_keyless_copy_starts_again_rather_than_skip_a_duplicate()
         "a new version: {versions:?}"
     );
 }
+}
+
+/// A tap session reads a VStream's ROW events off the wire by a plain path
+/// of its own (no generated event per row): held to the real vtgate and to
+/// the emulator, for a copy and for changes, every row takes that path and
+/// reads exactly as the generated type reads it, images and values.
+#[tokio::test]
+async fn sessions_read_the_rows_of_the_real_vtgate_and_the_emulator_as_prost_does() {
+    // GIVEN the same table on both, then the same changes to it
+    let schema = "CREATE TABLE pr_same (id INT PRIMARY KEY, s VARCHAR(8), n INT NULL); \
+                  INSERT INTO pr_same VALUES (1, 'a', NULL), (2, 'b', 2), (3, 'c', 3);";
+    let vt = Vt::shared("vt1");
+    vt.sql("-", &format!("DROP TABLE IF EXISTS pr_same; {schema}"))
+        .await;
+    vt.schema_reloaded().await;
+    let emu = Emu::start("pr_same", &["-"], false, &[("-", schema.to_string())]).await;
+    let emu_config = std::path::PathBuf::from(emu.config());
+    let vt_pos = current(&vt, "-", "pr_same").await;
+    let emu_pos = current_of(&emu_config, "pr_same", "-", "pr_same").await;
+    let changes = [
+        "UPDATE pr_same SET s = 'z' WHERE id <= 2",
+        "DELETE FROM pr_same WHERE id = 3",
+        "INSERT INTO pr_same VALUES (4, 'd', NULL)",
+    ];
+    vt.sql("-", &changes.join("; ")).await;
+    emu.sql("-", &changes.join("; ")).await;
+
+    // WHEN each stream is read both ways, from the start (a copy) and from
+    // the position before the changes
+    let quiet = Duration::from_secs(3);
+    let sides = [
+        (
+            "real vtgate",
+            vt.config.clone(),
+            vt.keyspace.clone(),
+            vt_pos,
+        ),
+        ("emulator", emu_config, "pr_same".to_string(), emu_pos),
+    ];
+    for (side, config, keyspace, pos) in &sides {
+        for (gtid, want) in [("", 3), (pos.as_str(), 4)] {
+            let full =
+                vstream_events(config, keyspace, "-", "pr_same", gtid, quiet, |_| false).await;
+            let batches = vstream_batches(config, keyspace, "-", "pr_same", gtid, quiet).await;
+
+            // THEN every row came by the plain path, and the rows are the
+            // generated type's, image for image
+            let events = || batches.iter().flat_map(|b| &b.events);
+            let plain: usize = events()
+                .map(|e| match e {
+                    Event::Rows { count, .. } => *count,
+                    Event::Other(_) => 0,
+                })
+                .sum();
+            let generic = events()
+                .filter(|e| matches!(e, Event::Other(ev) if ev.r#type == VEventType::Row as i32))
+                .count();
+            assert_eq!((plain, generic), (want, 0), "{side} from {gtid:?}");
+            let read: Vec<VEvent> = batches.iter().flat_map(VStreamBatch::to_events).collect();
+            assert_eq!(changes_of(&read), changes_of(&full), "{side} from {gtid:?}");
+            assert_eq!(changes_of(&full).len(), want, "{side} from {gtid:?}");
+        }
+    }
 }

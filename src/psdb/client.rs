@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Status};
+use tonic::{Code, GrpcMethod, Status};
 
 use crate::config::{Api, GrpcAuth, Settings};
 use crate::error::kind::Kind;
@@ -23,6 +24,9 @@ use crate::pb::psdbconnect::v1alpha1::connect_client::ConnectClient;
 use crate::pb::psdbconnect::v1alpha1::{SyncRequest, SyncResponse};
 use crate::pb::vtgate::{VStreamRequest, VStreamResponse};
 use crate::pb::vtgateservice::vitess_client::VitessClient;
+use crate::wire::vstream_batch::VStreamBatch;
+
+use super::codec::Codec;
 
 /// Largest message accepted from the server.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
@@ -103,6 +107,9 @@ pub struct PsdbClient {
     pub(super) api: Api,
     inner: ConnectClient<Channel>,
     vitess: VitessClient<Channel>,
+    /// For the VStream sessions, whose responses are read as
+    /// [`VStreamBatch`]es rather than the generated client's type.
+    channel: Channel,
     /// Metadata put on every call.
     auth: Vec<(&'static str, MetadataValue<tonic::metadata::Ascii>)>,
 }
@@ -181,13 +188,14 @@ impl PsdbClient {
         let inner = ConnectClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let vitess = VitessClient::new(channel)
+        let vitess = VitessClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         Ok(PsdbClient {
             api: settings.api,
             inner,
             vitess,
+            channel,
             auth,
         })
     }
@@ -211,6 +219,32 @@ impl PsdbClient {
         let mut client = self.vitess.clone();
         Ok(client
             .v_stream(self.request(req, timeout))
+            .await?
+            .into_inner())
+    }
+
+    /// Opens a VStream session with a server-side deadline, its responses
+    /// read as a session needs them: the same call as [`Self::vstream`],
+    /// made as the generated client makes it, with another response type.
+    pub async fn vstream_batches(
+        &self,
+        req: VStreamRequest,
+        timeout: Duration,
+    ) -> Result<tonic::Streaming<VStreamBatch>, Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("the gRPC channel is not ready: {e}")))?;
+        let mut request = self.request(req, timeout);
+        request
+            .extensions_mut()
+            .insert(GrpcMethod::new("vtgateservice.Vitess", "VStream"));
+        let path = PathAndQuery::from_static("/vtgateservice.Vitess/VStream");
+        let codec = Codec::<VStreamRequest, VStreamBatch>::default();
+        Ok(grpc
+            .server_streaming(request, path, codec)
             .await?
             .into_inner())
     }

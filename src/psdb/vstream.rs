@@ -39,7 +39,8 @@ use crate::pb::binlogdata::{
 };
 use crate::pb::psdbconnect::v1alpha1::{DeletedRow, SyncResponse, TableCursor, UpdatedRow};
 use crate::pb::query::{Field, QueryResult, Row};
-use crate::pb::vtgate::{VStreamFlags, VStreamRequest, VStreamResponse};
+use crate::pb::vtgate::{VStreamFlags, VStreamRequest};
+use crate::wire::vstream_batch::{ChangedRow, Event, VStreamBatch};
 
 use super::client::PsdbClient;
 use super::target::{resume_cursor, Change, Resume, SessionError, Target, Unit};
@@ -293,17 +294,53 @@ impl Events {
     }
 
     /// Applies the events of one response.
-    pub fn apply(&mut self, mut resp: VStreamResponse) -> Result<(), String> {
-        // Events are taken apart in place: a ROW event is some 350 bytes,
-        // and moving each out of the vector (and its row event out of it,
-        // and its changes out of that) was a `memcpy` call apiece per row.
-        for ev in &mut resp.events {
-            self.event(ev)?;
+    pub fn apply(&mut self, mut batch: VStreamBatch) -> Result<(), String> {
+        let mut rows = std::mem::take(&mut batch.rows).into_iter();
+        // Events are taken apart in place: moving each out of the vector
+        // was a `memcpy` call apiece.
+        for ev in &mut batch.events {
+            match ev {
+                Event::Rows { table, count } => {
+                    self.rows(table, rows.by_ref().take(*count))?;
+                }
+                Event::Other(ev) => self.event(ev)?,
+            }
         }
         if std::mem::take(&mut self.idle) {
             self.commit();
         }
         Ok(())
+    }
+
+    /// A run of plain ROW events of `table`.
+    fn rows(
+        &mut self,
+        table: &[u8],
+        changes: impl Iterator<Item = ChangedRow>,
+    ) -> Result<(), String> {
+        if std::mem::take(&mut self.idle) {
+            self.commit();
+        }
+        if !self.ours(table) {
+            return Ok(());
+        }
+        let fields = self.row_fields(table)?;
+        for change in changes {
+            self.row(&fields, change.before, change.after);
+        }
+        self.fields = Some(fields);
+        Ok(())
+    }
+
+    /// The fields rows of `table` come under, taken out for the loop over
+    /// them (put back after it) rather than cloned for every event.
+    fn row_fields(&mut self, table: &[u8]) -> Result<Vec<Field>, String> {
+        self.fields.take().ok_or_else(|| {
+            format!(
+                "a ROW event for `{}` came before its FIELD event",
+                String::from_utf8_lossy(table)
+            )
+        })
     }
 
     fn event(&mut self, ev: &mut VEvent) -> Result<(), String> {
@@ -330,13 +367,7 @@ impl Events {
                 if !self.ours(&re.table_name) {
                     return Ok(());
                 }
-                // Taken out for the loop rather than cloned for every event.
-                let Some(fields) = self.fields.take() else {
-                    return Err(format!(
-                        "a ROW event for `{}` came before its FIELD event",
-                        String::from_utf8_lossy(&re.table_name)
-                    ));
-                };
+                let fields = self.row_fields(&re.table_name)?;
                 for change in re.row_changes.iter_mut() {
                     if let Some(what) = partial_image(change) {
                         self.fields = Some(fields);
@@ -496,7 +527,7 @@ impl Events {
 
 /// A VStream session of one reader.
 pub struct Session {
-    stream: tonic::Streaming<VStreamResponse>,
+    stream: tonic::Streaming<VStreamBatch>,
     events: Box<Events>,
 }
 
@@ -507,7 +538,7 @@ impl Session {
         resume: &Resume<'_>,
     ) -> Result<Session, tonic::Status> {
         let req = request(target, resume);
-        let stream = client.vstream(req, resume.timeout).await?;
+        let stream = client.vstream_batches(req, resume.timeout).await?;
         Ok(Session {
             stream,
             events: Box::new(Events::new(
@@ -539,6 +570,8 @@ mod tests {
     use crate::pb::binlogdata::{FieldEvent, LastPkEvent};
     use crate::pb::query::Type;
     use crate::wire::row_event::RowEvent;
+    use crate::wire::vstream_response::VStreamResponse;
+    use prost::Message;
 
     const P1: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-5";
     const P2: &str = "MySQL56/e42292e8-e28f-11ec-9c5b-d680f5d655b3:1-6";
@@ -625,8 +658,15 @@ mod tests {
         }
     }
 
+    /// The events as a session gets them: sent as one response and read
+    /// back as a batch (so plain ROW events take the plain path).
+    fn batch(events: Vec<VEvent>) -> VStreamBatch {
+        let wire = VStreamResponse { events }.encode_to_vec();
+        VStreamBatch::decode(&wire[..]).expect("decodes")
+    }
+
     fn apply(e: &mut Events, events: Vec<VEvent>) -> Vec<Unit> {
-        e.apply(VStreamResponse { events }).expect("apply");
+        e.apply(batch(events)).expect("apply");
         std::iter::from_fn(|| e.next_unit()).collect()
     }
 
@@ -870,9 +910,10 @@ mod tests {
         let mut e = events();
         apply(&mut e, vec![fields("ks.t", true), ev(VEventType::Ddl)]);
         let err = e
-            .apply(VStreamResponse {
-                events: vec![rows("ks.t", vec![(None, Some(row(&["1", "1"])))])],
-            })
+            .apply(batch(vec![rows(
+                "ks.t",
+                vec![(None, Some(row(&["1", "1"])))],
+            )]))
             .expect_err("no fields");
         assert!(err.contains("before its FIELD"), "{err}");
     }
@@ -925,11 +966,7 @@ mod tests {
                 cols: vec![0b01],
             }));
         }
-        let err = e
-            .apply(VStreamResponse {
-                events: vec![update],
-            })
-            .expect_err("partial image");
+        let err = e.apply(batch(vec![update])).expect_err("partial image");
         for needle in ["`ks.t`", "binlog_row_image=FULL", "bookmark"] {
             assert!(err.contains(needle), "{needle}: {err}");
         }

@@ -14,8 +14,11 @@
 //!   from the previous response, not grown event by event.
 //! - [`row_event::RowEvent`]: a ROW event's one row change held inline, no
 //!   allocation per copied row.
+//! - [`vstream_batch::VStreamBatch`]: a response as a session reads it,
+//!   plain ROW events read straight into their rows.
 
 pub mod query_result;
 pub mod row;
 pub mod row_event;
+pub mod vstream_batch;
 pub mod vstream_response;

@@ -21,6 +21,8 @@
 //! re-encode (a copy's `last_known_pk` goes back to the server) exactly as
 //! the generated type would write them.
 
+use std::ops::Range;
+
 use prost::bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::DecodeError;
@@ -283,13 +285,32 @@ impl Shape {
 
 /// A varint off the front of `bytes`, the one-byte case inline.
 #[inline(always)]
-fn varint(bytes: &mut &[u8]) -> Option<u64> {
+pub(crate) fn varint(bytes: &mut &[u8]) -> Option<u64> {
     match bytes.split_first() {
         Some((&b, rest)) if b < 0x80 => {
             *bytes = rest;
             Some(u64::from(b))
         }
         _ => encoding::decode_varint(bytes).ok(),
+    }
+}
+
+/// Where the packed lengths and the values lie in `body`, a row's encoded
+/// members, when it is in the plain form (see [`Shape`]); `None` for any
+/// other form.
+pub(crate) fn plain_parts(body: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
+    let [to_lengths, lengths, to_values, values] = Shape::of(body)?.steps;
+    let values_at = to_lengths + lengths + to_values;
+    Some((
+        to_lengths..to_lengths + lengths,
+        values_at..values_at + values,
+    ))
+}
+
+impl Row {
+    /// A row of its two members as they were sliced off the wire.
+    pub(crate) fn from_parts(lengths: Bytes, values: Bytes) -> Row {
+        Row { lengths, values }
     }
 }
 
@@ -411,8 +432,10 @@ mod tests {
         }
     }
 
+    type CellsRead = Vec<Option<Vec<u8>>>;
+
     /// Reads every cell of `row` as the converter does, as `width` cells.
-    fn read(row: &Row, width: usize) -> Result<Vec<Option<Vec<u8>>>, Malformed> {
+    fn read(row: &Row, width: usize) -> Result<CellsRead, Malformed> {
         let mut cells = row.cells();
         let got = (0..width)
             .map(|_| cells.next_cell().map(|c| c.map(<[u8]>::to_vec)))
@@ -424,7 +447,8 @@ mod tests {
     #[test]
     fn cells_are_read_with_every_check_and_problems_named() {
         let b = |s: &[u8]| Some(s.to_vec());
-        let cases: &[(&[i64], &[u8], usize, Result<Vec<Option<Vec<u8>>>, &str>)] = &[
+        type Case<'a> = (&'a [i64], &'a [u8], usize, Result<CellsRead, &'a str>);
+        let cases: &[Case] = &[
             (&[], b"", 0, Ok(vec![])),
             (
                 &[2, -1, 3, 0],
