@@ -283,13 +283,19 @@ impl Shape {
     }
 }
 
-/// A varint off the front of `bytes`, the one-byte case inline.
+/// A varint off the front of `bytes`, the one- and two-byte cases inline
+/// (every key, and the length of anything under 16 KiB).
 #[inline(always)]
 pub(crate) fn varint(bytes: &mut &[u8]) -> Option<u64> {
-    match bytes.split_first() {
-        Some((&b, rest)) if b < 0x80 => {
+    let all: &[u8] = bytes;
+    match all {
+        [a, rest @ ..] if *a < 0x80 => {
             *bytes = rest;
-            Some(u64::from(b))
+            Some(u64::from(*a))
+        }
+        [a, b, rest @ ..] if *b < 0x80 => {
+            *bytes = rest;
+            Some(u64::from(a & 0x7f) | u64::from(*b) << 7)
         }
         _ => encoding::decode_varint(bytes).ok(),
     }
@@ -540,6 +546,22 @@ mod tests {
                 assert_eq!(read(&row, width), Err(Malformed), "{wire:?} as {width}");
                 let problem = row.problem(width).expect("a problem");
                 assert!(problem.contains("not a well-formed varint"), "{problem}");
+            }
+        }
+    }
+
+    #[test]
+    fn varints_read_as_prost_reads_them() {
+        for v in [0, 1, 127, 128, 300, 16_383, 16_384, 1 << 35, u64::MAX] {
+            let mut wire = Vec::new();
+            encoding::encode_varint(v, &mut wire);
+            wire.push(0x55);
+            let mut rest = &wire[..];
+            assert_eq!(varint(&mut rest), Some(v));
+            assert_eq!(rest, [0x55], "{v}: takes exactly the varint");
+            // Cut anywhere inside, it is no varint.
+            for end in 0..wire.len() - 1 {
+                assert_eq!(varint(&mut &wire[..end]), None, "{v} cut at {end}");
             }
         }
     }
