@@ -560,7 +560,7 @@ async fn sessions_read_the_rows_of_the_real_vtgate_and_the_emulator_as_prost_doe
             let events = || batches.iter().flat_map(|b| &b.events);
             let plain: usize = events()
                 .map(|e| match e {
-                    Event::Rows { count, .. } => *count,
+                    Event::Rows(run) => run.rows.len(),
                     Event::Other(_) => 0,
                 })
                 .sum();

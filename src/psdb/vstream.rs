@@ -40,7 +40,7 @@ use crate::pb::binlogdata::{
 use crate::pb::psdbconnect::v1alpha1::{DeletedRow, SyncResponse, TableCursor, UpdatedRow};
 use crate::pb::query::{Field, QueryResult, Row};
 use crate::pb::vtgate::{VStreamFlags, VStreamRequest};
-use crate::wire::vstream_batch::{ChangedRow, Event, VStreamBatch};
+use crate::wire::vstream_batch::{Event, RowKind, Run, VStreamBatch};
 
 use super::client::PsdbClient;
 use super::target::{resume_cursor, Change, Resume, SessionError, Target, Unit};
@@ -255,9 +255,12 @@ pub struct Events {
     lastpk: Option<QueryResult>,
     /// The last position seen, for the cursor that ends the copy.
     position: Option<String>,
-    /// Rows of one kind waiting for their unit, under the fields they came
-    /// with (one copy of the fields for all of them).
-    pending: Option<(Change, QueryResult)>,
+    /// Rows of one kind waiting for their unit, as results under the
+    /// fields they came with: a run of a response is one result, its rows
+    /// handed on as they were decoded.
+    pending: Option<(Change, Vec<QueryResult>)>,
+    /// How many rows `pending` holds.
+    pending_rows: usize,
     ready: VecDeque<Unit>,
 }
 
@@ -280,6 +283,7 @@ impl Events {
             lastpk: None,
             position: None,
             pending: None,
+            pending_rows: 0,
             ready: VecDeque::new(),
         }
     }
@@ -295,14 +299,11 @@ impl Events {
 
     /// Applies the events of one response.
     pub fn apply(&mut self, mut batch: VStreamBatch) -> Result<(), String> {
-        let mut rows = std::mem::take(&mut batch.rows).into_iter();
         // Events are taken apart in place: moving each out of the vector
         // was a `memcpy` call apiece.
         for ev in &mut batch.events {
             match ev {
-                Event::Rows { table, count } => {
-                    self.rows(table, rows.by_ref().take(*count))?;
-                }
+                Event::Rows(run) => self.rows(run)?,
                 Event::Other(ev) => self.event(ev)?,
             }
         }
@@ -312,22 +313,21 @@ impl Events {
         Ok(())
     }
 
-    /// A run of plain ROW events of `table`.
-    fn rows(
-        &mut self,
-        table: &[u8],
-        changes: impl Iterator<Item = ChangedRow>,
-    ) -> Result<(), String> {
+    /// A run of plain ROW events.
+    fn rows(&mut self, run: &mut Run) -> Result<(), String> {
         if std::mem::take(&mut self.idle) {
             self.commit();
         }
-        if !self.ours(table) {
+        if !self.ours(&run.table) {
             return Ok(());
         }
-        let fields = self.row_fields(table)?;
-        for change in changes {
-            self.row(&fields, change.before, change.after);
-        }
+        let fields = self.row_fields(&run.table)?;
+        let kind = match run.kind {
+            RowKind::Insert => Change::Insert,
+            RowKind::Update => Change::Update,
+            RowKind::Delete => Change::Delete,
+        };
+        self.add_rows(&fields, kind, std::mem::take(&mut run.rows));
         self.fields = Some(fields);
         Ok(())
     }
@@ -439,19 +439,50 @@ impl Events {
             (Some(b), None) => (Change::Delete, b),
             (None, None) => return,
         };
+        match &mut self.pending {
+            Some((k, results)) if *k == kind && self.pending_rows < MAX_PENDING_ROWS => {
+                if let Some(last) = results.last_mut() {
+                    last.rows.push(row);
+                    self.pending_rows += 1;
+                    if self.pending_rows >= MAX_PENDING_ROWS {
+                        self.flush(None);
+                    }
+                    return;
+                }
+            }
+            _ => {}
+        }
+        self.add_rows(fields, kind, vec![row]);
+    }
+
+    /// Adds rows of one kind to the pending unit as a result of their own,
+    /// a unit going out (without a cursor) each time it holds
+    /// [`MAX_PENDING_ROWS`].
+    fn add_rows(&mut self, fields: &[Field], kind: Change, mut rows: Vec<Row>) {
         if self.pending.as_ref().is_some_and(|(k, _)| *k != kind) {
             self.flush(None);
         }
-        let (_, rows) = self.pending.get_or_insert_with(|| {
+        while !rows.is_empty() {
+            let room = MAX_PENDING_ROWS.saturating_sub(self.pending_rows).max(1);
+            let rest = if rows.len() > room {
+                rows.split_off(room)
+            } else {
+                Vec::new()
+            };
+            self.pending_rows += rows.len();
             let qr = QueryResult {
                 fields: fields.to_vec(),
+                rows,
                 ..Default::default()
             };
-            (kind, qr)
-        });
-        rows.rows.push(row);
-        if rows.rows.len() >= MAX_PENDING_ROWS {
-            self.flush(None);
+            self.pending
+                .get_or_insert_with(|| (kind, Vec::new()))
+                .1
+                .push(qr);
+            if self.pending_rows >= MAX_PENDING_ROWS {
+                self.flush(None);
+            }
+            rows = rest;
         }
     }
 
@@ -509,10 +540,21 @@ impl Events {
     /// Sends the pending rows, with a cursor when one ends them.
     fn flush(&mut self, cursor: Option<TableCursor>) {
         let mut resp = SyncResponse::default();
+        self.pending_rows = 0;
         match self.pending.take() {
-            Some((Change::Insert, qr)) => resp.result.push(qr),
-            Some((Change::Update, qr)) => resp.updates.push(UpdatedRow { after: Some(qr) }),
-            Some((Change::Delete, qr)) => resp.deletes.push(DeletedRow { result: Some(qr) }),
+            Some((Change::Insert, results)) => resp.result = results,
+            Some((Change::Update, results)) => {
+                resp.updates = results
+                    .into_iter()
+                    .map(|qr| UpdatedRow { after: Some(qr) })
+                    .collect()
+            }
+            Some((Change::Delete, results)) => {
+                resp.deletes = results
+                    .into_iter()
+                    .map(|qr| DeletedRow { result: Some(qr) })
+                    .collect()
+            }
             None if cursor.is_none() && self.truncated.is_none() => return,
             None => {}
         }

@@ -9,9 +9,11 @@
 //! name off the buffer (an atomic reference count apiece, taken and
 //! dropped), and moved the change out again. Here an event in the plain
 //! form every server sends is read straight off the buffer: its row images
-//! become [`ChangedRow`]s, sliced as [`Row`]s are everywhere, and the event
-//! itself is only counted, in one [`Event::Rows`] for each run of ROW events
-//! of one table. Any other event, and any ROW event in another form (a
+//! become [`Row`]s, sliced off the buffer as rows are everywhere, and the event
+//! itself is only counted: the rows of consecutive ROW events of one table
+//! and one kind of change gather in one [`Run`], whose vector the session
+//! hands on whole as a query result (no row moved again). Any other event,
+//! and any ROW event in another form (a
 //! partial image's bitmaps, members repeated or out of order, another wire
 //! type), is decoded by prost as before, so nothing a server may send is
 //! read differently; the tests hold the two paths to each other.
@@ -44,27 +46,45 @@ const AFTER: u32 = 2;
 const DATA_COLUMNS: u32 = 3;
 const JSON_PARTIAL_VALUES: u32 = 4;
 
-/// A room no response needs, however large its last one was.
+/// A room no run needs, however large the last one was.
 const MAX_RESERVE: usize = 4096;
 
 thread_local! {
-    /// Rows the last response of this thread held, to size the next.
-    static LAST_ROWS: Cell<usize> = const { Cell::new(0) };
+    /// The longest run this thread has read, to size the next: runs of a
+    /// stream are alike, and a vector grown row by row copies its rows
+    /// over and over.
+    static LAST_RUN: Cell<usize> = const { Cell::new(0) };
 }
 
-/// One row change of a plain ROW event: its images.
-#[derive(Clone, Default, PartialEq, Debug)]
-pub struct ChangedRow {
-    pub before: Option<Row>,
-    pub after: Option<Row>,
+/// What a row change did, told by which images it carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RowKind {
+    /// An after-image only: a new row, or a copied one.
+    Insert,
+    /// Both images.
+    Update,
+    /// A before-image only.
+    Delete,
+}
+
+/// The changes of consecutive plain ROW events of one table and one kind.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Run {
+    pub table: Bytes,
+    pub kind: RowKind,
+    /// The image the tap reads of each change: the after-image of an insert
+    /// or an update, the before-image of a delete.
+    pub rows: Vec<Row>,
+    /// An update's before-images, in step with `rows` (empty for the other
+    /// kinds).
+    pub befores: Vec<Row>,
 }
 
 /// An event of a response, in order.
 #[derive(Clone, PartialEq, Debug)]
 pub enum Event {
-    /// A run of plain ROW events of one table: their changes, in order, are
-    /// the next `count` of [`VStreamBatch::rows`].
-    Rows { table: Bytes, count: usize },
+    /// A run of plain ROW events.
+    Rows(Run),
     /// Any other event, as prost decodes it (boxed: a few a transaction,
     /// where a run may stand for thousands of rows).
     Other(Box<VEvent>),
@@ -74,8 +94,6 @@ pub enum Event {
 #[derive(Clone, Default, PartialEq, Debug)]
 pub struct VStreamBatch {
     pub events: Vec<Event>,
-    /// The changes of the [`Event::Rows`] runs, in order.
-    pub rows: Vec<ChangedRow>,
 }
 
 impl From<Vec<VEvent>> for VStreamBatch {
@@ -86,7 +104,6 @@ impl From<Vec<VEvent>> for VStreamBatch {
                 .into_iter()
                 .map(|e| Event::Other(Box::new(e)))
                 .collect(),
-            rows: Vec::new(),
         }
     }
 }
@@ -130,7 +147,7 @@ struct Plain {
     /// The event's bytes, its length prefix included.
     len: usize,
     table: Range<usize>,
-    /// Each change's before- and after-image.
+    /// Each change's before- and after-image, at least one of them.
     changes: SmallVec<[[Option<Parts>; 2]; 1]>,
 }
 
@@ -178,7 +195,9 @@ impl Plain {
         })
     }
 
-    /// A change's images, before then after, each at most once.
+    /// A change's images, before then after, each at most once, and not
+    /// neither (a change of no image, which no server sends, is left to
+    /// the generic path).
     fn change(chunk: &[u8], mut change: &[u8]) -> Option<[Option<Parts>; 2]> {
         let mut images: [Option<Parts>; 2] = [None, None];
         while !change.is_empty() {
@@ -199,7 +218,7 @@ impl Plain {
                 _ => {}
             }
         }
-        Some(images)
+        images.iter().any(Option::is_some).then_some(images)
     }
 }
 
@@ -232,54 +251,87 @@ impl VStreamBatch {
         };
         let same_table = matches!(
             self.events.last(),
-            Some(Event::Rows { table, .. }) if table[..] == chunk[plain.table.clone()]
+            Some(Event::Rows(run)) if run.table[..] == chunk[plain.table.clone()]
         );
         let mut taker = Taker { buf, at: 0 };
-        if !same_table {
-            let table = taker.take(plain.table);
-            self.events.push(Event::Rows { table, count: 0 });
-        }
-        let added = plain.changes.len();
+        // `None`: the table of the last run, not sliced again.
+        let table = (!same_table).then(|| taker.take(plain.table));
         for [before, after] in plain.changes {
-            let before = taker.row(before);
-            let after = taker.row(after);
-            self.rows.push(ChangedRow { before, after });
-        }
-        if let Some(Event::Rows { count, .. }) = self.events.last_mut() {
-            *count += added;
+            let change = (taker.row(before), taker.row(after));
+            let (kind, kept, before) = match change {
+                (None, Some(a)) => (RowKind::Insert, a, None),
+                (Some(b), Some(a)) => (RowKind::Update, a, Some(b)),
+                (Some(b), None) => (RowKind::Delete, b, None),
+                // Not a plain change (`Plain::change`).
+                (None, None) => continue,
+            };
+            self.push_row(table.as_ref(), kind, kept, before);
         }
         let rest = plain.len - taker.at;
         taker.buf.advance(rest);
         true
     }
 
+    /// Adds a change to the last run if it is of its table (`None`: it
+    /// is) and kind, else to a new run.
+    fn push_row(&mut self, table: Option<&Bytes>, kind: RowKind, kept: Row, before: Option<Row>) {
+        if let Some(Event::Rows(run)) = self.events.last_mut() {
+            if run.kind == kind && table.is_none_or(|t| *t == run.table) {
+                run.rows.push(kept);
+                run.befores.extend(before);
+                return;
+            }
+        }
+        let table = match (table, self.events.last()) {
+            (Some(t), _) => t.clone(),
+            (None, Some(Event::Rows(run))) => run.table.clone(),
+            // `None` only follows a run.
+            (None, _) => Bytes::new(),
+        };
+        let mut rows = Vec::with_capacity(LAST_RUN.with(Cell::get));
+        rows.push(kept);
+        self.events.push(Event::Rows(Run {
+            table,
+            kind,
+            rows,
+            befores: before.into_iter().collect(),
+        }));
+    }
+
     /// The events in the generated shape, each run of rows one ROW event a
     /// change again (the members skipped on the way in left out).
     pub fn to_events(&self) -> Vec<VEvent> {
-        let mut rows = self.rows.iter();
-        let mut out = Vec::with_capacity(self.events.len() + self.rows.len());
+        let mut out = Vec::with_capacity(self.events.len());
         for ev in &self.events {
-            match ev {
-                Event::Other(ev) => out.push(VEvent::clone(ev)),
-                Event::Rows { table, count } => {
-                    for change in rows.by_ref().take(*count) {
-                        out.push(VEvent {
-                            r#type: VEventType::Row as i32,
-                            row_event: Some(RowEvent {
-                                table_name: table.clone(),
-                                row_changes: [RowChange {
-                                    before: change.before.clone(),
-                                    after: change.after.clone(),
-                                    ..RowChange::default()
-                                }]
-                                .into_iter()
-                                .collect(),
-                                flags: 0,
-                            }),
-                            ..VEvent::default()
-                        });
-                    }
+            let run = match ev {
+                Event::Other(ev) => {
+                    out.push(VEvent::clone(ev));
+                    continue;
                 }
+                Event::Rows(run) => run,
+            };
+            let mut befores = run.befores.iter();
+            for row in &run.rows {
+                let (before, after) = match run.kind {
+                    RowKind::Insert => (None, Some(row.clone())),
+                    RowKind::Update => (befores.next().cloned(), Some(row.clone())),
+                    RowKind::Delete => (Some(row.clone()), None),
+                };
+                out.push(VEvent {
+                    r#type: VEventType::Row as i32,
+                    row_event: Some(RowEvent {
+                        table_name: run.table.clone(),
+                        row_changes: [RowChange {
+                            before,
+                            after,
+                            ..RowChange::default()
+                        }]
+                        .into_iter()
+                        .collect(),
+                        flags: 0,
+                    }),
+                    ..VEvent::default()
+                });
             }
         }
         out
@@ -303,11 +355,10 @@ impl Message for VStreamBatch {
         if tag != EVENTS {
             return encoding::skip_field(wire_type, tag, buf, ctx);
         }
-        if self.events.is_empty() && self.rows.is_empty() {
-            self.rows.reserve(LAST_ROWS.with(Cell::get));
-        }
         if wire_type == WireType::LengthDelimited && self.take_plain(buf) {
-            LAST_ROWS.with(|c| c.set(c.get().max(self.rows.len()).min(MAX_RESERVE)));
+            if let Some(Event::Rows(run)) = self.events.last() {
+                LAST_RUN.with(|c| c.set(c.get().max(run.rows.len()).min(MAX_RESERVE)));
+            }
             return Ok(());
         }
         let mut ev = VEvent::default();
@@ -322,7 +373,6 @@ impl Message for VStreamBatch {
 
     fn clear(&mut self) {
         self.events.clear();
-        self.rows.clear();
     }
 }
 
@@ -432,22 +482,51 @@ mod tests {
             one_change_each(full),
             "the same events, in order"
         );
-        let runs: Vec<(&[u8], usize)> = batch
+        let runs: Vec<(&[u8], RowKind, usize)> = batch
             .events
             .iter()
             .filter_map(|e| match e {
-                Event::Rows { table, count } => Some((&table[..], *count)),
+                Event::Rows(run) => Some((&run.table[..], run.kind, run.rows.len())),
                 Event::Other(_) => None,
             })
             .collect();
+        use RowKind::*;
         assert_eq!(
             runs,
-            vec![(&b"t"[..], 3), (b"u", 2), (b"u", 1), (b"t", 0)],
-            "runs of one table"
+            vec![
+                (&b"t"[..], Insert, 1),
+                (b"t", Update, 1),
+                (b"t", Delete, 1),
+                (b"u", Insert, 1),
+                (b"u", Insert, 1)
+            ],
+            "runs of one table and kind"
         );
-        assert_eq!(batch.events.len(), 4 + 4, "four other events");
-        assert_eq!(batch.rows[1].before, update.before);
-        assert_eq!(batch.rows[2].after, None);
+        // BEGIN, FIELD, the change of no image, the partial one, COMMIT
+        assert_eq!(batch.events.len(), 5 + 5);
+    }
+
+    #[test]
+    fn runs_gather_the_rows_of_one_table_and_kind() {
+        let events: Vec<VEvent> = (0..5)
+            .map(|i| row_event("t", vec![change(None, Some(&[&i.to_string()]))]))
+            .chain([row_event(
+                "t",
+                vec![
+                    change(Some(&["1"]), Some(&["2"])),
+                    change(Some(&["3"]), Some(&["4"])),
+                ],
+            )])
+            .collect();
+        let (batch, full) = both_ways(&events);
+        let [Event::Rows(inserts), Event::Rows(updates)] = &batch.events[..] else {
+            panic!("two runs: {batch:?}");
+        };
+        assert_eq!((inserts.kind, inserts.rows.len()), (RowKind::Insert, 5));
+        assert!(inserts.befores.is_empty());
+        assert_eq!(updates.rows, vec![row(&["2"]), row(&["4"])]);
+        assert_eq!(updates.befores, vec![row(&["1"]), row(&["3"])]);
+        assert_eq!(batch.to_events(), one_change_each(full));
     }
 
     #[test]
