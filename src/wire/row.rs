@@ -30,11 +30,29 @@ use prost::DecodeError;
 const LENGTHS: u32 = 1;
 const VALUES: u32 = 2;
 
-/// One row: cell lengths (packed zigzag varints) and cell bytes.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+/// One row: cell lengths (packed zigzag varints) and cell bytes, as two
+/// ranges of one buffer: a decoded row's whole body, sliced off the receive
+/// buffer once (each slice is a reference count taken and dropped).
+#[derive(Clone, Default)]
 pub struct Row {
-    lengths: Bytes,
-    values: Bytes,
+    buf: Bytes,
+    lengths: Range<usize>,
+    values: Range<usize>,
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Row) -> bool {
+        self.packed() == other.packed() && self.values() == other.values()
+    }
+}
+
+impl Eq for Row {}
+
+impl std::hash::Hash for Row {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.packed().hash(state);
+        self.values().hash(state);
+    }
 }
 
 impl Row {
@@ -57,28 +75,39 @@ impl Row {
     /// A row of raw parts, as a server might send them, even inconsistent
     /// ones (tests of malformed rows need those).
     pub fn new(lengths: &[i64], values: Bytes) -> Row {
-        let mut packed = BytesMut::with_capacity(lengths.len());
+        let mut packed = Vec::with_capacity(lengths.len());
         for &l in lengths {
             encoding::encode_varint(zigzag(l), &mut packed);
         }
+        Row::joined(&packed, &values)
+    }
+
+    /// A row that owns its members, copied into one buffer.
+    fn joined(packed: &[u8], values: &[u8]) -> Row {
+        let mut buf = BytesMut::with_capacity(packed.len() + values.len());
+        buf.extend_from_slice(packed);
+        buf.extend_from_slice(values);
         Row {
-            lengths: packed.freeze(),
-            values,
+            buf: buf.freeze(),
+            lengths: 0..packed.len(),
+            values: packed.len()..packed.len() + values.len(),
         }
+    }
+
+    /// The packed lengths.
+    fn packed(&self) -> &[u8] {
+        self.buf.get(self.lengths.clone()).unwrap_or_default()
     }
 
     /// A copy that owns its bytes: the decoded row's slices would keep the
     /// whole receive buffer alive for as long as the row lives.
     pub fn owned(&self) -> Row {
-        Row {
-            lengths: Bytes::copy_from_slice(&self.lengths),
-            values: Bytes::copy_from_slice(&self.values),
-        }
+        Row::joined(self.packed(), self.values())
     }
 
     /// The cells' bytes, run together.
     pub fn values(&self) -> &[u8] {
-        &self.values
+        self.buf.get(self.values.clone()).unwrap_or_default()
     }
 
     /// The cells, read off the lengths with every check (see the module
@@ -86,8 +115,8 @@ impl Row {
     #[inline(always)]
     pub fn cells(&self) -> Cells<'_> {
         Cells {
-            packed: &self.lengths,
-            values: &self.values,
+            packed: self.packed(),
+            values: self.values(),
             offset: 0,
         }
     }
@@ -96,7 +125,7 @@ impl Row {
     /// malformed one.
     pub fn lengths(&self) -> Lengths<'_> {
         Lengths {
-            packed: &self.lengths,
+            packed: self.packed(),
         }
     }
 
@@ -104,7 +133,7 @@ impl Row {
     /// for the error that names a malformed row.
     #[cold]
     pub fn problem(&self, width: usize) -> Option<String> {
-        let mut rest: &[u8] = &self.lengths;
+        let mut rest: &[u8] = self.packed();
         let (mut count, mut claimed) = (0usize, 0u64);
         while let Some(l) = next_length(&mut rest) {
             let Ok(l) = l else {
@@ -121,7 +150,7 @@ impl Row {
         if count != width {
             return Some(format!("{count} lengths for {width} fields"));
         }
-        let held = self.values.len() as u64;
+        let held = self.values().len() as u64;
         if claimed != held {
             let claimed = if claimed == u64::MAX {
                 "overflow".to_string()
@@ -136,16 +165,16 @@ impl Row {
     }
 
     /// Appends packed lengths: proto3 concatenates repeated members that
-    /// arrive in several pieces.
-    fn add_lengths(&mut self, packed: Bytes) {
-        self.lengths = if self.lengths.is_empty() {
-            packed
-        } else {
-            let mut joined = BytesMut::with_capacity(self.lengths.len() + packed.len());
-            joined.extend_from_slice(&self.lengths);
-            joined.extend_from_slice(&packed);
-            joined.freeze()
-        };
+    /// arrive in several pieces. (Rare: copies the row.)
+    fn add_lengths(&mut self, more: &[u8]) {
+        let packed = [self.packed(), more].concat();
+        *self = Row::joined(&packed, self.values());
+    }
+
+    /// Replaces the values: the last of a bytes member that arrives more
+    /// than once is the one that counts. (Rare: copies the row.)
+    fn set_values(&mut self, values: &[u8]) {
+        *self = Row::joined(self.packed(), values);
     }
 }
 
@@ -153,7 +182,7 @@ impl std::fmt::Debug for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Row")
             .field("lengths", &self.lengths().collect::<Vec<_>>())
-            .field("values", &self.values)
+            .field("values", &Bytes::copy_from_slice(self.values()))
             .finish()
     }
 }
@@ -269,17 +298,15 @@ impl Shape {
     }
 
     /// Takes the row off `buf`, which starts at the body this shape was
-    /// read from: both members become slices of `buf` where it is a
-    /// `Bytes` (no copy).
+    /// read from: one slice of `buf` where it is a `Bytes` (no copy).
     fn take(&self, buf: &mut impl Buf) -> Row {
         let [to_lengths, lengths, to_values, values] = self.steps;
-        buf.advance(to_lengths);
-        let lengths = buf.copy_to_bytes(lengths);
-        buf.advance(to_values);
-        Row {
-            lengths,
-            values: buf.copy_to_bytes(values),
-        }
+        let values_at = to_lengths + lengths + to_values;
+        Row::from_body(
+            buf.copy_to_bytes(values_at + values),
+            to_lengths..to_lengths + lengths,
+            values_at..values_at + values,
+        )
     }
 }
 
@@ -314,9 +341,14 @@ pub(crate) fn plain_parts(body: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
 }
 
 impl Row {
-    /// A row of its two members as they were sliced off the wire.
-    pub(crate) fn from_parts(lengths: Bytes, values: Bytes) -> Row {
-        Row { lengths, values }
+    /// A row of its encoded body as it was sliced off the wire, and where
+    /// its two members lie in it (as [`plain_parts`] found them).
+    pub(crate) fn from_body(buf: Bytes, lengths: Range<usize>, values: Range<usize>) -> Row {
+        Row {
+            buf,
+            lengths,
+            values,
+        }
     }
 }
 
@@ -343,15 +375,12 @@ fn unzigzag(v: u64) -> i64 {
 
 impl prost::Message for Row {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if !self.lengths.is_empty() {
-            encoding::encode_key(LENGTHS, WireType::LengthDelimited, buf);
-            encoding::encode_varint(self.lengths.len() as u64, buf);
-            buf.put_slice(&self.lengths);
-        }
-        if !self.values.is_empty() {
-            encoding::encode_key(VALUES, WireType::LengthDelimited, buf);
-            encoding::encode_varint(self.values.len() as u64, buf);
-            buf.put_slice(&self.values);
+        for (tag, member) in [(LENGTHS, self.packed()), (VALUES, self.values())] {
+            if !member.is_empty() {
+                encoding::encode_key(tag, WireType::LengthDelimited, buf);
+                encoding::encode_varint(member.len() as u64, buf);
+                buf.put_slice(member);
+            }
         }
     }
 
@@ -365,18 +394,23 @@ impl prost::Message for Row {
         match (tag, wire_type) {
             // An unpacked element: legal, if no server here sends it.
             (LENGTHS, WireType::Varint) => {
-                let mut one = BytesMut::with_capacity(10);
+                let mut one = Vec::with_capacity(10);
                 encoding::encode_varint(encoding::decode_varint(buf)?, &mut one);
-                self.add_lengths(one.freeze());
+                self.add_lengths(&one);
                 Ok(())
             }
             (LENGTHS, _) => {
                 let mut packed = Bytes::new();
                 encoding::bytes::merge(wire_type, &mut packed, buf, ctx)?;
-                self.add_lengths(packed);
+                self.add_lengths(&packed);
                 Ok(())
             }
-            (VALUES, _) => encoding::bytes::merge(wire_type, &mut self.values, buf, ctx),
+            (VALUES, _) => {
+                let mut values = Bytes::new();
+                encoding::bytes::merge(wire_type, &mut values, buf, ctx)?;
+                self.set_values(&values);
+                Ok(())
+            }
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
@@ -389,7 +423,7 @@ impl prost::Message for Row {
                 encoding::key_len(tag) + encoding::encoded_len_varint(len as u64) + len
             }
         };
-        member(LENGTHS, self.lengths.len()) + member(VALUES, self.values.len())
+        member(LENGTHS, self.packed().len()) + member(VALUES, self.values().len())
     }
 
     fn clear(&mut self) {

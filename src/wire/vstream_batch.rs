@@ -236,8 +236,17 @@ impl<B: Buf> Taker<'_, B> {
         self.buf.copy_to_bytes(range.len())
     }
 
+    /// A row image's body, from its lengths to the end of its values, as
+    /// one slice.
     fn row(&mut self, parts: Option<Parts>) -> Option<Row> {
-        parts.map(|(lengths, values)| Row::from_parts(self.take(lengths), self.take(values)))
+        let (lengths, values) = parts?;
+        let start = lengths.start;
+        let body = self.take(start..values.end);
+        Some(Row::from_body(
+            body,
+            0..lengths.len(),
+            values.start - start..values.end - start,
+        ))
     }
 }
 
