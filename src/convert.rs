@@ -1303,7 +1303,7 @@ mod tests {
                 // any finite double
                 0 => f64::from_bits(next()),
                 // ones of every magnitude around the plain range's edges
-                1 => (next() >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((i % 40) as i32 - 20),
+                1 => (next() >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi(i % 40 - 20),
                 // short decimals, as prices are
                 2 => (next() % 1_000_000) as f64 / 100.0,
                 _ => (next() % 1000) as f64 / 7.0,
