@@ -121,19 +121,15 @@ pub async fn vstream_events(
 ) -> Vec<VEvent> {
     let client = client_of(config).await;
     let req = events_request(keyspace, shard, table, gtid);
-    let mut stream = client
+    let stream = client
         .vstream(req, Duration::from_secs(60))
         .await
         .expect("open VStream");
-    let mut out = Vec::new();
-    while let Ok(Ok(Some(resp))) = tokio::time::timeout(quiet, stream.message()).await {
-        let done = resp.events.iter().any(until);
-        out.extend(resp.events);
-        if done {
-            break;
-        }
-    }
-    out
+    responses(stream, quiet, |r| r.events.iter().any(until))
+        .await
+        .into_iter()
+        .flat_map(|r| r.events)
+        .collect()
 }
 
 /// The same stream as [`vstream_events`], read as a tap session reads it.
@@ -147,13 +143,27 @@ async fn vstream_batches(
 ) -> Vec<VStreamBatch> {
     let client = client_of(config).await;
     let req = events_request(keyspace, shard, table, gtid);
-    let mut stream = client
+    let stream = client
         .vstream_batches(req, Duration::from_secs(60))
         .await
         .expect("open VStream");
+    responses(stream, quiet, |_| false).await
+}
+
+/// The responses of `stream` until `quiet` passes without one, or through
+/// the first that `last` accepts.
+async fn responses<T>(
+    mut stream: tonic::Streaming<T>,
+    quiet: Duration,
+    last: impl Fn(&T) -> bool,
+) -> Vec<T> {
     let mut out = Vec::new();
-    while let Ok(Ok(Some(batch))) = tokio::time::timeout(quiet, stream.message()).await {
-        out.push(batch);
+    while let Ok(Ok(Some(resp))) = tokio::time::timeout(quiet, stream.message()).await {
+        let done = last(&resp);
+        out.push(resp);
+        if done {
+            break;
+        }
     }
     out
 }
