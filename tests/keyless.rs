@@ -249,6 +249,24 @@ async fn real_vtgate_streams_keyless_rows_as_whole_images_and_truncate_as_ddl() 
     );
 }
 
+/// Table `name` made by `schema` on the real Vitess (keyspace vt1) and on
+/// an emulator of its own (keyspace `name`): the emulator, its tap config,
+/// and each side's current position.
+async fn on_both(
+    name: &str,
+    schema: &str,
+) -> (Vt<'static>, Emu, std::path::PathBuf, String, String) {
+    let vt = Vt::shared("vt1");
+    vt.sql("-", &format!("DROP TABLE IF EXISTS {name}; {schema}"))
+        .await;
+    vt.schema_reloaded().await;
+    let emu = Emu::start(name, &["-"], false, &[("-", schema.to_string())]).await;
+    let emu_config = std::path::PathBuf::from(emu.config());
+    let vt_pos = current(&vt, "-", name).await;
+    let emu_pos = current_of(&emu_config, name, "-", name).await;
+    (vt, emu, emu_config, vt_pos, emu_pos)
+}
+
 /// A TRUNCATE over VStream: the real vtgate and the emulator send the same
 /// events for it, its position then one DDL with the statement (no row
 /// deletes), and rows after it as usual. The real one is truncated straight
@@ -258,14 +276,7 @@ async fn real_vtgate_streams_keyless_rows_as_whole_images_and_truncate_as_ddl() 
 async fn truncate_arrives_as_the_same_ddl_from_the_emulator_and_the_real_vtgate() {
     // GIVEN the same table on the real Vitess and on the emulator
     let schema = "CREATE TABLE tr_same (id INT PRIMARY KEY); INSERT INTO tr_same VALUES (1), (2);";
-    let vt = Vt::shared("vt1");
-    vt.sql("-", &format!("DROP TABLE IF EXISTS tr_same; {schema}"))
-        .await;
-    vt.schema_reloaded().await;
-    let emu = Emu::start("tr_same", &["-"], false, &[("-", schema.to_string())]).await;
-    let emu_config = std::path::PathBuf::from(emu.config());
-    let vt_pos = current(&vt, "-", "tr_same").await;
-    let emu_pos = current_of(&emu_config, "tr_same", "-", "tr_same").await;
+    let (vt, emu, emu_config, vt_pos, emu_pos) = on_both("tr_same", schema).await;
 
     // WHEN each is truncated and gets a row after it
     vt.sql(
@@ -531,14 +542,7 @@ async fn sessions_read_the_rows_of_the_real_vtgate_and_the_emulator_as_prost_doe
     // GIVEN the same table on both, then the same changes to it
     let schema = "CREATE TABLE pr_same (id INT PRIMARY KEY, s VARCHAR(8), n INT NULL); \
                   INSERT INTO pr_same VALUES (1, 'a', NULL), (2, 'b', 2), (3, 'c', 3);";
-    let vt = Vt::shared("vt1");
-    vt.sql("-", &format!("DROP TABLE IF EXISTS pr_same; {schema}"))
-        .await;
-    vt.schema_reloaded().await;
-    let emu = Emu::start("pr_same", &["-"], false, &[("-", schema.to_string())]).await;
-    let emu_config = std::path::PathBuf::from(emu.config());
-    let vt_pos = current(&vt, "-", "pr_same").await;
-    let emu_pos = current_of(&emu_config, "pr_same", "-", "pr_same").await;
+    let (vt, emu, emu_config, vt_pos, emu_pos) = on_both("pr_same", schema).await;
     let changes = [
         "UPDATE pr_same SET s = 'z' WHERE id <= 2",
         "DELETE FROM pr_same WHERE id = 3",
