@@ -327,7 +327,14 @@ impl Events {
             RowKind::Update => Change::Update,
             RowKind::Delete => Change::Delete,
         };
-        self.add_rows(&fields, kind, std::mem::take(&mut run.rows));
+        let mut rows = std::mem::take(&mut run.rows);
+        // A run is sized for the longest before it; a short one (a small
+        // transaction's, after a copy) gives the rest back, in place,
+        // rather than hold it while it waits for its COMMIT.
+        if rows.capacity() > 2 * rows.len() {
+            rows.shrink_to_fit();
+        }
+        self.add_rows(&fields, kind, rows);
         self.fields = Some(fields);
         Ok(())
     }
