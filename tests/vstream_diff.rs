@@ -25,6 +25,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prost::Message;
 use psdb_emulator::wire::binlogdata::{VEvent, VEventType, VGtid};
 use psdb_emulator::wire::query::{Field, QueryResult, Row};
 use psdb_emulator::wire::vtgate::{VStreamRequest, VStreamResponse};
@@ -210,8 +211,13 @@ impl Recorder {
         let task = tokio::spawn(async move {
             let why = loop {
                 match stream.message().await {
+                    // The emulator crate's types carry events pre-encoded.
                     Ok(Some(VStreamResponse { events })) => {
-                        ev.lock().expect("events").extend(events)
+                        let decoded = events.iter().map(|e| VEvent::decode(e.as_ref()));
+                        match decoded.collect::<Result<Vec<_>, _>>() {
+                            Ok(events) => ev.lock().expect("events").extend(events),
+                            Err(e) => break format!("an event did not decode: {e}"),
+                        }
                     }
                     Ok(None) => break "the server ended the stream".to_string(),
                     Err(status) => break format!("the stream failed: {status}"),

@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use prost::bytes::Bytes;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -56,6 +57,8 @@ use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor}
 use crate::wire::query::{Field, QueryResult};
 use crate::wire::vtgate::{VStreamRequest, VStreamResponse};
 use crate::wire::vtgateservice::vitess_server::Vitess;
+
+mod copy_rows;
 
 /// Row changes per VStream response before consecutive transactions stop
 /// being merged into it.
@@ -178,6 +181,11 @@ fn text(name: &Bytes) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
+/// An event as a response carries it (pre-encoded, see build.rs).
+fn encoded(ev: &VEvent) -> Bytes {
+    Bytes::from(ev.encode_to_vec())
+}
+
 fn event(kind: VEventType) -> VEvent {
     VEvent {
         r#type: kind as i32,
@@ -199,7 +207,9 @@ impl Translator {
                     Err(_) => {
                         let mut hb = event(VEventType::Heartbeat);
                         hb.timestamp = now_secs();
-                        let resp = VStreamResponse { events: vec![hb] };
+                        let resp = VStreamResponse {
+                            events: vec![encoded(&hb)],
+                        };
                         if tx.send(Ok(resp)).await.is_err() {
                             return;
                         }
@@ -261,7 +271,7 @@ impl Translator {
     }
 
     /// Appends the events of one response; returns its row count.
-    fn translate(&mut self, resp: SyncResponse, events: &mut Vec<VEvent>) -> usize {
+    fn translate(&mut self, resp: SyncResponse, events: &mut Vec<Bytes>) -> usize {
         let (fields, changes) = row_changes(resp.result);
         let end = resp
             .cursor
@@ -278,7 +288,7 @@ impl Translator {
         fields: Option<Arc<[Field]>>,
         changes: Vec<RowChange>,
         end: Option<(&str, Option<&QueryResult>)>,
-        events: &mut Vec<VEvent>,
+        events: &mut Vec<Bytes>,
     ) -> usize {
         let rows = changes.len();
         if !changes.is_empty() {
@@ -289,7 +299,7 @@ impl Translator {
                     // A copy pass states its snapshot position right after
                     // its fields, before the rows.
                     if let (true, Some((position, _))) = (self.copying, end) {
-                        events.push(self.vgtid(position, Vec::new()));
+                        events.push(encoded(&self.vgtid(position, Vec::new())));
                     }
                     self.fields = Some(f);
                 }
@@ -309,13 +319,13 @@ impl Translator {
             }],
             None => Vec::new(),
         };
-        events.push(self.vgtid(position, table_p_ks));
-        events.push(self.event(VEventType::Commit));
+        events.push(encoded(&self.vgtid(position, table_p_ks)));
+        events.push(encoded(&self.event(VEventType::Commit)));
         self.in_tx = false;
         if self.copying && last_pk.is_none() {
             self.copying = false;
-            events.push(self.event(VEventType::CopyCompleted));
-            events.push(event(VEventType::CopyCompleted));
+            events.push(encoded(&self.event(VEventType::CopyCompleted)));
+            events.push(encoded(&event(VEventType::CopyCompleted)));
             // The change stream after a copy is a new vstreamer, which
             // sends the fields again before its first row.
             self.fields = None;
@@ -326,16 +336,16 @@ impl Translator {
     /// A DDL as vttablet streams a statement of the binlog, and vtgate
     /// passes it on: its position (`VGTID`), then the statement, outside
     /// any BEGIN/COMMIT. Rows after it get a FIELD event first.
-    fn ddl(&mut self, statement: String, position: &str, events: &mut Vec<VEvent>) {
-        events.push(self.vgtid(position, Vec::new()));
+    fn ddl(&mut self, statement: String, position: &str, events: &mut Vec<Bytes>) {
+        events.push(encoded(&self.vgtid(position, Vec::new())));
         let mut ev = self.event(VEventType::Ddl);
         ev.statement = statement;
         ev.timestamp = now_secs();
-        events.push(ev);
+        events.push(encoded(&ev));
         self.fields = None;
     }
 
-    fn field_event(&self, fields: &[Field], events: &mut Vec<VEvent>) {
+    fn field_event(&self, fields: &[Field], events: &mut Vec<Bytes>) {
         let mut ev = self.event(VEventType::Field);
         ev.field_event = Some(FieldEvent {
             table_name: text(&self.qualified),
@@ -345,13 +355,14 @@ impl Translator {
             enum_set_string_values: self.enum_text,
             ..Default::default()
         });
-        events.push(ev);
+        events.push(encoded(&ev));
     }
 
-    /// Copied rows go one per ROW event (as vtgate's copy sends them);
-    /// changes of a transaction in one, flagged as a binlog rows event's
-    /// end of statement (`flags: 1`), as vttablet passes them on.
-    fn row_events(&self, changes: Vec<RowChange>, events: &mut Vec<VEvent>) {
+    /// Copied rows go one per ROW event (as vtgate's copy sends them),
+    /// written by [`copy_rows`]; changes of a transaction in one, flagged as
+    /// a binlog rows event's end of statement (`flags: 1`), as vttablet
+    /// passes them on.
+    fn row_events(&self, changes: Vec<RowChange>, events: &mut Vec<Bytes>) {
         // One clock read for the lot: a copy batch's rows are one read.
         let timestamp = now_secs();
         let row_event = |row_changes: Vec<RowChange>, flags: u32| {
@@ -365,12 +376,20 @@ impl Translator {
                 flags,
                 ..Default::default()
             });
-            ev
+            encoded(&ev)
         };
-        if self.copying {
-            events.extend(changes.into_iter().map(|c| row_event(vec![c], 0)));
-        } else {
+        if !self.copying {
             events.push(row_event(changes, 1));
+            return;
+        }
+        let names = copy_rows::Names {
+            keyspace: &self.keyspace,
+            shard: &self.shard,
+            table: &self.qualified,
+            timestamp,
+        };
+        if copy_rows::encode(&names, &changes, events).is_none() {
+            events.extend(changes.into_iter().map(|c| row_event(vec![c], 0)));
         }
     }
 
@@ -387,11 +406,11 @@ impl Translator {
         vg
     }
 
-    fn begin(&mut self, events: &mut Vec<VEvent>) {
+    fn begin(&mut self, events: &mut Vec<Bytes>) {
         if !self.in_tx {
             let mut ev = self.event(VEventType::Begin);
             ev.timestamp = now_secs();
-            events.push(ev);
+            events.push(encoded(&ev));
             self.in_tx = true;
         }
     }

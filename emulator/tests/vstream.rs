@@ -6,9 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use psdb_emulator::wire::binlogdata::{Filter, Rule, ShardGtid, TableLastPk, VEventType, VGtid};
+use prost::Message;
+use psdb_emulator::wire::binlogdata::{
+    Filter, Rule, ShardGtid, TableLastPk, VEvent, VEventType, VGtid,
+};
 use psdb_emulator::wire::query::QueryResult;
-use psdb_emulator::wire::vtgate::{VStreamFlags, VStreamRequest, VStreamResponse};
+use psdb_emulator::wire::vtgate::{VStreamFlags, VStreamRequest};
 use psdb_emulator::wire::vtgateservice::vitess_client::VitessClient;
 use psdb_emulator::{Emulator, EmulatorConfig};
 
@@ -49,13 +52,19 @@ fn vrequest(
     }
 }
 
+/// A response with its events decoded: the emulator's own types carry them
+/// pre-encoded.
+struct Response {
+    events: Vec<VEvent>,
+}
+
 /// Reads responses until `done` holds on the event types so far.
 async fn vstream_until(
     emu: &Emulator,
     req: VStreamRequest,
     static_auth: bool,
     done: impl Fn(&[VEventType]) -> bool,
-) -> Vec<VStreamResponse> {
+) -> Vec<Response> {
     let mut c = VitessClient::new(channel(emu).await).max_decoding_message_size(usize::MAX);
     let mut r = tonic::Request::new(req);
     r.set_timeout(Duration::from_secs(20));
@@ -70,10 +79,16 @@ async fn vstream_until(
         auth(r, user, pw)
     };
     let mut stream = c.v_stream(r).await.expect("vstream starts").into_inner();
-    let mut out: Vec<VStreamResponse> = Vec::new();
+    let mut out: Vec<Response> = Vec::new();
     while !done(&types(&out)) {
         match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
-            Ok(Ok(Some(m))) => out.push(m),
+            Ok(Ok(Some(m))) => out.push(Response {
+                events: m
+                    .events
+                    .iter()
+                    .map(|e| VEvent::decode(e.as_ref()).expect("an event"))
+                    .collect(),
+            }),
             other => panic!(
                 "stream ended before condition: {other:?}; got {:?}",
                 types(&out)
@@ -85,7 +100,7 @@ async fn vstream_until(
 
 type Cells = Vec<Option<String>>;
 
-fn types(resps: &[VStreamResponse]) -> Vec<VEventType> {
+fn types(resps: &[Response]) -> Vec<VEventType> {
     resps
         .iter()
         .flat_map(|r| &r.events)
@@ -93,7 +108,7 @@ fn types(resps: &[VStreamResponse]) -> Vec<VEventType> {
         .collect()
 }
 
-fn row_cells(resps: &[VStreamResponse]) -> Vec<(Option<Cells>, Option<Cells>)> {
+fn row_cells(resps: &[Response]) -> Vec<(Option<Cells>, Option<Cells>)> {
     resps
         .iter()
         .flat_map(|r| &r.events)
