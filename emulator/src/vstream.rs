@@ -32,6 +32,11 @@
 //! unless the emulator sends old Vitess change forms (ENUM indexes, SET
 //! bitmasks).
 //!
+//! A response's events travel already encoded (build.rs retypes
+//! `VStreamResponse.events` as bytes): a copied row's ROW event is written
+//! by hand in [`copy_rows`], everything else by prost, and both give the
+//! same bytes.
+//!
 //! A resumed copy (`table_p_ks` with a lastpk) gets a new snapshot, whatever
 //! the gtid, like the Connect front. A request names one shard and one
 //! table: `filter.rules = [{match: "<table>"}]`.
