@@ -14,7 +14,7 @@
 //! writes them; the tests hold the bytes to prost's encoding.
 
 use prost::bytes::{BufMut, Bytes, BytesMut};
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, sint64, WireType};
 
 use crate::wire::binlogdata::{RowChange, VEventType};
 use crate::wire::query::Row;
@@ -71,10 +71,9 @@ fn estimate(change: &RowChange) -> usize {
 }
 
 fn write_event(names: &Names, change: &RowChange, buf: &mut BytesMut) {
-    let before = change.before.as_ref().map(Lengths::of);
-    let after = change.after.as_ref().map(Lengths::of);
-    let change_len = member_len(CHANGE_BEFORE, before.as_ref().map(|l| l.row))
-        + member_len(CHANGE_AFTER, after.as_ref().map(|l| l.row));
+    let before = change.before.as_ref().map(row_len);
+    let after = change.after.as_ref().map(row_len);
+    let change_len = member_len(CHANGE_BEFORE, before) + member_len(CHANGE_AFTER, after);
     let row_event_len = text_len(ROW_EVENT_TABLE, names.table)
         + member_len(ROW_EVENT_CHANGES, Some(change_len))
         + text_len(ROW_EVENT_KEYSPACE, names.keyspace)
@@ -89,11 +88,11 @@ fn write_event(names: &Names, change: &RowChange, buf: &mut BytesMut) {
     open(EVENT_ROW_EVENT, row_event_len, buf);
     write_text(ROW_EVENT_TABLE, names.table, buf);
     open(ROW_EVENT_CHANGES, change_len, buf);
-    if let (Some(row), Some(lengths)) = (&change.before, &before) {
-        write_row(CHANGE_BEFORE, row, lengths, buf);
+    if let (Some(row), Some(len)) = (&change.before, before) {
+        write_row(CHANGE_BEFORE, row, len, buf);
     }
-    if let (Some(row), Some(lengths)) = (&change.after, &after) {
-        write_row(CHANGE_AFTER, row, lengths, buf);
+    if let (Some(row), Some(len)) = (&change.after, after) {
+        write_row(CHANGE_AFTER, row, len, buf);
     }
     write_text(ROW_EVENT_KEYSPACE, names.keyspace, buf);
     write_text(ROW_EVENT_SHARD, names.shard, buf);
@@ -101,51 +100,20 @@ fn write_event(names: &Names, change: &RowChange, buf: &mut BytesMut) {
     write_text(EVENT_SHARD, names.shard, buf);
 }
 
-/// A row's encoded lengths: its packed `lengths` member and the row.
-struct Lengths {
-    packed: usize,
-    row: usize,
+/// The encoded size of a row's members.
+fn row_len(row: &Row) -> usize {
+    sint64::encoded_len_packed(ROW_LENGTHS, &row.lengths) + text_len(ROW_VALUES, &row.values)
 }
 
-impl Lengths {
-    fn of(row: &Row) -> Lengths {
-        let packed = row
-            .lengths
-            .iter()
-            .map(|l| encoded_len_varint(zigzag(*l)))
-            .sum();
-        let row_len = if row.lengths.is_empty() {
-            0
-        } else {
-            member_len(ROW_LENGTHS, Some(packed))
-        } + text_len(ROW_VALUES, &row.values);
-        Lengths {
-            packed,
-            row: row_len,
-        }
-    }
-}
-
-fn write_row(tag: u32, row: &Row, lengths: &Lengths, buf: &mut BytesMut) {
-    open(tag, lengths.row, buf);
-    if !row.lengths.is_empty() {
-        open(ROW_LENGTHS, lengths.packed, buf);
-        for l in &row.lengths {
-            encode_varint(zigzag(*l), buf);
-        }
-    }
+fn write_row(tag: u32, row: &Row, len: usize, buf: &mut BytesMut) {
+    open(tag, len, buf);
+    sint64::encode_packed(ROW_LENGTHS, &row.lengths, buf);
     write_text(ROW_VALUES, &row.values, buf);
-}
-
-fn zigzag(n: i64) -> u64 {
-    ((n << 1) ^ (n >> 63)) as u64
 }
 
 /// The encoded size of a length-delimited member of `len` bytes, if present.
 fn member_len(tag: u32, len: Option<usize>) -> usize {
-    len.map_or(0, |len| {
-        prost::encoding::key_len(tag) + encoded_len_varint(len as u64) + len
-    })
+    len.map_or(0, |len| key_len(tag) + encoded_len_varint(len as u64) + len)
 }
 
 /// The encoded size of a string or bytes member (left out when empty).
