@@ -261,7 +261,10 @@ impl Emulator {
         };
         let certs = if cfg.tls {
             std::fs::create_dir_all(&cert_dir)?;
-            Some(Certificates::load_or_generate(&cert_dir)?)
+            Some(Certificates::load_or_generate(
+                &cert_dir,
+                &[cfg.grpc_listen.ip(), cfg.mysql_listen.ip()],
+            )?)
         } else {
             None
         };
@@ -296,7 +299,8 @@ impl Emulator {
         let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(16 << 20))
-            .http2_keepalive_interval(None);
+            .http2_keepalive_interval(None)
+            .layer(crate::grpc::SnappyLayer);
         if let Some(c) = &certs {
             builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(
                 tonic::transport::Identity::from_pem(&c.cert_pem, &c.key_pem),
@@ -305,14 +309,14 @@ impl Emulator {
         let svc = ConnectServer::new(SyncService {
             state: state.clone(),
         })
-        .max_decoding_message_size(256 << 20)
+        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(usize::MAX);
         // vtgate's VStream on the same port, so the ready file and the tap
         // config stay the same whichever API the tap uses.
         let vstream = VitessServer::new(VStreamService {
             state: state.clone(),
         })
-        .max_decoding_message_size(256 << 20)
+        .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(usize::MAX);
         let mut grpc_shutdown = shutdown_rx.clone();
         let router = builder.add_service(svc).add_service(vstream);

@@ -31,12 +31,12 @@ pub struct Endpoints<'a> {
 /// A complete tap config for `e`.
 pub fn tap_config(e: &Endpoints<'_>) -> serde_json::Value {
     let mut v = serde_json::json!({
-        "host": format!("127.0.0.1:{}", e.grpc.port()),
+        "host": reach(e.grpc),
         "database": e.keyspace,
         "username": e.username,
         "password": e.password,
-        "mysql_host": format!("127.0.0.1:{}", e.mysql.port()),
-        "grpc_host": format!("127.0.0.1:{}", e.grpc.port()),
+        "mysql_host": reach(e.mysql),
+        "grpc_host": reach(e.grpc),
         "tls": e.tls,
     });
     if let (Some(ca), Some(obj)) = (e.ca_file, v.as_object_mut()) {
@@ -46,6 +46,17 @@ pub fn tap_config(e: &Endpoints<'_>) -> serde_json::Value {
         );
     }
     v
+}
+
+/// The `name:port` a local client dials for a server bound to `addr`: the
+/// address it listens on, or `127.0.0.1` when it listens on every address
+/// (tests give each emulator its own loopback address, `127.0.77.N`).
+fn reach(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 /// Logs of the binaries: stderr, `RUST_LOG` (default `info`), colour only on

@@ -1,7 +1,11 @@
 //! Generated certificates: a throwaway CA and a server certificate for
-//! `localhost` and `127.0.0.1`, so clients can verify TLS against a CA file
-//! exactly as they would against PlanetScale's public roots.
+//! `localhost`, `127.0.0.1` and the addresses the fronts listen on, so
+//! clients can verify TLS against a CA file exactly as they would against
+//! PlanetScale's public roots. PlanetScale's Go clients take a host without
+//! a port (MySQL on 3306, gRPC on 443), so tests that run them give each
+//! emulator its own loopback address, which its certificate must name.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +33,9 @@ pub struct Certificates {
 impl Certificates {
     /// Loads `ca.pem`, `server.pem` and `server.key` from `dir` if all three
     /// exist (so a restarted emulator keeps the CA its clients trust), else
-    /// generates new ones and writes them there.
-    pub fn load_or_generate(dir: &Path) -> Result<Certificates, TlsError> {
+    /// generates new ones for `ips` as well as the loopback names and writes
+    /// them there.
+    pub fn load_or_generate(dir: &Path, ips: &[IpAddr]) -> Result<Certificates, TlsError> {
         let ca_file = dir.join("ca.pem");
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
         if let (Some(ca_pem), Some(cert_pem), Some(key_pem)) =
@@ -43,7 +48,7 @@ impl Certificates {
                 ca_file,
             });
         }
-        let certs = Self::generate(dir)?;
+        let certs = Self::generate_for(dir, ips)?;
         for (name, text) in [
             ("server.pem", &certs.cert_pem),
             ("server.key", &certs.key_pem),
@@ -56,6 +61,12 @@ impl Certificates {
 
     /// Generates a CA and a server certificate, writing the CA to `dir/ca.pem`.
     pub fn generate(dir: &Path) -> Result<Certificates, TlsError> {
+        Self::generate_for(dir, &[])
+    }
+
+    /// As [`Certificates::generate`], the server certificate also naming
+    /// `ips`.
+    pub fn generate_for(dir: &Path, ips: &[IpAddr]) -> Result<Certificates, TlsError> {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -68,11 +79,13 @@ impl Certificates {
 
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(std::net::IpAddr::V4(
-                std::net::Ipv4Addr::LOCALHOST,
-            )));
+        let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        params.subject_alt_names.push(SanType::IpAddress(loopback));
+        for ip in ips {
+            if *ip != loopback && !ip.is_unspecified() {
+                params.subject_alt_names.push(SanType::IpAddress(*ip));
+            }
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, "localhost");

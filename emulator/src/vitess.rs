@@ -180,7 +180,7 @@ impl Vitess {
         std::fs::write(dir.path().join("owner.pid"), std::process::id().to_string())
             .map_err(io_err("writing owner.pid"))?;
         let ca_file = if cfg.tls {
-            Some(Certificates::load_or_generate(dir.path())?.ca_file)
+            Some(Certificates::load_or_generate(dir.path(), &[])?.ca_file)
         } else {
             None
         };

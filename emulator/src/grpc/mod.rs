@@ -32,11 +32,14 @@
 //! - [`changes`]: the change phase;
 //! - [`batch`]: change responses and the Vitess row encoding;
 //! - [`sender`]: the sending side (faults, deadline, idle waits);
+//! - [`compression`]: snappy-compressed calls, as PlanetScale's Go clients
+//!   make them;
 //! - [`conns`]: connection tracking for the drop-connection fault and for
 //!   a stop that resets every client.
 
 mod batch;
 mod changes;
+mod compression;
 mod conns;
 mod copy;
 mod sender;
@@ -62,6 +65,7 @@ use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse};
 use crate::wire::query::Field;
 
 pub use batch::split_row;
+pub use compression::{SnappyLayer, MAX_MESSAGE_BYTES};
 pub use conns::{ConnRegistry, TrackedStream};
 use sender::Out;
 use stream::{has_shadow, Selection, StreamCtx};
