@@ -13,6 +13,7 @@ mod emulator_objects;
 mod faults;
 mod front;
 mod fuzz;
+mod go_peers;
 mod keyless;
 mod meltano;
 mod newuser;

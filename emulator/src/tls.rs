@@ -78,7 +78,13 @@ impl Certificates {
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        // PlanetScale's Connect hosts are `<region>.connect.psdb.cloud`, and
+        // airbyte-source refuses any other host name: with the wildcard a
+        // test can give the emulator such a name in a private /etc/hosts.
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "*.connect.psdb.cloud".to_string(),
+        ])?;
         let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         params.subject_alt_names.push(SanType::IpAddress(loopback));
         for ip in ips {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 pub mod destination;
 pub mod import_api;
+pub mod peers;
 pub mod postgres;
 pub mod vitess;
 
