@@ -21,7 +21,16 @@ use psdb_emulator::{BackingSpec, ChangeText, Emulator, EmulatorConfig};
 ///  "keyspace": KS, "shards": {SHARD: {"database": DB}, ...},
 ///  "mariadb_url": URL (only with --start-mariadb), "tap_config": {...}}.
 /// tap_config is a complete tap-planetscale config: host, database, username,
-/// password, mysql_host, grpc_host, tls, and tls_ca_file when TLS is on.
+/// password, mysql_host, grpc_host, tls, and tls_ca_file when TLS is on. Its
+/// hosts are the listen addresses, with 127.0.0.1 for one that listens on
+/// every address (0.0.0.0, the default).
+///
+/// PLANETSCALE'S GO CLIENTS (singer-tap, airbyte-source) dial MySQL on 3306
+/// and gRPC on 443 of a host with no port, verify TLS, and compress gRPC with
+/// snappy. Run as `--tls --mysql-listen IP:3306 --grpc-listen IP:443` and give
+/// them SSL_CERT_FILE=<ca_file>: the certificate names localhost, 127.0.0.1,
+/// the listen addresses and *.connect.psdb.cloud, and snappy calls are
+/// answered in snappy, as grpc-go servers do.
 ///
 /// COPY KEY: a copy is ordered and resumed (last_known_pk, the VGTID's
 /// lastpk) by the primary key; without one, by vttablet's primary key
