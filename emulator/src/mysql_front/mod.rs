@@ -7,6 +7,12 @@
 //!   to target one shard. Anything else is `ER_BAD_DB_ERROR`.
 //! - `SHOW VITESS_SHARDS [LIKE ...]` and `SHOW VITESS_TABLETS` are answered
 //!   here (wire-protocol.md §7); `SHOW DATABASES` lists the keyspace.
+//! - Prepared statements (go-sql-driver prepares every query with `?`
+//!   arguments) take the same paths as text: those SHOW statements and DDL
+//!   are prepared in the front itself, everything else on the backend.
+//!   COM_STMT_RESET is answered with OK. The front runs on a patched
+//!   opensrv-mysql (`emulator/vendor/opensrv-mysql/PATCHED.md`), whose
+//!   release lost a command that arrived in the same read as the one before.
 //! - DDL (CREATE/ALTER/DROP/TRUNCATE/RENAME) goes to every shard unless the
 //!   client targeted one shard, and change capture is refreshed right after
 //!   it, so rows written next are captured.

@@ -20,6 +20,10 @@ use super::rewrite::{
 use super::views::{refresh_json_columns_sql, views_database};
 use super::FrontConfig;
 
+/// The first id of a statement prepared in the front itself: MariaDB
+/// numbers a connection's statements from 1, so the two never meet.
+const LOCAL_IDS: u32 = 1 << 31;
+
 pub(super) struct Shim {
     cfg: Arc<FrontConfig>,
     id: u32,
@@ -31,6 +35,11 @@ pub(super) struct Shim {
     explicit_shard: bool,
     backend: Option<mysql_async::Conn>,
     stmts: HashMap<u32, mysql_async::Statement>,
+    /// Prepared statements the front answers itself, as it answers them in
+    /// text (the Vitess SHOW statements, DDL on every shard), by their ids
+    /// (from [`LOCAL_IDS`] up, apart from the backend's).
+    local: HashMap<u32, String>,
+    next_local: u32,
     /// Whether each prepared statement reads the `columns` view.
     stmt_reads_columns: HashMap<u32, bool>,
     scratch: Vec<ResultSet>,
@@ -61,6 +70,8 @@ impl Shim {
             explicit_shard: false,
             backend: None,
             stmts: HashMap::new(),
+            local: HashMap::new(),
+            next_local: LOCAL_IDS,
             stmt_reads_columns: HashMap::new(),
             scratch: Vec::new(),
         }
@@ -112,6 +123,49 @@ impl Shim {
             Some(s) if self.cfg.shards.contains_key(s) => Some(s.to_string()),
             Some(_) => None,
             None => self.cfg.shards.keys().next().cloned(),
+        }
+    }
+
+    /// The result sets of a statement as the front serves it: the SHOW
+    /// statements it answers itself, DDL on every shard (then change capture
+    /// refreshed), anything else on the target shard. One path for text
+    /// queries and prepared statements alike.
+    async fn answer(&mut self, query: &str) -> Result<Vec<ResultSet>, mysql_async::Error> {
+        let ddl = is_ddl(query);
+        let sets = match super::show::answer(&self.cfg, query) {
+            Some(set) => Ok(vec![set]),
+            None if ddl && !self.explicit_shard => match self.ddl_other_shards(query).await {
+                Ok(()) => self.run_text(query).await,
+                Err(e) => Err(e),
+            },
+            None => self.run_text(query).await,
+        };
+        if let (Ok(_), Some(table)) = (&sets, truncated_table(query)) {
+            self.record_truncate(&table).await;
+        }
+        if ddl {
+            for c in &self.cfg.captures {
+                if let Err(e) = c.refresh().await {
+                    tracing::warn!(error = %e, "capture refresh after DDL failed");
+                }
+            }
+        }
+        sets
+    }
+
+    /// Whether a statement being prepared is one the front answers itself.
+    fn answers_locally(&self, query: &str) -> Option<ResultSet> {
+        if query.contains('?') {
+            return None;
+        }
+        match super::show::answer(&self.cfg, query) {
+            Some(set) => Some(set),
+            None if is_ddl(query) => Some(ResultSet {
+                columns: Vec::new(),
+                rows: Vec::new(),
+                ok: OkResponse::default(),
+            }),
+            None => None,
         }
     }
 
@@ -308,6 +362,23 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         query: &'a str,
         info: StatementMetaWriter<'a, W>,
     ) -> std::io::Result<()> {
+        if let Some(set) = self.answers_locally(query) {
+            let id = self.next_local;
+            self.next_local = self.next_local.wrapping_add(1).max(LOCAL_IDS);
+            self.local.insert(id, query.to_string());
+            self.scratch = vec![
+                ResultSet {
+                    columns: Vec::new(),
+                    rows: Vec::new(),
+                    ok: OkResponse::default(),
+                },
+                set,
+            ];
+            let scratch: &'a Vec<ResultSet> = &self.scratch;
+            return info
+                .reply(id, &scratch[0].columns, &scratch[1].columns)
+                .await;
+        }
         let sql = self.rewrite(query);
         let prepared = match self.backend().await {
             Ok(conn) => conn.prep(sql).await,
@@ -356,6 +427,19 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         params: ParamParser<'a>,
         results: QueryResultWriter<'a, W>,
     ) -> std::io::Result<()> {
+        if let Some(query) = self.local.get(&id).cloned() {
+            return match self.answer(&query).await {
+                Ok(sets) => {
+                    self.scratch = sets;
+                    let scratch: &'a Vec<ResultSet> = &self.scratch;
+                    write_sets(scratch, results, true).await
+                }
+                Err(e) => {
+                    let (kind, msg) = self.error_text(&e);
+                    results.error(kind, msg.as_bytes()).await
+                }
+            };
+        }
         if self.stmt_reads_columns.get(&id).copied().unwrap_or(false) {
             self.refresh_json_columns().await;
         }
@@ -411,6 +495,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
     where
         W: 'async_trait,
     {
+        self.local.remove(&stmt);
         if let Some(s) = self.stmts.remove(&stmt) {
             if let Some(conn) = self.backend.as_mut() {
                 let _ = conn.close(s).await;
@@ -423,25 +508,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         query: &'a str,
         results: QueryResultWriter<'a, W>,
     ) -> std::io::Result<()> {
-        let ddl = is_ddl(query);
-        let sets = match super::show::answer(&self.cfg, query) {
-            Some(set) => Ok(vec![set]),
-            None if ddl && !self.explicit_shard => match self.ddl_other_shards(query).await {
-                Ok(()) => self.run_text(query).await,
-                Err(e) => Err(e),
-            },
-            None => self.run_text(query).await,
-        };
-        if let (Ok(_), Some(table)) = (&sets, truncated_table(query)) {
-            self.record_truncate(&table).await;
-        }
-        if ddl {
-            for c in &self.cfg.captures {
-                if let Err(e) = c.refresh().await {
-                    tracing::warn!(error = %e, "capture refresh after DDL failed");
-                }
-            }
-        }
+        let sets = self.answer(query).await;
         match sets {
             Ok(sets) => {
                 self.scratch = sets;
