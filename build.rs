@@ -8,8 +8,8 @@
 //! member of every field of every row change (the Connect API repeats the
 //! fields on each change). So the client is generated from a copy of the
 //! protos without the string members it never reads: prost then skips them
-//! on the wire without allocating; the same goes for an update's
-//! before-image. Field numbers are untouched, so the wire is the same.
+//! on the wire without allocating. Field numbers are untouched, so the wire
+//! is the same.
 
 use std::path::Path;
 
@@ -85,10 +85,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "Field",
                 &["name"],
             ),
-            // An update's before-image is never read (records carry the
-            // after-image): skipped on the wire as one block, it costs no
-            // decoding, which halves the work of every update.
-            Some("psdbconnect.proto") => trim_message(&text, "UpdatedRow", &["after"]),
+            // An update's before-image is read: its key, compared with the
+            // after-image's, tells an update in place from a row moved to a
+            // new key (a delete of the old key first).
             Some("binlogdata.proto") => vstream_events(&text),
             _ => text,
         };

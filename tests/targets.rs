@@ -864,3 +864,116 @@ async fn pipelinewise_postgres_defaults_mirror_the_shop_over_vstream() {
     })
     .await;
 }
+
+/// Ids and names of the live rows of `schema.orders` (soft-deleted rows
+/// left out).
+fn live_names(pg: &Postgres, schema: &str, soft: bool) -> Vec<(u64, Option<String>)> {
+    let filter = if soft {
+        " WHERE _sdc_deleted_at IS NULL"
+    } else {
+        ""
+    };
+    pg.rows(&format!(
+        "SELECT id, name FROM {schema}.orders{filter} ORDER BY id"
+    ))
+    .iter()
+    .map(|r| {
+        (
+            r["id"].as_u64().expect("id"),
+            r["name"].as_str().map(str::to_string),
+        )
+    })
+    .collect()
+}
+
+/// An update that changes a row's key is, to the target, the old key's
+/// delete and then the new row: pipelinewise-target-postgres (hard deletes)
+/// and meltanolabs-target-postgres (soft deletes) end with exactly
+/// MariaDB's rows, over either API.
+async fn key_changes_reach_the_targets() {
+    let keyspace = format!("keymove_{}", crate::support::api());
+    let emu = Emu::start(
+        &keyspace,
+        &SHARDS,
+        false,
+        &[("-80", TABLE.to_string()), ("80-", TABLE.to_string())],
+    )
+    .await;
+    apply(&emu, &(1..=200).collect::<Vec<_>>(), |ids| {
+        insert_sql(ids.iter().copied(), 0)
+    })
+    .await;
+    let catalog = emu.catalog(&[]).await;
+    let pg = start_postgres().await;
+    let config = emu.config().to_string();
+    let catalog_s = catalog.to_str().expect("p").to_string();
+    let ml_target = venv_tool(".venv-ml-pg", "target-postgres");
+    let ml_config = emu.scratch.write_json(
+        "ml.json",
+        &json!({
+            "host": "127.0.0.1", "port": pg.port, "user": "postgres",
+            "password": "unused-with-trust-auth", "database": "postgres",
+            "default_target_schema": "ml", "add_record_metadata": true,
+        }),
+    );
+    let ml = |state: Option<&Value>| {
+        pipe(
+            &emu.scratch,
+            Path::new(&config),
+            Path::new(&catalog_s),
+            state,
+            &ml_target,
+            &ml_config,
+        )
+    };
+    let ppw_state = pipeline(&emu.scratch, &config, &catalog_s, None, &pg);
+    let ml_state = ml(None);
+
+    // WHEN keys change: moved alone, moved with other columns, and moved
+    // onto a key that was just freed in the same transaction
+    apply(&emu, &(1..=200).collect::<Vec<_>>(), |ids| {
+        let lo = ids[0];
+        format!(
+            "UPDATE orders SET id = id + 10000 WHERE id % 10 = {r} AND id < 150;\
+             UPDATE orders SET id = id + 20000, name = 'moved and renamed' WHERE id = {a};\
+             DELETE FROM orders WHERE id = {b};\
+             UPDATE orders SET id = {b} WHERE id = {c};",
+            r = lo % 2,
+            a = lo + 152,
+            b = lo + 160,
+            c = lo + 170,
+        )
+    })
+    .await;
+    pipeline(&emu.scratch, &config, &catalog_s, Some(&ppw_state), &pg);
+    ml(Some(&ml_state));
+
+    // THEN both targets hold MariaDB's rows, old keys gone
+    let source = source_rows(&emu).await;
+    assert_same(&pg, &source, "pipelinewise after key changes");
+    let want: Vec<(u64, Option<String>)> = source
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_u64().expect("id"),
+                r["name"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert!(want.iter().any(|(id, _)| *id > 10000), "keys moved");
+    assert_eq!(
+        live_names(&pg, "ml", true),
+        want,
+        "meltanolabs after key changes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_changes_reach_the_targets_over_connect() {
+    with_api("psdbconnect", key_changes_reach_the_targets()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_changes_reach_the_targets_over_vstream() {
+    with_api("vstream", key_changes_reach_the_targets()).await;
+}

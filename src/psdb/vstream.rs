@@ -258,7 +258,10 @@ pub struct Events {
     /// Rows of one kind waiting for their unit, as results under the
     /// fields they came with: a run of a response is one result, its rows
     /// handed on as they were decoded.
-    pending: Option<(Change, Vec<QueryResult>)>,
+    /// The pending unit: its kind, its results and, for updates, the
+    /// before-images of their rows in results of the same shapes (the
+    /// records compare keys across them: a changed key is a delete first).
+    pending: Option<(Change, Vec<QueryResult>, Vec<QueryResult>)>,
     /// How many rows `pending` holds.
     pending_rows: usize,
     ready: VecDeque<Unit>,
@@ -328,13 +331,14 @@ impl Events {
             RowKind::Delete => Change::Delete,
         };
         let mut rows = std::mem::take(&mut run.rows);
+        let befores = std::mem::take(&mut run.befores);
         // A run is sized for the longest before it; a short one (a small
         // transaction's, after a copy) gives the rest back, in place,
         // rather than hold it while it waits for its COMMIT.
         if rows.capacity() > 2 * rows.len() {
             rows.shrink_to_fit();
         }
-        self.add_rows(&fields, kind, rows);
+        self.add_rows(&fields, kind, rows, befores);
         self.fields = Some(fields);
         Ok(())
     }
@@ -435,21 +439,25 @@ impl Events {
     }
 
     /// Adds one row change to the pending unit. An update's after-image is
-    /// what the converter reads. A delete keeps VStream's whole
-    /// before-image (binlog_row_image FULL), so a delete record carries the
-    /// row's last values and soft-deleting targets keep what was deleted
-    /// (Connect Sync sends the key columns only).
+    /// what the converter writes, and its before-image goes beside it. A
+    /// delete keeps VStream's whole before-image (binlog_row_image FULL),
+    /// so a delete record carries the row's last values and soft-deleting
+    /// targets keep what was deleted (Connect Sync sends the key columns
+    /// only).
     fn row(&mut self, fields: &[Field], before: Option<Row>, after: Option<Row>) {
-        let (kind, row) = match (before, after) {
-            (None, Some(a)) => (Change::Insert, a),
-            (Some(_), Some(a)) => (Change::Update, a),
-            (Some(b), None) => (Change::Delete, b),
+        let (kind, row, before) = match (before, after) {
+            (None, Some(a)) => (Change::Insert, a, None),
+            (Some(b), Some(a)) => (Change::Update, a, Some(b)),
+            (Some(b), None) => (Change::Delete, b, None),
             (None, None) => return,
         };
         match &mut self.pending {
-            Some((k, results)) if *k == kind && self.pending_rows < MAX_PENDING_ROWS => {
+            Some((k, results, befores)) if *k == kind && self.pending_rows < MAX_PENDING_ROWS => {
                 if let Some(last) = results.last_mut() {
                     last.rows.push(row);
+                    if let (Some(b), Some(last)) = (before, befores.last_mut()) {
+                        last.rows.push(b);
+                    }
                     self.pending_rows += 1;
                     if self.pending_rows >= MAX_PENDING_ROWS {
                         self.flush(None);
@@ -459,37 +467,52 @@ impl Events {
             }
             _ => {}
         }
-        self.add_rows(fields, kind, vec![row]);
+        self.add_rows(fields, kind, vec![row], before.into_iter().collect());
     }
 
-    /// Adds rows of one kind to the pending unit as a result of their own,
-    /// a unit going out (without a cursor) each time it holds
-    /// [`MAX_PENDING_ROWS`].
-    fn add_rows(&mut self, fields: &[Field], kind: Change, mut rows: Vec<Row>) {
-        if self.pending.as_ref().is_some_and(|(k, _)| *k != kind) {
+    /// Adds rows of one kind (and an update's before-images, one a row) to
+    /// the pending unit as a result of their own, a unit going out (without
+    /// a cursor) each time it holds [`MAX_PENDING_ROWS`].
+    fn add_rows(
+        &mut self,
+        fields: &[Field],
+        kind: Change,
+        mut rows: Vec<Row>,
+        mut befores: Vec<Row>,
+    ) {
+        if self.pending.as_ref().is_some_and(|(k, _, _)| *k != kind) {
             self.flush(None);
         }
         while !rows.is_empty() {
             let room = MAX_PENDING_ROWS.saturating_sub(self.pending_rows).max(1);
-            let rest = if rows.len() > room {
-                rows.split_off(room)
+            let (rest, rest_befores) = if rows.len() > room {
+                let rb = if befores.len() > room {
+                    befores.split_off(room)
+                } else {
+                    Vec::new()
+                };
+                (rows.split_off(room), rb)
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
             self.pending_rows += rows.len();
-            let qr = QueryResult {
+            let result = |rows: Vec<Row>| QueryResult {
                 fields: fields.to_vec(),
                 rows,
                 ..Default::default()
             };
-            self.pending
-                .get_or_insert_with(|| (kind, Vec::new()))
-                .1
-                .push(qr);
+            let (_, results, before_results) = self
+                .pending
+                .get_or_insert_with(|| (kind, Vec::new(), Vec::new()));
+            if kind == Change::Update {
+                before_results.push(result(std::mem::take(&mut befores)));
+            }
+            results.push(result(rows));
             if self.pending_rows >= MAX_PENDING_ROWS {
                 self.flush(None);
             }
             rows = rest;
+            befores = rest_befores;
         }
     }
 
@@ -549,14 +572,18 @@ impl Events {
         let mut resp = SyncResponse::default();
         self.pending_rows = 0;
         match self.pending.take() {
-            Some((Change::Insert, results)) => resp.result = results,
-            Some((Change::Update, results)) => {
+            Some((Change::Insert, results, _)) => resp.result = results,
+            Some((Change::Update, results, befores)) => {
+                let mut befores = befores.into_iter();
                 resp.updates = results
                     .into_iter()
-                    .map(|qr| UpdatedRow { after: Some(qr) })
+                    .map(|qr| UpdatedRow {
+                        before: befores.next(),
+                        after: Some(qr),
+                    })
                     .collect()
             }
-            Some((Change::Delete, results)) => {
+            Some((Change::Delete, results, _)) => {
                 resp.deletes = results
                     .into_iter()
                     .map(|qr| DeletedRow { result: Some(qr) })

@@ -236,7 +236,20 @@ impl Records {
                 counts.inserted += n;
             }
         }
-        for after in resp.updates.iter().filter_map(|u| u.after.as_ref()) {
+        for u in &resp.updates {
+            let Some(after) = u.after.as_ref() else {
+                continue;
+            };
+            // A row whose key changed is a new row to the target: the old
+            // key goes first, as a delete carrying the before-image, or the
+            // target would keep it for ever.
+            if let Some(before) = u
+                .before
+                .as_ref()
+                .filter(|b| key_moved(&self.stream.key_properties, b, after))
+            {
+                counts.deleted += self.rows_as(before, Image::Moved, &stamp)?;
+            }
             counts.updated += self.rows(after, Change::Update, &stamp)?;
         }
         for gone in resp.deletes.iter().filter_map(|d| d.result.as_ref()) {
@@ -289,8 +302,23 @@ impl Records {
         change: Change,
         stamp: &Stamp,
     ) -> Result<u64, ConvertError> {
-        let delete = change == Change::Delete;
-        let pi = self.plan(&qr.fields, delete, stamp.enum_text);
+        let image = match change {
+            Change::Insert | Change::Update => Image::Row,
+            Change::Delete => Image::Gone,
+        };
+        self.rows_as(qr, image, stamp)
+    }
+
+    /// Writes the RECORD lines of one result's rows as `image`.
+    fn rows_as(
+        &mut self,
+        qr: &QueryResult,
+        image: Image,
+        stamp: &Stamp,
+    ) -> Result<u64, ConvertError> {
+        let keys_only = image == Image::Gone;
+        let delete = image != Image::Row;
+        let pi = self.plan(&qr.fields, keys_only, stamp.enum_text);
         if stamp.enum_text && self.text_props.is_none() {
             let mut props = self.stream.props.clone();
             for p in &mut props {
@@ -302,7 +330,7 @@ impl Records {
             (Some(text), true) => text,
             _ => &self.stream.props,
         };
-        let plan = if delete {
+        let plan = if keys_only {
             &self.delete_plans[pi].1
         } else {
             &self.plans[pi].1
@@ -360,6 +388,58 @@ impl Records {
         }
         out
     }
+}
+
+/// How a result's rows become records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Image {
+    /// A row as it is now (copied, inserted, updated).
+    Row,
+    /// A deleted row, as the server sends it (Connect: its key columns).
+    Gone,
+    /// The before-image of a row whose key an update changed: a delete of
+    /// the old key, with every column the image carries.
+    Moved,
+}
+
+/// Whether an update moved its rows to other keys: a key column's cell
+/// differs between the before and after images. A stream with no key, or
+/// images that lack a key column, are taken as updates in place.
+fn key_moved(keys: &[String], before: &QueryResult, after: &QueryResult) -> bool {
+    if keys.is_empty() {
+        return false;
+    }
+    let positions = |qr: &QueryResult| -> Option<Vec<usize>> {
+        keys.iter()
+            .map(|k| qr.fields.iter().position(|f| &f.name == k))
+            .collect()
+    };
+    let (Some(bp), Some(ap)) = (positions(before), positions(after)) else {
+        return false;
+    };
+    before
+        .rows
+        .iter()
+        .zip(&after.rows)
+        .any(|(b, a)| key_cells(b, &bp) != key_cells(a, &ap))
+}
+
+/// The cells at `positions` of a row (`None` for a malformed row, which
+/// the record's own conversion then reports).
+fn key_cells<'a>(
+    row: &'a crate::pb::query::Row,
+    positions: &[usize],
+) -> Option<Vec<Option<&'a [u8]>>> {
+    let mut cells = Vec::with_capacity(positions.len());
+    for &p in positions {
+        let mut it = row.cells();
+        let mut cell = None;
+        for _ in 0..=p {
+            cell = it.next_cell().ok()?;
+        }
+        cells.push(cell);
+    }
+    Some(cells)
 }
 
 /// The members the tap adds to a record (`"key":value`, comma-separated,
