@@ -411,7 +411,7 @@ fn key_moved(keys: &[String], before: &QueryResult, after: &QueryResult) -> bool
     }
     let positions = |qr: &QueryResult| -> Option<Vec<usize>> {
         keys.iter()
-            .map(|k| qr.fields.iter().position(|f| &f.name == k))
+            .map(|k| qr.fields.iter().position(|f| f.name == *k))
             .collect()
     };
     let (Some(bp), Some(ap)) = (positions(before), positions(after)) else {
