@@ -694,3 +694,58 @@ async fn a_partial_row_image_stops_the_run_instead_of_writing_nulls() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_update_of_the_key_deletes_the_old_key_through_real_vtgate() {
+    // GIVEN a copied table on a real Vitess, over VStream as the harness
+    // configures it
+    let vt = Vt::shared("vt");
+    vt.sql(
+        "-80",
+        "CREATE TABLE keymove_t (id INT PRIMARY KEY, name VARCHAR(20)); \
+         INSERT INTO keymove_t VALUES (1, 'one'), (2, 'two')",
+    )
+    .await;
+    vt.sql(
+        "80-",
+        "CREATE TABLE keymove_t (id INT PRIMARY KEY, name VARCHAR(20))",
+    )
+    .await;
+    vt.schema_reloaded().await;
+    let catalog = vt.catalog(&["keymove_t"]).await;
+    let first = vt.sync(&catalog, None).await.ok();
+    assert_eq!(first.records("keymove_t").len(), 2);
+
+    // WHEN a row's key changes, and another row changes in place
+    vt.sql(
+        "-80",
+        "UPDATE keymove_t SET id = 10, name = 'ten' WHERE id = 1; \
+         UPDATE keymove_t SET name = 'TWO' WHERE id = 2",
+    )
+    .await;
+    let second = vt.sync(&catalog, Some(&first.last_state())).await.ok();
+
+    // THEN the old key is deleted (with its before-image) before the new
+    // row, and the update in place is one record
+    let got: Vec<(Value, Value, bool)> = second
+        .records("keymove_t")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].clone(),
+                r["name"].clone(),
+                !r["_sdc_deleted_at"].is_null(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!(1), json!("one"), true),
+            (json!(10), json!("ten"), false),
+            (json!(2), json!("TWO"), false),
+        ],
+        "{}",
+        second.run.stderr
+    );
+}
