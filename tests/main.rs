@@ -4,6 +4,7 @@
 
 mod support;
 
+mod airbyte;
 mod check;
 mod cli;
 mod commit;

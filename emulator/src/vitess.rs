@@ -24,6 +24,12 @@
 //!   front accepts any login (`--mysql-auth-server-impl none`).
 //! - With TLS, both fronts serve a certificate of a generated CA
 //!   ([`crate::tls`]); the ready file names the CA file.
+//! - The topology defines the cells alias `planetscale_operator_default`
+//!   over the one cell, as PlanetScale's does over its availability zones:
+//!   airbyte-source asks for tablets in that alias.
+//! - [`Vitess::edge`] puts PlanetScale's edge in front of vtgate for
+//!   PlanetScale's own Go clients: MySQL on `IP:3306`, gRPC on `IP:443`
+//!   with Basic auth (see [`edge`]).
 //!
 //! Writing rows: tests write straight into the shard databases over the
 //! MariaDB connection, as they do with the emulator, so a 2-shard keyspace
@@ -41,6 +47,10 @@ use mysql_async::prelude::Queryable;
 use crate::mariadb::{self, free_port, HarnessError, KeeperMsg, MariaDb, Server, StartOptions};
 use crate::tls::{Certificates, TlsError};
 
+pub mod edge;
+
+use edge::{Edge, EdgeError, EdgeSpec};
+
 /// The Vitess release the harness builds and runs.
 pub const VITESS_VERSION: &str = "v0.24.4";
 
@@ -52,6 +62,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The cell every tablet lives in.
 pub const CELL: &str = "test";
+
+/// The cells alias PlanetScale's clients name in a VStream's `cells`
+/// (airbyte-source, fivetran-source), defined over [`CELL`].
+pub const CELLS_ALIAS: &str = "planetscale_operator_default";
 
 /// Login of both fronts.
 const USER: &str = "vt_user";
@@ -91,6 +105,10 @@ pub enum VitessError {
     Shared(String),
     #[error("mysql error: {0}")]
     Mysql(#[from] mysql_async::Error),
+    #[error("PlanetScale's edge in front of vtgate: {0}")]
+    Edge(#[from] EdgeError),
+    #[error("defining the cells alias {CELLS_ALIAS} through vtctld: {0}")]
+    CellsAlias(String),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VitessError {
@@ -254,7 +272,77 @@ impl Vitess {
             .stderr(Stdio::from(log_err));
         let server = mariadb::spawn_keeper(cmd, log.clone()).map_err(VitessError::Mariadb)?;
         self.server = Some(server);
-        self.wait_serving(&log).await
+        self.wait_serving(&log).await?;
+        self.add_cells_alias().await
+    }
+
+    /// Defines [`CELLS_ALIAS`] over [`CELL`] in vtcombo's in-memory
+    /// topology, through its vtctld gRPC service (`AddCellsAlias`), as
+    /// `vtctldclient AddCellsAlias` would. vtcombo's topology flag has no
+    /// place for aliases.
+    async fn add_cells_alias(&self) -> Result<(), VitessError> {
+        let fail = |e: &dyn std::fmt::Display| VitessError::CellsAlias(e.to_string());
+        let scheme = if self.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut ep =
+            tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", self.grpc_addr))
+                .map_err(|e| fail(&e))?;
+        if let Some(ca) = &self.ca_file {
+            let pem = std::fs::read(ca).map_err(io_err(format!("reading {}", ca.display())))?;
+            ep = ep
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                        .domain_name("localhost"),
+                )
+                .map_err(|e| fail(&e))?;
+        }
+        let channel = ep.connect().await.map_err(|e| fail(&e))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| fail(&e))?;
+        let mut req = tonic::Request::new(AddCellsAliasRequest {
+            name: CELLS_ALIAS.to_string(),
+            cells: vec![CELL.to_string()],
+        });
+        for (k, v) in [("username", USER), ("password", PASSWORD)] {
+            req.metadata_mut()
+                .insert(k, tonic::metadata::MetadataValue::from_static(v));
+        }
+        let codec =
+            tonic_prost::ProstCodec::<AddCellsAliasRequest, AddCellsAliasResponse>::default();
+        grpc.unary(
+            req,
+            http::uri::PathAndQuery::from_static("/vtctlservice.Vtctld/AddCellsAlias"),
+            codec,
+        )
+        .await
+        .map_err(|e| fail(&e))?;
+        Ok(())
+    }
+
+    /// Starts PlanetScale's edge in front of this vtgate on `ip` (ports
+    /// 3306 and 443; see [`edge`]), in the calling Tokio runtime. It needs
+    /// TLS on, and serves until dropped.
+    pub async fn edge(&self, ip: std::net::IpAddr) -> Result<Edge, VitessError> {
+        let ca_file = self.ca_file.clone().ok_or(EdgeError::NoTls)?;
+        let dir = self.dir.path();
+        Ok(Edge::start(EdgeSpec {
+            ip,
+            mysql_upstream: self.mysql_addr,
+            grpc_upstream: self.grpc_addr,
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+            ca_file,
+        })
+        .await?)
+    }
+
+    /// The login both fronts (and the edge's Basic auth) accept.
+    pub fn login(&self) -> (&'static str, &'static str) {
+        (USER, PASSWORD)
     }
 
     fn args(&self) -> Vec<String> {
@@ -287,8 +375,9 @@ impl Vitess {
             "none",
             "--grpc-auth-mode",
             "static",
+            // vtctld only to define the cells alias at start.
             "--service-map",
-            "grpc-vtgateservice",
+            "grpc-vtgateservice,grpc-vtctld",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -564,6 +653,19 @@ fn binlog_options() -> StartOptions {
         ..StartOptions::default()
     }
 }
+
+/// `vtctldata.AddCellsAliasRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AddCellsAliasRequest {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, repeated, tag = "2")]
+    cells: Vec<String>,
+}
+
+/// `vtctldata.AddCellsAliasResponse` (empty).
+#[derive(Clone, PartialEq, prost::Message)]
+struct AddCellsAliasResponse {}
 
 fn write_auth_files(dir: &Path) -> Result<(), VitessError> {
     let grpc = serde_json::json!([{ "Username": USER, "Password": PASSWORD }]);

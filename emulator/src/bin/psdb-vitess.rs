@@ -19,6 +19,8 @@ use psdb_emulator::vitess::{Vitess, VitessConfig};
 ///  "mariadb_url": URL, "tap_config": {... "api": "vstream", "grpc_auth": "static"}}.
 /// Write rows into the shard databases through mariadb_url, or through
 /// vtgate's MySQL front (mysql_addr) on an unsharded keyspace.
+/// With --edge IP the document also has
+/// "edge": {"mysql_addr": "IP:3306", "grpc_addr": "IP:443"}.
 ///
 /// The process runs until SIGTERM or SIGINT and then exits 0.
 #[derive(Debug, Parser)]
@@ -38,6 +40,12 @@ struct Args {
     /// Serve TLS on vtgate's MySQL and gRPC fronts with a generated CA.
     #[arg(long)]
     tls: bool,
+    /// Also serve as PlanetScale's edge, for its own Go clients
+    /// (airbyte-source): MySQL on IP:3306, gRPC on IP:443 with Basic auth,
+    /// TLS for `*.connect.psdb.cloud` names (point one at IP in /etc/hosts).
+    /// Needs --tls; ports below 1024 need root.
+    #[arg(long, value_name = "IP", requires = "tls")]
+    edge: Option<std::net::IpAddr>,
     /// Write the ready file (JSON, see above) here once serving.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -61,13 +69,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .shards(&shards)
         .tls(args.tls);
     let vitess = Vitess::start(cfg).await?;
-    let doc = vitess.ready_document();
+    let mut doc = vitess.ready_document();
+    let edge = match args.edge {
+        Some(ip) => Some(vitess.edge(ip).await?),
+        None => None,
+    };
+    if let Some(edge) = &edge {
+        doc["edge"] = serde_json::json!({
+            "mysql_addr": edge.mysql_addr().to_string(),
+            "grpc_addr": edge.grpc_addr().to_string(),
+        });
+    }
     if let Some(path) = &args.ready_file {
         psdb_emulator::ready::write(path, &doc)?;
     }
     eprintln!("{}", serde_json::to_string(&doc)?);
     psdb_emulator::ready::until_signal().await?;
     tracing::info!("shutting down");
+    drop(edge);
     drop(vitess);
     Ok(())
 }
