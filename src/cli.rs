@@ -227,6 +227,7 @@ pub struct CommonArgs {
     pub catalog: Option<PathBuf>,
     pub properties: Option<PathBuf>,
     pub state: Option<PathBuf>,
+    pub recopy: Option<String>,
     pub about: bool,
     pub format: Option<AboutFormat>,
     pub auto_select: Option<bool>,
@@ -265,6 +266,9 @@ impl CommonArgs {
         }
         if let Some(api) = &self.api {
             flags.set("api", "--api", api.as_str());
+        }
+        if let Some(streams) = &self.recopy {
+            flags.set("recopy", "--recopy", streams.as_str());
         }
         if let Some(commit) = self.commit {
             flags.set("commit", "--commit", commit);
@@ -403,6 +407,9 @@ struct ReadArgs {
     /// State to resume from (the value of the last STATE message).
     #[arg(short = 's', long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Copy these streams again (comma-separated), under a new version.
+    #[arg(long, value_name = "STREAMS")]
+    recopy: Option<String>,
 }
 
 impl ReadArgs {
@@ -410,6 +417,7 @@ impl ReadArgs {
         give(&mut to.catalog, &self.catalog);
         give(&mut to.properties, &self.properties);
         give(&mut to.state, &self.state);
+        give(&mut to.recopy, &self.recopy);
     }
 }
 

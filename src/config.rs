@@ -53,6 +53,8 @@ pub const SETTINGS: &[SettingDoc] = &[
         description: "The password. Never logged." },
     SettingDoc { name: "shards", kind: "string", required: false, secret: false, default: None,
         description: "Comma-separated subset of shards to read, e.g. `-80,80-`. Each must exist. Default: every shard." },
+    SettingDoc { name: "recopy", kind: "string", required: false, secret: false, default: None,
+        description: "Comma-separated streams to copy again on this run, on every shard, under a new table version, with ACTIVATE_VERSION after the copy (as `on_truncate: recopy` does); every other stream carries on from its cursor. An interrupted re-copy resumes on the next run, with or without this key; while it is unfinished, naming the stream again resumes it rather than starting over. Remove the key once the run is done, or every run copies again. Flag: `--recopy`." },
     SettingDoc { name: "use_replica", kind: "boolean", required: false, secret: false, default: Some("false"),
         description: "Read from REPLICA tablets." },
     SettingDoc { name: "use_rdonly", kind: "boolean", required: false, secret: false, default: Some("false"),
@@ -305,6 +307,8 @@ pub struct Settings {
     pub tls_ca_file: Option<PathBuf>,
     /// The `shards` subset, in the order given; `None` means every shard.
     pub shards: Option<Vec<String>>,
+    /// Streams to copy again on this run (`recopy`).
+    pub recopy: Vec<String>,
     pub tablet_type: TabletType,
     /// keyspace → shard → position to start from when a shard has no state.
     pub starting_gtids: BTreeMap<String, BTreeMap<String, String>>,
@@ -570,7 +574,10 @@ impl RawConfig {
             grpc,
             tls: self.bool("tls", true)?,
             tls_ca_file: self.tls_ca_file()?,
-            shards: self.shards()?,
+            shards: self.list("shards", "\"-80,80-\"")?,
+            recopy: self
+                .list("recopy", "\"orders,customers\"")?
+                .unwrap_or_default(),
             tablet_type: self.tablet_type()?,
             starting_gtids: self.starting_gtids()?,
             timeout: Duration::from_secs(self.u64("timeout_seconds", 90, 1)?),
@@ -655,12 +662,14 @@ impl RawConfig {
         Ok(Some(path))
     }
 
-    /// `shards`: a comma-separated string (or a list of names).
-    fn shards(&self) -> Result<Option<Vec<String>>, ConfigError> {
-        let Some(raw) = self.get("shards") else {
+    /// A list of names (`shards`, `recopy`): a comma-separated string, or a
+    /// JSON list of strings; `example` shows the string form.
+    fn list(&self, key: &str, example: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(raw) = self.get(key) else {
             return Ok(None);
         };
-        let shape = "must be a comma-separated string like \"-80,80-\"";
+        let shape = format!("must be a comma-separated string like {example}");
+        let shape = shape.as_str();
         let list: Vec<String> = match &raw.value {
             Value::String(s) => s
                 .split(',')
@@ -672,14 +681,14 @@ impl RawConfig {
                 for item in items {
                     match item.as_str() {
                         Some(s) if !s.trim().is_empty() => out.push(s.trim().to_string()),
-                        _ => return Err(self.invalid("shards", shape)),
+                        _ => return Err(self.invalid(key, shape)),
                     }
                 }
                 out
             }
             other => {
                 let problem = format!("{shape}, got {}", json_kind(other));
-                return Err(self.invalid("shards", &problem));
+                return Err(self.invalid(key, &problem));
             }
         };
         Ok(Some(list).filter(|l| !l.is_empty()))

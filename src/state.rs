@@ -396,6 +396,13 @@ impl State {
         })
     }
 
+    /// Whether a re-copy of `stream` has begun and is not complete.
+    pub fn recopy_under_way(&self, stream: &str) -> bool {
+        self.bookmarks
+            .get(stream)
+            .is_some_and(|bm| bm.extra.contains_key(RECOPY_VERSION_KEY))
+    }
+
     /// Ends the re-copy of `stream` once every shard's copy is done and its
     /// version activated: the cursors stay, and change capture goes on
     /// from them. A mark set meanwhile (a new TRUNCATE) stays too.

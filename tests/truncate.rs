@@ -556,3 +556,126 @@ async fn recopy_after_truncate_over_the_emulator() {
         .get("recopy_version")
         .is_none());
 }
+
+/// `recopy` (here the config key, the same as `--recopy`): a stream copied
+/// again on demand under a new version, ACTIVATE_VERSION at its end, while
+/// another stream carries on from its cursor; killed mid-copy, the next run
+/// with the key still set resumes it rather than starting over; a name the
+/// catalog does not select is an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recopy_on_demand_copies_one_stream_again_and_resumes() {
+    // GIVEN two tables copied into a target that honours ACTIVATE_VERSION
+    let vt = Vt::shared("vt");
+    let shards = ["-80", "80-"];
+    let (table, other) = ("rc_again", "rc_other");
+    table_on_every_shard(&vt, &shards, table).await;
+    table_on_every_shard(&vt, &shards, other).await;
+    vt.sql("-80", &numbers_sql(table, 1000, 9_999)).await;
+    vt.sql("80-", &numbers_sql(table, 10_000, 19_999)).await;
+    let catalog = vt.catalog(&[table, other]).await;
+    let config = vt.config_with("plain.json", |c| {
+        c["state_interval_records"] = json!(500);
+    });
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("join");
+    let first = vt.sync_using(&config, &catalog, None).await.ok();
+    load(&vt.scratch, &pg, &first.run.stdout);
+    // ... and a target that has since gone wrong: a row it should not
+    // have, and rows it lost
+    pg.psql(&format!(
+        "INSERT INTO tap.\"{table}\" (id, v) VALUES (777777, 'stale'); \
+         DELETE FROM tap.\"{table}\" WHERE id BETWEEN 2000 AND 2100;"
+    ));
+    vt.sql(
+        "-80",
+        &format!("INSERT INTO `{other}` VALUES (5, 'new', 5)"),
+    )
+    .await;
+
+    // WHEN a name the catalog does not select is asked for
+    let bad = vt.config_with("bad.json", |c| c["recopy"] = json!(format!("{table},nope")));
+    let state_file = vt.scratch.write_json("first.json", &first.last_state());
+    let run = crate::support::tap(
+        &sync_args(&bad, &catalog, Some(&state_file))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[],
+    )
+    .await;
+    // THEN the run fails before any output, naming it
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    assert!(
+        run.error_line().contains("`nope`") && run.error_line().contains(table),
+        "{}",
+        run.error_line()
+    );
+
+    // WHEN the re-copy is asked for and killed mid-copy
+    let config = vt.config_with("recopy.json", |c| {
+        c["state_interval_records"] = json!(500);
+        c["recopy"] = json!(table);
+    });
+    let killed = tokio::task::spawn_blocking({
+        let (config, catalog, state) = (config.clone(), catalog.clone(), state_file.clone());
+        move || sync_killed_mid_copy(&config, &catalog, &state, table)
+    })
+    .await
+    .expect("join");
+    let messages = killed.messages();
+    let last_state = messages
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "STATE")
+        .map(|m| m["value"].clone())
+        .expect("a STATE before the kill");
+    let version = last_state["bookmarks"][table]["recopy_version"]
+        .as_i64()
+        .expect("a re-copy under way");
+    load(&vt.scratch, &pg, &(killed.lines.join("\n") + "\n"));
+
+    // AND the next run, with the key still set, starts from its last STATE
+    let resumed = vt
+        .sync_using(&config, &catalog, Some(&last_state))
+        .await
+        .ok();
+    load(&vt.scratch, &pg, &resumed.run.stdout);
+
+    // THEN it finished the same re-copy (same version, not from the start)
+    // and activated it; the other stream only sent its change
+    let shape = shape(&resumed.messages, table);
+    assert!(
+        shape
+            .iter()
+            .filter(|m| m.starts_with('R'))
+            .all(|m| *m == format!("R{version}")),
+        "not all under {version}: {shape:?}"
+    );
+    assert_eq!(
+        shape
+            .iter()
+            .filter(|m| m.starts_with('A'))
+            .collect::<Vec<_>>(),
+        [&format!("A{version}")]
+    );
+    let source = source_ids(&vt, &shards, table).await;
+    assert!(
+        ids(&resumed, table).len() < source.len(),
+        "the resumed run started over"
+    );
+    let others: Vec<i64> = killed
+        .messages()
+        .iter()
+        .filter(|m| m["type"] == "RECORD" && m["stream"] == other)
+        .map(|m| m["record"]["id"].as_i64().expect("id"))
+        .chain(ids(&resumed, other))
+        .collect();
+    assert_eq!(others, [5], "the other stream carried on from its cursor");
+    assert!(resumed.last_state()["bookmarks"][table]
+        .get("recopy_version")
+        .is_none());
+    // AND the target holds exactly the table's rows again
+    assert_eq!(target_ids(&pg, table), source);
+}

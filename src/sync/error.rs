@@ -40,6 +40,8 @@ pub enum SyncError {
         table: String,
         keyspace: String,
     },
+    #[error("`recopy` (--recopy, TAP_PLANETSCALE_RECOPY or the config key) names stream `{stream}`, which the catalog does not select; selected streams: {selected}")]
+    UnknownRecopy { stream: String, selected: String },
     #[error("sync needs --catalog FILE; create one with `tap-planetscale discover --auto-select`")]
     NoCatalog,
     #[error("cannot watch for SIGTERM and SIGINT: {0}")]
@@ -65,6 +67,7 @@ impl SyncError {
             | SyncError::NoShards { .. }
             | SyncError::NoTablets { .. }
             | SyncError::UnknownTable { .. }
+            | SyncError::UnknownRecopy { .. }
             | SyncError::NoCatalog => Kind::Input,
             SyncError::MySql(e) => e.kind(),
             SyncError::Read(e) => e.kind(),

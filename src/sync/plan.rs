@@ -174,6 +174,7 @@ pub async fn make(settings: &Settings, inputs: Inputs) -> Result<Plan, SyncError
             &keyspace,
         )?;
     }
+    check_recopies(&settings.recopy, &selected)?;
     let mut streams = Vec::new();
     for s in &selected {
         let Some(table) = tables.get(&s.table) else {
@@ -201,6 +202,44 @@ pub async fn make(settings: &Settings, inputs: Inputs) -> Result<Plan, SyncError
         every_shard,
         state,
     })
+}
+
+/// Every stream `recopy` names must be one this run reads.
+fn check_recopies(names: &[String], selected: &[SelectedStream]) -> Result<(), SyncError> {
+    for name in names {
+        if !selected
+            .iter()
+            .any(|s| &s.name == name || &s.tap_stream_id == name)
+        {
+            let list: Vec<&str> = selected.iter().map(|s| s.name.as_str()).collect();
+            return Err(SyncError::UnknownRecopy {
+                stream: name.clone(),
+                selected: list.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `recopy` names a stream (by name or tap_stream_id).
+fn recopy_names(names: &[String], s: &SelectedStream) -> bool {
+    names.iter().any(|n| n == &s.name || n == &s.tap_stream_id)
+}
+
+/// Asks for a stream's re-copy this run (`recopy`). A CDC stream is marked
+/// as a TRUNCATE under `on_truncate: recopy` marks one, so one mechanism
+/// copies, resumes and activates both; a re-copy already under way resumes
+/// instead (a request repeated after an interrupted run does not start it
+/// over). A FULL_TABLE stream starts a copy from scratch under a new
+/// version, its bookmark dropped.
+fn request_recopy(state: &mut State, stream: &str, full_table: bool) {
+    if full_table {
+        state.bookmarks.remove(stream);
+    } else if state.recopy_under_way(stream) {
+        info!(stream = %stream, "recopy names a stream whose re-copy is under way: resuming it");
+    } else {
+        state.mark_recopy(stream);
+    }
 }
 
 /// A selected stream's cursor for a shard that is gone cannot be resumed:
@@ -241,6 +280,9 @@ fn plan_stream(
 ) -> Stream {
     let (props, columns) = properties(s, table);
     let method = method_for(s, table);
+    if recopy_names(&settings.recopy, s) {
+        request_recopy(state, &s.name, method == ReplicationMethod::FullTable);
+    }
     let mut activate_now = None;
     let version = if method == ReplicationMethod::FullTable {
         state.forget_recopy(&s.name);
@@ -280,14 +322,14 @@ fn plan_stream(
     }
 }
 
-/// The version of a truncated CDC stream's re-copy, if it has one this run,
+/// The version of a CDC stream's re-copy, if it has one this run,
 /// said once in the log.
 fn recopy_version(state: &mut State, stream: &str) -> Option<i64> {
     let recopy = state.recopy(stream, now_ms())?;
     if recopy.begun {
-        warn!(stream = %stream, version = recopy.version, "the table was truncated (on_truncate: recopy): copying the stream again on every shard under a new version; ACTIVATE_VERSION follows once every shard's copy is done, so the target drops the rows that vanished, and change capture goes on from the copy's end");
+        warn!(stream = %stream, version = recopy.version, "copying the stream again (recopy, or on_truncate: recopy after a TRUNCATE) on every shard under a new version; ACTIVATE_VERSION follows once every shard's copy is done, so the target drops the rows that vanished, and change capture goes on from the copy's end");
     } else {
-        info!(stream = %stream, version = recopy.version, "resuming the interrupted re-copy of a truncated stream under its version");
+        info!(stream = %stream, version = recopy.version, "resuming the interrupted re-copy of the stream under its version");
     }
     Some(recopy.version)
 }
