@@ -545,6 +545,7 @@ mod tests {
             tls: false,
             tls_ca_file: None,
             shards: None,
+            recopy: Vec::new(),
             tablet_type,
             starting_gtids: BTreeMap::new(),
             timeout: Duration::from_secs(1),
