@@ -92,10 +92,13 @@ pub enum Note {
     ZeroDate,
     /// A value the catalog type could not hold, written as its text.
     Fallback,
+    /// Text not valid in its column's charset, written with U+FFFD.
+    BadText,
 }
 
+use crate::charset::{decode, Charset};
 pub use crate::json::write_json_str;
-use crate::json::{write_int, write_text};
+use crate::json::{write_int, write_text, write_text_checked};
 
 fn is_digits(b: &[u8]) -> bool {
     !b.is_empty() && b.iter().all(u8::is_ascii_digit)
@@ -487,8 +490,8 @@ fn text_cell(out: &mut Vec<u8>, ty: Type, members: &[String], text: &[u8]) -> No
         quoted_number(out, text, write_decimal);
     } else if matches!(ty, Type::Float32 | Type::Float64) {
         quoted_number(out, text, write_float);
-    } else {
-        write_text(out, text);
+    } else if !write_text_checked(out, text) {
+        return Note::BadText;
     }
     Note::Ok
 }
@@ -603,6 +606,8 @@ struct ColumnPlan {
     key: Key,
     prop: usize,
     ty: Type,
+    /// The text's charset when it must be decoded (else `Utf8`).
+    charset: Charset,
 }
 
 /// Room for a short key, `,"name":` with a name of up to 20 bytes.
@@ -667,6 +672,8 @@ pub struct RecordPlan {
 pub struct Warnings {
     pub zero_dates: Vec<u64>,
     pub fallbacks: Vec<u64>,
+    /// Text not valid in its column's charset (written with U+FFFD).
+    pub bad_text: Vec<u64>,
 }
 
 impl RecordPlan {
@@ -693,10 +700,20 @@ impl RecordPlan {
                 key.push(b',');
                 write_text(&mut key, &f.name);
                 key.push(b':');
+                let ty = Type::try_from(f.r#type).unwrap_or(Type::Varbinary);
+                let text = matches!(
+                    ty,
+                    Type::Text | Type::Varchar | Type::Char | Type::Enum | Type::Set
+                );
+                let charset = match Charset::of_collation(f.charset) {
+                    cs if text && cs.decodes() => cs,
+                    _ => Charset::Utf8,
+                };
                 ColumnPlan {
                     key: Key::new(key),
                     prop,
-                    ty: Type::try_from(f.r#type).unwrap_or(Type::Varbinary),
+                    ty,
+                    charset,
                 }
             }));
         }
@@ -787,6 +804,7 @@ impl RecordPlan {
         if warnings.zero_dates.len() < props.len() {
             warnings.zero_dates.resize(props.len(), 0);
             warnings.fallbacks.resize(props.len(), 0);
+            warnings.bad_text.resize(props.len(), 0);
         }
         // Every member is written after a comma; the first comma then
         // becomes the opening brace. One copy per member, no branch.
@@ -803,10 +821,22 @@ impl RecordPlan {
                 continue;
             };
             let prop = &props[plan.prop];
+            let decoded;
+            let text = if plan.charset.decodes() {
+                let bad;
+                (decoded, bad) = decode(plan.charset, text);
+                if bad {
+                    warnings.bad_text[plan.prop] += 1;
+                }
+                &decoded[..]
+            } else {
+                text
+            };
             match write_cell(out, plan.ty, prop.target, &prop.members, text) {
                 Ok(Note::Ok) => {}
                 Ok(Note::ZeroDate) => warnings.zero_dates[plan.prop] += 1,
                 Ok(Note::Fallback) => warnings.fallbacks[plan.prop] += 1,
+                Ok(Note::BadText) => warnings.bad_text[plan.prop] += 1,
                 Err(problem) => {
                     return Err(ConvertError::Value {
                         column: prop.name.clone(),
@@ -1200,6 +1230,65 @@ mod tests {
 
     fn row(cells: &[Option<&[u8]>]) -> Row {
         Row::from_cells(cells.iter().copied())
+    }
+
+    #[test]
+    fn text_is_decoded_by_its_columns_charset_and_bad_bytes_counted() {
+        let with = |name: &str, ty: Type, charset: u32| Field {
+            charset,
+            ..field(name, ty)
+        };
+        // latin1_swedish_ci, sjis_japanese_ci, utf16_general_ci,
+        // utf8mb4_general_ci, binary (a BLOB stays bytes).
+        let fields = vec![
+            with("l1", Type::Text, 8),
+            with("sj", Type::Varchar, 13),
+            with("u16", Type::Char, 54),
+            with("u8", Type::Text, 45),
+            with("b", Type::Blob, 63),
+        ];
+        let prop = |name: &str, target| PropertySpec {
+            name: name.into(),
+            target,
+            members: vec![],
+        };
+        let props = vec![
+            prop("l1", Target::Text),
+            prop("sj", Target::Text),
+            prop("u16", Target::Text),
+            prop("u8", Target::Text),
+            prop("b", Target::Base64),
+        ];
+        let plan = RecordPlan::new(&fields, &props);
+        let mut w = Warnings::default();
+        let mut write = |cells: &[Option<&[u8]>]| {
+            let mut out = Vec::new();
+            plan.write_record(&mut out, &row(cells), &props, &[], &mut w)
+                .expect("written");
+            serde_json::from_slice::<Value>(&out).expect("json")
+        };
+        assert_eq!(
+            write(&[
+                Some(b"caf\xe9 cr\xe8me"),
+                Some(b"\x93\xfa\x96{\x8c\xea"),
+                Some(b"\x00c\x00\xe9"),
+                Some("né".as_bytes()),
+                Some(b"\xe9"),
+            ]),
+            json!({"l1": "café crème", "sj": "日本語", "u16": "cé", "u8": "né", "b": "6Q=="})
+        );
+        // Bytes not valid in their charset: U+FFFD, counted per column.
+        assert_eq!(
+            write(&[
+                Some(b"ok"),
+                Some(b"a\x81"),
+                Some(b"\x00"),
+                Some(b"caf\xe9"),
+                None
+            ]),
+            json!({"l1": "ok", "sj": "a\u{fffd}", "u16": "\u{fffd}", "u8": "caf\u{fffd}", "b": null})
+        );
+        assert_eq!(w.bad_text, vec![0, 1, 1, 1, 0]);
     }
 
     #[test]

@@ -180,18 +180,30 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// anything else with U+FFFD for each invalid sequence (as
 /// `String::from_utf8_lossy`).
 pub fn write_text(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_text_checked(out, bytes);
+}
+
+/// [`write_text`], telling whether the bytes were valid UTF-8 (when not,
+/// the bad ones were written as U+FFFD).
+#[inline]
+pub fn write_text_checked(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     // ASCII needs no UTF-8 check; the rest is checked once, from its
     // first non-ASCII byte.
     let tail = escape_runs(out, bytes, &ESCAPE_ASCII);
+    let mut valid = true;
     if !tail.is_empty() {
         match std::str::from_utf8(tail) {
             Ok(s) => escape_body(out, s.as_bytes()),
-            Err(_) => escape_body(out, String::from_utf8_lossy(tail).as_bytes()),
+            Err(_) => {
+                valid = false;
+                escape_body(out, String::from_utf8_lossy(tail).as_bytes())
+            }
         }
     }
     out.push(b'"');
+    valid
 }
 
 /// Writes an integer in decimal.

@@ -265,8 +265,17 @@ impl Records {
         })
     }
 
-    /// The plan for rows of `fields`, made once per field set.
-    fn plan(&mut self, fields: &[Field], delete: bool, enum_text: bool) -> usize {
+    /// The plan for rows of `fields`, made once per field set. Rows that
+    /// lack a key column of the stream, or match none of its properties,
+    /// cannot be told apart or placed: they fail the stream rather than
+    /// become records of nulls (a shape change under rows already sent,
+    /// a server naming no fields).
+    fn plan(
+        &mut self,
+        fields: &[Field],
+        delete: bool,
+        enum_text: bool,
+    ) -> Result<usize, ConvertError> {
         let plans = if delete {
             &mut self.delete_plans
         } else {
@@ -276,8 +285,9 @@ impl Records {
             .iter()
             .position(|(text, p)| *text == enum_text && p.matches(fields))
         {
-            return i;
+            return Ok(i);
         }
+        unmapped(&self.stream, fields)?;
         let plan = if delete {
             RecordPlan::keys_only(fields, &self.stream.props)
         } else {
@@ -292,7 +302,7 @@ impl Records {
             plans.remove(0);
         }
         plans.push((enum_text, plan));
-        plans.len() - 1
+        Ok(plans.len() - 1)
     }
 
     /// Writes the RECORD lines of one result's rows.
@@ -318,7 +328,7 @@ impl Records {
     ) -> Result<u64, ConvertError> {
         let keys_only = image == Image::Gone;
         let delete = image != Image::Row;
-        let pi = self.plan(&qr.fields, keys_only, stamp.enum_text);
+        let pi = self.plan(&qr.fields, keys_only, stamp.enum_text)?;
         if stamp.enum_text && self.text_props.is_none() {
             let mut props = self.stream.props.clone();
             for p in &mut props {
@@ -375,6 +385,7 @@ impl Records {
             let counted = [
                 (&self.warnings.zero_dates, "zero or invalid dates written as null (MySQL's `0000-00-00` and the like name no calendar day, so JSON has no form for them)"),
                 (&self.warnings.fallbacks, "values written as text (not the catalog type)"),
+                (&self.warnings.bad_text, "text not valid in its column's character set, written with U+FFFD for the bad bytes"),
             ];
             for (counts, reason) in counted {
                 if let Some(n) = counts.get(i).filter(|n| **n > 0) {
@@ -388,6 +399,33 @@ impl Records {
         }
         out
     }
+}
+
+/// Refuses rows whose fields lack a key column of the stream or name none
+/// of its properties (see [`Records::plan`]).
+fn unmapped(stream: &StreamSpec, fields: &[Field]) -> Result<(), ConvertError> {
+    let has = |name: &str| fields.iter().any(|f| f.name == name);
+    let lacking: Vec<&str> = stream
+        .key_properties
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !has(k))
+        .collect();
+    let none = !stream.props.iter().any(|p| has(&p.name));
+    if lacking.is_empty() && !none {
+        return Ok(());
+    }
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    Err(ConvertError::Malformed(format!(
+        "the server sent rows of table `{}` whose fields ({}) {}; they cannot be written as records of the stream (the table's shape changed under them?), so the run stops before them",
+        stream.table,
+        if names.is_empty() { "none".to_string() } else { names.join(", ") },
+        if lacking.is_empty() {
+            "name none of the stream's columns".to_string()
+        } else {
+            format!("lack its key column(s) {}", lacking.join(", "))
+        }
+    )))
 }
 
 /// How a result's rows become records.
