@@ -357,7 +357,9 @@ impl Records {
             stamp,
         );
         let fixed = self.extra.len();
+        let key_positions = key_positions(&stream.key_properties, qr);
         for row in &qr.rows {
+            null_key(stream, &key_positions, row)?;
             if self.include_metadata {
                 self.extra.truncate(fixed);
                 let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
@@ -404,7 +406,7 @@ impl Records {
 /// Refuses rows whose fields lack a key column of the stream or name none
 /// of its properties (see [`Records::plan`]).
 fn unmapped(stream: &StreamSpec, fields: &[Field]) -> Result<(), ConvertError> {
-    let has = |name: &str| fields.iter().any(|f| f.name == name);
+    let has = |name: &str| fields.iter().any(|f| f.name == name.as_bytes());
     let lacking: Vec<&str> = stream
         .key_properties
         .iter()
@@ -415,7 +417,10 @@ fn unmapped(stream: &StreamSpec, fields: &[Field]) -> Result<(), ConvertError> {
     if lacking.is_empty() && !none {
         return Ok(());
     }
-    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    let names: Vec<String> = fields
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.name).into_owned())
+        .collect();
     Err(ConvertError::Malformed(format!(
         "the server sent rows of table `{}` whose fields ({}) {}; they cannot be written as records of the stream (the table's shape changed under them?), so the run stops before them",
         stream.table,
@@ -426,6 +431,32 @@ fn unmapped(stream: &StreamSpec, fields: &[Field]) -> Result<(), ConvertError> {
             format!("lack its key column(s) {}", lacking.join(", "))
         }
     )))
+}
+
+/// Where the stream's key columns are among a result's fields (every one
+/// is there: [`unmapped`] has seen to it).
+fn key_positions(keys: &[String], qr: &QueryResult) -> Vec<usize> {
+    keys.iter()
+        .filter_map(|k| qr.fields.iter().position(|f| f.name == *k))
+        .collect()
+}
+
+/// A key column is never NULL (a primary key, or its NOT NULL unique
+/// equivalent): a row with one is a row the server could not fill (an
+/// image of another shape), and fails the stream rather than become a
+/// record of nulls.
+fn null_key(stream: &StreamSpec, positions: &[usize], row: &crate::pb::query::Row) -> Result<(), ConvertError> {
+    let Some(cells) = key_cells(row, positions) else {
+        return Ok(());
+    };
+    match cells.iter().position(Option::is_none) {
+        None => Ok(()),
+        Some(i) => Err(ConvertError::Malformed(format!(
+            "the server sent a row of table `{}` whose key column `{}` is NULL, which a key never is (its values did not fit the fields it came with: a shape change under rows already captured?); the run stops before it",
+            stream.table,
+            stream.key_properties.get(i).map_or("?", String::as_str),
+        ))),
+    }
 }
 
 /// How a result's rows become records.
