@@ -33,6 +33,16 @@ impl Charset {
         crate::collations::charset_of(id).map_or(Charset::Utf8, Charset::named)
     }
 
+    /// The charset of a field: its collation id's, or, when the server
+    /// sent none it knows (0, or an id not in the table), `fallback`, the
+    /// column's charset from information_schema.
+    pub fn of_field(id: u32, fallback: Option<Charset>) -> Charset {
+        match crate::collations::charset_of(id) {
+            Some(name) => Charset::named(name),
+            None => fallback.unwrap_or(Charset::Utf8),
+        }
+    }
+
     /// The charset of a MySQL/MariaDB character set name.
     pub fn named(name: &str) -> Charset {
         use encoding_rs::*;

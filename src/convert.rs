@@ -599,6 +599,10 @@ pub struct PropertySpec {
     pub target: Target,
     /// ENUM/SET members, from `sql-datatype` or the server's column type.
     pub members: Vec<String>,
+    /// The column's charset from information_schema, for text whose
+    /// `Field.charset` does not name one (vttablet sends 0 for charsets
+    /// Vitess does not know, such as gbk and big5).
+    pub charset: Option<Charset>,
 }
 
 #[derive(Debug, Clone)]
@@ -705,7 +709,7 @@ impl RecordPlan {
                     ty,
                     Type::Text | Type::Varchar | Type::Char | Type::Enum | Type::Set
                 );
-                let charset = match Charset::of_collation(f.charset) {
+                let charset = match Charset::of_field(f.charset, props[prop].charset) {
                     cs if text && cs.decodes() => cs,
                     _ => Charset::Utf8,
                 };
@@ -1251,6 +1255,7 @@ mod tests {
             name: name.into(),
             target,
             members: vec![],
+            charset: None,
         };
         let props = vec![
             prop("l1", Target::Text),
@@ -1305,26 +1310,31 @@ mod tests {
                 name: "id".into(),
                 target: Target::Integer,
                 members: vec![],
+                charset: None,
             },
             PropertySpec {
                 name: "d".into(),
                 target: Target::Date,
                 members: vec![],
+                charset: None,
             },
             PropertySpec {
                 name: "amt".into(),
                 target: Target::Number,
                 members: vec![],
+                charset: None,
             },
             PropertySpec {
                 name: "gone".into(),
                 target: Target::Text,
                 members: vec![],
+                charset: None,
             },
             PropertySpec {
                 name: "a_column_name_longer_than_twenty".into(),
                 target: Target::Integer,
                 members: vec![],
+                charset: None,
             },
         ];
         let plan = RecordPlan::new(&fields, &props);
@@ -1465,6 +1475,7 @@ mod tests {
             name: "a".into(),
             target: Target::Text,
             members: vec![],
+            charset: None,
         }];
         let plan = RecordPlan::new(&fields, &props);
         let bad = [

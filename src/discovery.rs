@@ -277,11 +277,13 @@ mod tests {
                     name: "id".into(),
                     column_type: "bigint unsigned".into(),
                     in_primary_key: true,
+                    charset: String::new(),
                 },
                 RawColumn {
                     name: "flag".into(),
                     column_type: "tinyint(1)".into(),
                     in_primary_key: false,
+                    charset: String::new(),
                 },
             ],
             primary_key: vec!["id".into()],

@@ -229,6 +229,8 @@ pub struct RawColumn {
     /// `column_key = 'PRI'`, used to cross-check the key. Without a
     /// primary key the server marks a UNIQUE NOT NULL index's columns so.
     pub in_primary_key: bool,
+    /// `character_set_name`: the text's charset (empty when not text).
+    pub charset: String,
 }
 
 /// Reads every table, column and key (primary, and the UNIQUE NOT NULL
@@ -315,7 +317,7 @@ async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, M
         "SELECT table_name, table_type, table_rows FROM information_schema.tables \
                           WHERE table_schema = ? ORDER BY table_name";
     const COLUMNS: &str =
-        "SELECT table_name, column_name, column_type, column_key FROM information_schema.columns \
+        "SELECT table_name, column_name, column_type, column_key, character_set_name FROM information_schema.columns \
                            WHERE table_schema = ? ORDER BY table_name, ordinal_position";
     // No ORDER BY: the server lists a table's indexes in its own index
     // order, which settles a tie between PKE candidates (see `row_key`).
@@ -353,6 +355,7 @@ async fn describe_once(conn: &mut Conn, schema: &str) -> Result<Vec<RawTable>, M
                 name: text(row, 1, INFO_COLUMNS)?,
                 column_type: text(row, 2, INFO_COLUMNS)?,
                 in_primary_key: text(row, 3, INFO_COLUMNS)? == "PRI",
+                charset: text(row, 4, INFO_COLUMNS)?,
             });
         }
         Ok(())
@@ -475,6 +478,7 @@ mod tests {
             name: n.into(),
             column_type: "int".into(),
             in_primary_key: pri,
+            charset: String::new(),
         };
         let t = |cols: Vec<RawColumn>, pk: &[&str], uk: &[&[&str]], view: bool| RawTable {
             name: "t".into(),

@@ -125,16 +125,19 @@ fn fuzz_row_decoding() {
             name: "a".into(),
             target: Target::Integer,
             members: vec![],
+            charset: None,
         },
         PropertySpec {
             name: "b".into(),
             target: Target::Text,
             members: vec![],
+            charset: None,
         },
         PropertySpec {
             name: "c".into(),
             target: Target::Json,
             members: vec![],
+            charset: None,
         },
     ];
     let plan = RecordPlan::new(&fields, &props);

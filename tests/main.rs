@@ -5,6 +5,7 @@
 mod support;
 
 mod airbyte;
+mod charsets;
 mod check;
 mod cli;
 mod commit;

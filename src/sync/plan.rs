@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::error::SyncError;
 use super::records::{StreamSpec, SEQUENCE_COLUMN};
 use crate::catalog::{Catalog, ReplicationMethod, SelectedStream};
+use crate::charset::Charset;
 use crate::config::Settings;
 use crate::convert::{PropertySpec, Target};
 use crate::mysql::{self, MySqlError, RawTable, Tablet};
@@ -340,11 +341,11 @@ fn properties(s: &SelectedStream, table: &RawTable) -> (Vec<PropertySpec>, Vec<S
     let mut props = Vec::new();
     let mut columns = Vec::new();
     for p in &s.properties {
-        let column_type = table
-            .columns
-            .iter()
-            .find(|c| c.name == p.name)
-            .map(|c| c.column_type.clone());
+        let column = table.columns.iter().find(|c| c.name == p.name);
+        let column_type = column.map(|c| c.column_type.clone());
+        let charset = column
+            .filter(|c| !c.charset.is_empty())
+            .map(|c| Charset::named(&c.charset));
         let sql = p.sql_datatype.clone().or_else(|| column_type.clone());
         let members = sql
             .as_deref()
@@ -361,6 +362,7 @@ fn properties(s: &SelectedStream, table: &RawTable) -> (Vec<PropertySpec>, Vec<S
             name: p.name.clone(),
             target: Target::of(&p.schema),
             members,
+            charset,
         });
     }
     (props, columns)
@@ -592,6 +594,7 @@ mod tests {
                     name: c.to_string(),
                     column_type: "int".into(),
                     in_primary_key: false,
+                    charset: String::new(),
                 })
                 .collect(),
             primary_key: pk.iter().map(|c| c.to_string()).collect(),
