@@ -224,6 +224,10 @@ impl Emulator {
                 mysql_async::OptsBuilder::from_opts(base_opts.clone())
                     .db_name(Some(db.clone()))
                     .init(vec!["SET time_zone = '+00:00'".to_string()])
+                    // Text as vttablet sends it: the column's own bytes,
+                    // with its own collation id in the result's fields
+                    // (`setup`: again after a pooled connection's reset).
+                    .setup(vec!["SET character_set_results = NULL".to_string()])
                     .pool_opts(mysql_async::PoolOpts::default().with_constraints(
                         mysql_async::PoolConstraints::new(0, 64).unwrap_or_default(),
                     ))

@@ -35,6 +35,9 @@ pub struct ColumnMeta {
     pub vtype: Type,
     /// ENUM/SET members, from `column_type`.
     pub members: Vec<String>,
+    /// information_schema CHARACTER_SET_NAME (empty when not text): the
+    /// charset the column's bytes are read and sent in, as vttablet does.
+    pub charset: String,
     pub field: Field,
 }
 
@@ -81,6 +84,15 @@ pub fn quote_literal_for(col: &ColumnMeta, bytes: &[u8]) -> String {
         } else {
             format!("X'{hex}'")
         };
+    }
+    // Text comes from MariaDB in its column's own charset (the shard
+    // connections read results as binary), so it goes back in it too.
+    let plain = col.charset.bytes().all(|b| b.is_ascii_alphanumeric());
+    let wide = matches!(col.charset.as_str(), "ucs2" | "utf16" | "utf16le" | "utf32");
+    let foreign = wide || bytes.iter().any(|b| *b >= 0x80);
+    if !col.charset.is_empty() && plain && !bytes.is_empty() && foreign {
+        let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+        return format!("CONVERT(X'{hex}' USING {})", col.charset);
     }
     quote_literal(bytes)
 }
@@ -244,11 +256,11 @@ pub async fn load_table(
     keyspace: &str,
     table: &str,
 ) -> Result<Option<TableMeta>, mysql_async::Error> {
-    type InfoRow = (String, String, String, String);
+    type InfoRow = (String, String, String, String, String);
     let info: Vec<InfoRow> = conn
         .exec(
             "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR), CAST(column_type AS CHAR), \
-             CAST(table_name AS CHAR) \
+             CAST(table_name AS CHAR), CAST(IFNULL(character_set_name, '') AS CHAR) \
              FROM information_schema.columns WHERE table_schema = ? AND table_name = ? \
              ORDER BY ordinal_position",
             (database, table),
@@ -266,15 +278,21 @@ pub async fn load_table(
         quote_ident(database),
         quote_ident(&real_name)
     );
-    let result = conn.query_iter(select).await?;
-    let proto_cols: Vec<mysql_async::Column> = result
-        .columns()
-        .map(|c| c.iter().cloned().collect())
-        .unwrap_or_default();
-    result.drop_result().await?;
+    // Read twice: with binary results each column names its own collation
+    // (vttablet sends the column's own bytes and charset id), while its
+    // length is the one a utf8mb4 result gives (vttablet's connection is
+    // utf8mb4: a latin1 VARCHAR(32) is 128 long there).
+    conn.query_drop("SET @psdb_csr = @@character_set_results, character_set_results = NULL")
+        .await?;
+    let proto_cols = zero_row_columns(conn, &select).await?;
+    conn.query_drop("SET character_set_results = utf8mb4")
+        .await?;
+    let utf8_cols = zero_row_columns(conn, &select).await?;
+    conn.query_drop("SET character_set_results = @psdb_csr")
+        .await?;
 
     let mut columns = Vec::with_capacity(info.len());
-    for (i, (name, data_type, column_type, _)) in info.into_iter().enumerate() {
+    for (i, (name, data_type, column_type, _, charset)) in info.into_iter().enumerate() {
         let is_json = json_cols.iter().any(|j| j.eq_ignore_ascii_case(&name));
         let (data_type, column_type) = if is_json {
             ("json".to_string(), "json".to_string())
@@ -301,13 +319,21 @@ pub async fn load_table(
             ..Default::default()
         };
         if let Some(pc) = proto_cols.get(i) {
-            field.column_length = pc.column_length();
+            field.column_length = utf8_cols
+                .get(i)
+                .map_or(pc.column_length(), |c| c.column_length());
             field.charset = u32::from(pc.character_set());
             field.decimals = u32::from(pc.decimals());
             field.flags = u32::from(pc.flags().bits());
             if is_num(vtype) {
                 field.flags |= NUM_FLAG;
             }
+        }
+        if matches!(charset.as_str(), "gbk" | "big5") {
+            // vttablet v0.24.4 (over MariaDB) sends collation id 0 for gbk
+            // and big5 columns, whose collations Vitess does not know; the
+            // bytes are still the column's own.
+            field.charset = 0;
         }
         if is_json {
             // MySQL 8 reports JSON as binary-charset BLOB-flagged columns.
@@ -321,6 +347,7 @@ pub async fn load_table(
             column_type,
             vtype,
             members,
+            charset,
             field,
         });
     }
@@ -349,6 +376,20 @@ pub async fn load_table(
 }
 
 /// Columns of a table carrying MariaDB's JSON marker, `CHECK (json_valid(col))`.
+/// The column definitions of a zero-row read.
+async fn zero_row_columns(
+    conn: &mut mysql_async::Conn,
+    select: &str,
+) -> Result<Vec<mysql_async::Column>, mysql_async::Error> {
+    let result = conn.query_iter(select).await?;
+    let cols = result
+        .columns()
+        .map(|c| c.iter().cloned().collect())
+        .unwrap_or_default();
+    result.drop_result().await?;
+    Ok(cols)
+}
+
 pub async fn json_columns(
     conn: &mut mysql_async::Conn,
     database: &str,
