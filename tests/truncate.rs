@@ -105,6 +105,22 @@ fn shape(messages: &[Value], stream: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every record of `stream` in `out` carries `version`, and that version
+/// is activated once.
+fn assert_one_version_activated(out: &Singer, stream: &str, version: i64) {
+    let shape = shape(&out.messages, stream);
+    let record = format!("R{version}");
+    assert!(
+        shape
+            .iter()
+            .filter(|m| m.starts_with('R'))
+            .all(|m| *m == record),
+        "not all under {version}: {shape:?}"
+    );
+    let activated: Vec<&String> = shape.iter().filter(|m| m.starts_with('A')).collect();
+    assert_eq!(activated, [&format!("A{version}")]);
+}
+
 /// A table with two rows on each shard, created straight in the shards'
 /// databases; the first shard's rows are 1 and 2, the next's 11 and 12.
 async fn table_on_every_shard(vt: &Vt<'_>, shards: &[&str], table: &str) {
@@ -331,6 +347,22 @@ struct Killed {
 }
 
 impl Killed {
+    /// The last STATE the killed run wrote, and the version of the
+    /// re-copy of `stream` it shows under way.
+    fn recopy_under_way(&self, stream: &str) -> (Value, i64) {
+        let last_state = self
+            .messages()
+            .iter()
+            .rev()
+            .find(|m| m["type"] == "STATE")
+            .map(|m| m["value"].clone())
+            .expect("a STATE before the kill");
+        let version = last_state["bookmarks"][stream]["recopy_version"]
+            .as_i64()
+            .expect("a re-copy under way");
+        (last_state, version)
+    }
+
     fn messages(&self) -> Vec<Value> {
         self.lines
             .iter()
@@ -430,15 +462,7 @@ async fn an_interrupted_recopy_resumes_under_the_same_version() {
     .await
     .expect("join");
     let messages = killed.messages();
-    let last_state = messages
-        .iter()
-        .rev()
-        .find(|m| m["type"] == "STATE")
-        .map(|m| m["value"].clone())
-        .expect("a STATE before the kill");
-    let version = last_state["bookmarks"][table]["recopy_version"]
-        .as_i64()
-        .expect("a re-copy under way");
+    let (last_state, version) = killed.recopy_under_way(table);
     assert!(
         !messages.iter().any(|m| m["type"] == "ACTIVATE_VERSION"),
         "killed before its end"
@@ -455,22 +479,7 @@ async fn an_interrupted_recopy_resumes_under_the_same_version() {
     // THEN it resumes under the same version and activates it at the end;
     // the two runs together copied every row, and the target holds exactly
     // the rows the table has
-    let shape = shape(&resumed.messages, table);
-    let record = format!("R{version}");
-    assert!(
-        shape
-            .iter()
-            .filter(|m| m.starts_with('R'))
-            .all(|m| *m == record),
-        "not all under {version}"
-    );
-    assert_eq!(
-        shape
-            .iter()
-            .filter(|m| m.starts_with('A'))
-            .collect::<Vec<_>>(),
-        [&format!("A{version}")]
-    );
+    assert_one_version_activated(&resumed, table, version);
     let source = source_ids(&vt, &shards, table).await;
     let mut copied: Vec<i64> = messages
         .iter()
@@ -624,16 +633,7 @@ async fn recopy_on_demand_copies_one_stream_again_and_resumes() {
     })
     .await
     .expect("join");
-    let messages = killed.messages();
-    let last_state = messages
-        .iter()
-        .rev()
-        .find(|m| m["type"] == "STATE")
-        .map(|m| m["value"].clone())
-        .expect("a STATE before the kill");
-    let version = last_state["bookmarks"][table]["recopy_version"]
-        .as_i64()
-        .expect("a re-copy under way");
+    let (last_state, version) = killed.recopy_under_way(table);
     load(&vt.scratch, &pg, &(killed.lines.join("\n") + "\n"));
 
     // AND the next run, with the key still set, starts from its last STATE
@@ -645,21 +645,7 @@ async fn recopy_on_demand_copies_one_stream_again_and_resumes() {
 
     // THEN it finished the same re-copy (same version, not from the start)
     // and activated it; the other stream only sent its change
-    let shape = shape(&resumed.messages, table);
-    assert!(
-        shape
-            .iter()
-            .filter(|m| m.starts_with('R'))
-            .all(|m| *m == format!("R{version}")),
-        "not all under {version}: {shape:?}"
-    );
-    assert_eq!(
-        shape
-            .iter()
-            .filter(|m| m.starts_with('A'))
-            .collect::<Vec<_>>(),
-        [&format!("A{version}")]
-    );
+    assert_one_version_activated(&resumed, table, version);
     let source = source_ids(&vt, &shards, table).await;
     assert!(
         ids(&resumed, table).len() < source.len(),
