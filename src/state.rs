@@ -82,7 +82,7 @@ const RECOPY_KEY: &str = "recopy";
 /// Stream bookmark key of the version of a re-copy that has begun.
 const RECOPY_VERSION_KEY: &str = "recopy_version";
 
-/// The re-copy of a truncated stream this run (see [`State::recopy`]).
+/// The re-copy of a stream this run, after a TRUNCATE or asked for (see [`State::recopy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recopy {
     pub version: i64,

@@ -908,14 +908,9 @@ async fn key_changes_reach_the_targets() {
     let config = emu.config().to_string();
     let catalog_s = catalog.to_str().expect("p").to_string();
     let ml_target = venv_tool(".venv-ml-pg", "target-postgres");
-    let ml_config = emu.scratch.write_json(
-        "ml.json",
-        &json!({
-            "host": "127.0.0.1", "port": pg.port, "user": "postgres",
-            "password": "unused-with-trust-auth", "database": "postgres",
-            "default_target_schema": "ml", "add_record_metadata": true,
-        }),
-    );
+    let ml_config = emu
+        .scratch
+        .write_json("ml.json", &pg.meltanolabs_config("ml"));
     let ml = |state: Option<&Value>| {
         pipe(
             &emu.scratch,

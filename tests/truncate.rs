@@ -16,39 +16,15 @@ use serde_json::{json, Value};
 
 use crate::support::postgres::Postgres;
 use crate::support::vitess::Vt;
-use crate::support::{numbers_sql, sync_args, venv_tool, Emu, Scratch, Singer, BIN};
+use crate::support::{numbers_sql, sync_args, Emu, Scratch, Singer, BIN};
 
-/// meltanolabs-target-postgres with ACTIVATE_VERSION honoured (it needs
-/// the record metadata) and hard deletes, so the rows it keeps are the
-/// rows it believes live.
-fn target_config(pg: &Postgres) -> Value {
-    json!({
-        "host": "127.0.0.1",
-        "port": pg.port,
-        "user": "postgres",
-        "password": "unused-with-trust-auth",
-        "database": "postgres",
-        "default_target_schema": "tap",
-        "add_record_metadata": true,
-        "hard_delete": true,
-    })
-}
-
-/// Loads Singer lines into the target, as `tap | target-postgres` would.
+/// Loads Singer lines into meltanolabs-target-postgres with ACTIVATE_VERSION
+/// honoured (it needs the record metadata) and hard deletes, so the rows it
+/// keeps are the rows it believes live.
 fn load(scratch: &Scratch, pg: &Postgres, lines: &str) {
-    let input = scratch.write("singer.jsonl", lines);
-    let config = scratch.write_json("pg.json", &target_config(pg));
-    let out = Command::new(venv_tool(".venv-ml-pg", "target-postgres"))
-        .arg("--config")
-        .arg(&config)
-        .stdin(std::fs::File::open(&input).expect("singer lines"))
-        .output()
-        .expect("run target-postgres");
-    assert!(
-        out.status.success(),
-        "target-postgres failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut config = pg.meltanolabs_config("tap");
+    config["hard_delete"] = json!(true);
+    pg.load(".venv-ml-pg", &config, scratch.dir.path(), lines);
 }
 
 /// The ids the target holds for `table`.
@@ -240,7 +216,7 @@ async fn truncate_is_recopied_under_a_new_version(keyspace: &str, shards: &[&str
         third
             .run
             .stderr
-            .contains("copying the stream again on every shard"),
+            .contains("copying the stream again (recopy, or on_truncate: recopy after a TRUNCATE) on every shard"),
         "{}",
         third.run.stderr
     );

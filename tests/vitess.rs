@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
+use crate::support::postgres::Postgres;
 use crate::support::vitess::Vt;
 use crate::support::{fixture, numbers_sql, sync_args, Emu, Singer, BIN};
 use crate::sync::{expected_every_type_on, numbers_and_values, numbers_close};
@@ -747,5 +748,34 @@ async fn an_update_of_the_key_deletes_the_old_key_through_real_vtgate() {
         ],
         "{}",
         second.run.stderr
+    );
+
+    // AND replayed into pipelinewise-target-postgres (hard deletes) and
+    // meltanolabs-target-postgres (soft deletes), both hold MariaDB's rows
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("join");
+    let dir = vt.scratch.dir.path();
+    let ml = pg.meltanolabs_config("ml");
+    for out in [&first, &second] {
+        pg.load(
+            ".venv-ppw-pg",
+            &pg.target_config("ppw"),
+            dir,
+            &out.run.stdout,
+        );
+        pg.load(".venv-ml-pg", &ml, dir, &out.run.stdout);
+    }
+    let want = vec![
+        json!({"id": 2, "name": "TWO"}),
+        json!({"id": 10, "name": "ten"}),
+    ];
+    assert_eq!(
+        pg.rows("SELECT id, name FROM ppw.keymove_t ORDER BY id"),
+        want
+    );
+    assert_eq!(
+        pg.rows("SELECT id, name FROM ml.keymove_t WHERE _sdc_deleted_at IS NULL ORDER BY id"),
+        want
     );
 }

@@ -165,6 +165,40 @@ impl Postgres {
         }
     }
 
+    /// A config for meltanolabs-target-postgres into `schema`, with the
+    /// record metadata (which ACTIVATE_VERSION needs) and soft deletes.
+    pub fn meltanolabs_config(&self, schema: &str) -> Value {
+        serde_json::json!({
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": "postgres",
+            "password": "unused-with-trust-auth",
+            "database": "postgres",
+            "default_target_schema": schema,
+            "add_record_metadata": true,
+        })
+    }
+
+    /// Loads Singer lines into the target of a project venv (`.venv-ml-pg`
+    /// or `.venv-ppw-pg`), as `tap | target-postgres` would.
+    pub fn load(&self, venv: &str, config: &Value, dir: &Path, lines: &str) {
+        let input = dir.join("singer-lines.jsonl");
+        std::fs::write(&input, lines).expect("write singer lines");
+        let cfg = dir.join("target-config.json");
+        std::fs::write(&cfg, config.to_string()).expect("write target config");
+        let out = Command::new(super::venv_tool(venv, "target-postgres"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(std::fs::File::open(&input).expect("singer lines"))
+            .output()
+            .expect("run target-postgres");
+        assert!(
+            out.status.success(),
+            "target-postgres of {venv} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A config for pipelinewise-target-postgres.
     pub fn target_config(&self, schema: &str) -> Value {
         serde_json::json!({
