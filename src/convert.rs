@@ -398,6 +398,27 @@ fn enum_set_text(ty: Type, text: &[u8], members: &[String]) -> Option<String> {
     }
 }
 
+/// Whether an ENUM or SET value of a non-UTF-8 column is to be taken as
+/// it came rather than decoded by the column's charset: an index or bitmask
+/// (old Vitess's change forms), or members as UTF-8 text. vttablet sends a
+/// copied row's members in the column's charset, but a change's as the
+/// member text of its schema, in UTF-8, under the same field.
+fn members_as_sent(ty: Type, charset: Charset, members: &[String], raw: &[u8]) -> bool {
+    if !matches!(ty, Type::Enum | Type::Set) {
+        return false;
+    }
+    if is_digits(raw) {
+        return true;
+    }
+    let is_member = |part: &[u8]| members.iter().any(|m| m.as_bytes() == part);
+    let all_members = |text: &[u8]| match ty {
+        Type::Set => text.is_empty() || text.split(|b| *b == b',').all(is_member),
+        _ => is_member(text),
+    };
+    // UTF-8 member text, unless the bytes are members in their own charset too.
+    all_members(raw) && !all_members(&decode(charset, raw).0)
+}
+
 /// Writes one non-NULL cell as `target`. Pure; table-tested.
 pub fn write_cell(
     out: &mut Vec<u8>,
@@ -610,8 +631,16 @@ struct ColumnPlan {
     key: Key,
     prop: usize,
     ty: Type,
-    /// The text's charset when it must be decoded (else `Utf8`).
+    /// How the text is decoded, when its charset is not UTF-8.
+    decode: Option<Box<Decoding>>,
+}
+
+/// A non-UTF-8 text column's charset, and its ENUM/SET members (see
+/// [`members_as_sent`]).
+#[derive(Debug, Clone)]
+struct Decoding {
     charset: Charset,
+    members: Vec<String>,
 }
 
 /// Room for a short key, `,"name":` with a name of up to 20 bytes.
@@ -709,15 +738,18 @@ impl RecordPlan {
                     ty,
                     Type::Text | Type::Varchar | Type::Char | Type::Enum | Type::Set
                 );
-                let charset = match Charset::of_field(f.charset, props[prop].charset) {
-                    cs if text && cs.decodes() => cs,
-                    _ => Charset::Utf8,
-                };
+                let charset = Charset::of_field(f.charset, props[prop].charset);
+                let decode = (text && charset.decodes()).then(|| {
+                    Box::new(Decoding {
+                        charset,
+                        members: props[prop].members.clone(),
+                    })
+                });
                 ColumnPlan {
                     key: Key::new(key),
                     prop,
                     ty,
-                    charset,
+                    decode,
                 }
             }));
         }
@@ -826,15 +858,16 @@ impl RecordPlan {
             };
             let prop = &props[plan.prop];
             let decoded;
-            let text = if plan.charset.decodes() {
-                let bad;
-                (decoded, bad) = decode(plan.charset, text);
-                if bad {
-                    warnings.bad_text[plan.prop] += 1;
+            let text = match &plan.decode {
+                Some(d) if !members_as_sent(plan.ty, d.charset, &d.members, text) => {
+                    let bad;
+                    (decoded, bad) = decode(d.charset, text);
+                    if bad {
+                        warnings.bad_text[plan.prop] += 1;
+                    }
+                    &decoded[..]
                 }
-                &decoded[..]
-            } else {
-                text
+                _ => text,
             };
             match write_cell(out, plan.ty, prop.target, &prop.members, text) {
                 Ok(Note::Ok) => {}
@@ -1234,6 +1267,43 @@ mod tests {
 
     fn row(cells: &[Option<&[u8]>]) -> Row {
         Row::from_cells(cells.iter().copied())
+    }
+
+    #[test]
+    fn enum_and_set_text_is_decoded_unless_it_came_as_utf8_members() {
+        let latin1 = Charset::named("latin1");
+        let utf16 = Charset::named("utf16");
+        let m = |ms: &[&str]| ms.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // (type, charset, members, bytes, taken as they came)
+        let cases: &[(Type, Charset, Vec<String>, &[u8], bool)] = &[
+            // a change: vttablet sends the schema's member text, UTF-8
+            (
+                Type::Enum,
+                latin1,
+                m(&["café", "a"]),
+                "café".as_bytes(),
+                true,
+            ),
+            // a copy: the column's own bytes
+            (Type::Enum, latin1, m(&["café", "a"]), b"caf\xe9", false),
+            (Type::Enum, latin1, m(&["café", "a"]), b"a", false),
+            // old forms: index and bitmask
+            (Type::Enum, latin1, m(&["café", "a"]), b"2", true),
+            (Type::Set, latin1, m(&["é", "x"]), b"3", true),
+            (Type::Set, latin1, m(&["é", "x"]), "é,x".as_bytes(), true),
+            (Type::Set, latin1, m(&["é", "x"]), b"\xe9,x", false),
+            (Type::Enum, utf16, m(&["Ωμ"]), "Ωμ".as_bytes(), true),
+            (Type::Enum, utf16, m(&["Ωμ"]), b"\x03\xa9\x03\xbc", false),
+            // text is always decoded
+            (Type::Text, latin1, m(&[]), "café".as_bytes(), false),
+        ];
+        for (ty, cs, members, raw, want) in cases {
+            assert_eq!(
+                members_as_sent(*ty, *cs, members, raw),
+                *want,
+                "{ty:?} {cs:?} {raw:?}"
+            );
+        }
     }
 
     #[test]
