@@ -1274,8 +1274,9 @@ mod tests {
         let latin1 = Charset::named("latin1");
         let utf16 = Charset::named("utf16");
         let m = |ms: &[&str]| ms.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        // (type, charset, members, bytes, taken as they came)
-        let cases: &[(Type, Charset, Vec<String>, &[u8], bool)] = &[
+        /// (type, charset, members, bytes, taken as they came)
+        type Case<'a> = (Type, Charset, Vec<String>, &'a [u8], bool);
+        let cases: &[Case] = &[
             // a change: vttablet sends the schema's member text, UTF-8
             (
                 Type::Enum,
