@@ -35,6 +35,39 @@ const CHARSETS: &[(&str, &str, &str)] = &[
     ("utf8mb4", "emoji 😀", "𝄞 clef"),
 ];
 
+/// ENUM and SET columns in non-UTF-8 charsets: `(name, definition, row 1,
+/// row 2, the value changes give)`.
+const MEMBERS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "e_latin1",
+        "ENUM('café','crème','a') CHARACTER SET latin1",
+        "café",
+        "a",
+        "crème",
+    ),
+    (
+        "s_latin1",
+        "SET('é','ü','x') CHARACTER SET latin1",
+        "é,x",
+        "",
+        "é,ü",
+    ),
+    (
+        "e_gbk",
+        "ENUM('中文','b') CHARACTER SET gbk",
+        "b",
+        "b",
+        "中文",
+    ),
+    (
+        "e_utf16",
+        "ENUM('Ωμ','😀') CHARACTER SET utf16",
+        "😀",
+        "Ωμ",
+        "Ωμ",
+    ),
+];
+
 fn table_sql(table: &str) -> String {
     let mut cols = vec!["id INT PRIMARY KEY".to_string()];
     for (cs, _, _) in CHARSETS {
@@ -42,6 +75,7 @@ fn table_sql(table: &str) -> String {
         cols.push(format!("t_{cs} TEXT CHARACTER SET {cs}"));
     }
     cols.push("b VARBINARY(16)".into());
+    cols.extend(MEMBERS.iter().map(|(n, def, ..)| format!("{n} {def}")));
     let row = |id: u32, second: bool| {
         let mut v = vec![id.to_string()];
         for c in CHARSETS {
@@ -50,6 +84,9 @@ fn table_sql(table: &str) -> String {
             v.push(format!("'{text}'"));
         }
         v.push("x'E9FF00'".into());
+        for m in MEMBERS {
+            v.push(format!("'{}'", if second { m.3 } else { m.2 }));
+        }
         format!("({})", v.join(", "))
     };
     format!(
@@ -70,6 +107,7 @@ fn changes_sql(table: &str) -> String {
                 format!("t_{cs} = CONCAT(t_{cs}, ' {other}')"),
             ]
         })
+        .chain(MEMBERS.iter().map(|m| format!("{} = '{}'", m.0, m.4)))
         .collect();
     let mut vals = vec!["3".to_string()];
     for (_, text, other) in CHARSETS {
@@ -77,6 +115,7 @@ fn changes_sql(table: &str) -> String {
         vals.push(format!("'{text}'"));
     }
     vals.push("x'00'".into());
+    vals.extend(MEMBERS.iter().map(|m| format!("'{}'", m.4)));
     format!(
         "INSERT INTO {table} VALUES ({}); UPDATE {table} SET {} WHERE id = 1;",
         vals.join(", "),
@@ -97,6 +136,10 @@ async fn expected(
             names.push(format!("{p}_{cs}"));
             exprs.push(format!("CONVERT({p}_{cs} USING utf8mb4)"));
         }
+    }
+    for m in MEMBERS {
+        names.push(m.0.to_string());
+        exprs.push(format!("CONVERT({} USING utf8mb4)", m.0));
     }
     let mut conn = server.connect(Some(database)).await.expect("connect");
     let sql = format!("SELECT id, {} FROM {table} ORDER BY id", exprs.join(", "));
@@ -163,19 +206,28 @@ fn assert_rows(
 both_apis! {
     #[tokio::test]
     async fn every_charset_arrives_as_mariadb_converts_it_from_the_emulator() {
-        // GIVEN a table with a VARCHAR and a TEXT column per charset
-        let emu = Emu::start("cs_emu", &["-"], false, &[("-", table_sql("cs_all"))]).await;
-        let catalog = emu.catalog(&[]).await;
+        // Changes in today's forms, and in old Vitess's (ENUM as index, SET
+        // as bitmask), whose members the emulator finds in the column's charset
+        use psdb_emulator::ChangeText::{ChangeForms, CopyForms};
+        for (keyspace, forms) in [("cs_emu", CopyForms), ("cs_emu_old", ChangeForms)] {
+            // GIVEN a table with a VARCHAR and a TEXT column per charset
+            let cfg = psdb_emulator::EmulatorConfig::new(mariadb(), keyspace)
+                .shards(&["-"])
+                .change_text(forms);
+            let emu = Emu::start_with(cfg, &[("-", table_sql("cs_all"))]).await;
+            let catalog = emu.catalog(&[]).await;
 
-        // WHEN it is copied, then changed (insert, update) and synced again
-        let first = emu.sync(&catalog, None).await.ok();
-        emu.sql("-", &changes_sql("cs_all")).await;
-        let second = emu.sync(&catalog, Some(&first.last_state())).await.ok();
+            // WHEN it is copied, then changed (insert, update) and synced again
+            let first = emu.sync(&catalog, None).await.ok();
+            emu.sql("-", &changes_sql("cs_all")).await;
+            let second = emu.sync(&catalog, Some(&first.last_state())).await.ok();
 
-        // THEN every cell is MariaDB's own text, in the copy and after the changes
-        let db = emu.emu.shard_database("-").to_string();
-        assert_eq!(second.records("cs_all").len(), 2, "{}", second.run.stderr);
-        assert_rows("emulator", &[&first, &second], "cs_all", &expected(mariadb(), &db, "cs_all").await);
+            // THEN every cell is MariaDB's own text, in the copy and after the changes
+            let db = emu.emu.shard_database("-").to_string();
+            assert_eq!(second.records("cs_all").len(), 2, "{}", second.run.stderr);
+            let want = expected(mariadb(), &db, "cs_all").await;
+            assert_rows(keyspace, &[&first, &second], "cs_all", &want);
+        }
     }
 }
 

@@ -59,22 +59,23 @@ fn create_and_copy_rows() -> String {
            doc JSON, \
            latin VARCHAR(32) CHARACTER SET latin1, \
            big TEXT CHARACTER SET big5, \
-           wide VARCHAR(16) CHARACTER SET utf16\
+           wide VARCHAR(16) CHARACTER SET utf16, \
+           lk ENUM('é','x') CHARACTER SET latin1\
          );\n\
          INSERT INTO `{TABLE}` VALUES \
-           (1, 'one', 1.50, '2024-01-02 03:04:05.123456', 'a', 'x,z', X'00ff10', '{{\"k\": [1, 2]}}', 'café crème', '中文字', 'Ωμέγα 😀'), \
-           (2, 'two', -20.05, '1999-12-31 23:59:59.000001', 'b', '', '', '[]', '', '', ''), \
-           (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
+           (1, 'one', 1.50, '2024-01-02 03:04:05.123456', 'a', 'x,z', X'00ff10', '{{\"k\": [1, 2]}}', 'café crème', '中文字', 'Ωμέγα 😀', 'é'), \
+           (2, 'two', -20.05, '1999-12-31 23:59:59.000001', 'b', '', '', '[]', '', '', '', 'x'), \
+           (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
     )
 }
 
 fn transaction() -> String {
     format!(
         "START TRANSACTION;\n\
-         INSERT INTO `{TABLE}` VALUES (4, 'four', 4.00, '2024-02-29 12:00:00.5', 'c', 'y', X'61', '{{\"n\": null}}', 'Ærø', '繁體', 'a');\n\
+         INSERT INTO `{TABLE}` VALUES (4, 'four', 4.00, '2024-02-29 12:00:00.5', 'c', 'y', X'61', '{{\"n\": null}}', 'Ærø', '繁體', 'a', 'é');\n\
          UPDATE `{TABLE}` SET name = 'uno', amount = 1.25, tags = 'x,y,z', latin = 'naïve €', wide = 'ü' WHERE id = 1;\n\
          DELETE FROM `{TABLE}` WHERE id = 2;\n\
-         UPDATE `{TABLE}` SET doc = '\"text\"', kind = 'b' WHERE id = 3;\n\
+         UPDATE `{TABLE}` SET doc = '\"text\"', kind = 'b', lk = 'é' WHERE id = 3;\n\
          COMMIT;"
     )
 }

@@ -38,6 +38,9 @@ pub struct ColumnMeta {
     /// information_schema CHARACTER_SET_NAME (empty when not text): the
     /// charset the column's bytes are read and sent in, as vttablet does.
     pub charset: String,
+    /// ENUM/SET members as the column's bytes (in its charset): what its
+    /// cells hold. Empty for UTF-8 and ASCII columns (`members` are those).
+    pub members_raw: Vec<Vec<u8>>,
     pub field: Field,
 }
 
@@ -308,6 +311,7 @@ pub async fn load_table(
         } else {
             Vec::new()
         };
+        let members_raw = members_in(conn, &members, &charset).await?;
         let mut field = Field {
             name: name.clone(),
             r#type: vtype as i32,
@@ -348,6 +352,7 @@ pub async fn load_table(
             vtype,
             members,
             charset,
+            members_raw,
             field,
         });
     }
@@ -376,6 +381,65 @@ pub async fn load_table(
 }
 
 /// Columns of a table carrying MariaDB's JSON marker, `CHECK (json_valid(col))`.
+/// ENUM/SET members in the column's charset, as MariaDB converts them.
+async fn members_in(
+    conn: &mut mysql_async::Conn,
+    members: &[String],
+    charset: &str,
+) -> Result<Vec<Vec<u8>>, mysql_async::Error> {
+    let utf8 = matches!(charset, "" | "utf8mb4" | "utf8mb3" | "utf8" | "ascii");
+    let plain = charset.bytes().all(|b| b.is_ascii_alphanumeric());
+    if utf8 || !plain || members.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(members.len());
+    for m in members {
+        let hex: Option<String> = conn
+            .exec_first(
+                format!(
+                    "SELECT HEX(CONVERT(CAST(? AS CHAR CHARACTER SET utf8mb4) USING {charset}))"
+                ),
+                (m.as_str(),),
+            )
+            .await?;
+        let hex = hex.unwrap_or_default();
+        let bytes = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
+/// Appends an ENUM/SET change cell as vttablet sends it: its members as
+/// the UTF-8 text of the schema, where a copy sends the column's own bytes.
+pub fn push_member_text(col: &ColumnMeta, raw: &[u8], out: &mut Vec<u8>) {
+    let text = |part: &[u8]| {
+        col.members_raw
+            .iter()
+            .position(|m| m.as_slice() == part)
+            .and_then(|i| col.members.get(i))
+    };
+    match col.vtype {
+        Type::Enum => match text(raw) {
+            Some(m) => out.extend_from_slice(m.as_bytes()),
+            None => out.extend_from_slice(raw),
+        },
+        Type::Set if !raw.is_empty() => {
+            for (i, part) in raw.split(|b| *b == b',').enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                match text(part) {
+                    Some(m) => out.extend_from_slice(m.as_bytes()),
+                    None => out.extend_from_slice(part),
+                }
+            }
+        }
+        _ => out.extend_from_slice(raw),
+    }
+}
+
 /// The column definitions of a zero-row read.
 async fn zero_row_columns(
     conn: &mut mysql_async::Conn,
@@ -412,6 +476,15 @@ pub async fn json_columns(
         .collect())
 }
 
+/// The index of the member whose bytes `raw` are.
+fn member_index(col: &ColumnMeta, raw: &[u8]) -> Option<usize> {
+    if col.members_raw.is_empty() {
+        col.members.iter().position(|m| m.as_bytes() == raw)
+    } else {
+        col.members_raw.iter().position(|m| m.as_slice() == raw)
+    }
+}
+
 /// Appends one cell in change-phase form (see [`ChangeText::ChangeForms`]).
 pub fn push_change_form(col: &ColumnMeta, raw: &[u8], out: &mut Vec<u8>) {
     match col.vtype {
@@ -441,18 +514,14 @@ pub fn push_change_form(col: &ColumnMeta, raw: &[u8], out: &mut Vec<u8>) {
             }
         }
         Type::Enum => {
-            let idx = col
-                .members
-                .iter()
-                .position(|m| m.as_bytes() == raw)
-                .map_or(0, |i| i + 1);
+            let idx = member_index(col, raw).map_or(0, |i| i + 1);
             out.extend_from_slice(idx.to_string().as_bytes());
         }
         Type::Set => {
             let mut mask: u64 = 0;
             if !raw.is_empty() {
                 for part in raw.split(|b| *b == b',') {
-                    if let Some(i) = col.members.iter().position(|m| m.as_bytes() == part) {
+                    if let Some(i) = member_index(col, part) {
                         if i < 64 {
                             mask |= 1 << i;
                         }

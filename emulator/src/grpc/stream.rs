@@ -9,7 +9,7 @@ use tonic::Status;
 use super::sender::{Out, Stop};
 use super::{internal, ShardBackend, SyncState};
 use crate::capture::shadow_name;
-use crate::values::{push_change_form, ChangeText, TableMeta};
+use crate::values::{push_change_form, push_member_text, ChangeText, TableMeta};
 use crate::wire::psdbconnect::v1alpha1::{SyncRequest, SyncResponse, TableCursor};
 use crate::wire::query::{Field, QueryResult};
 
@@ -168,11 +168,13 @@ impl StreamCtx<'_> {
                 Some(Some(other)) => Cow::Owned(other.as_sql(true).into_bytes()),
             };
             let start = values.len();
+            let col = &self.meta.columns[self.sel.select[p]];
             if self.st.change_text == ChangeText::ChangeForms {
-                let col = &self.meta.columns[self.sel.select[p]];
                 push_change_form(col, &text, values);
-            } else {
+            } else if col.members_raw.is_empty() {
                 values.extend_from_slice(&text);
+            } else {
+                push_member_text(col, &text, values);
             }
             lengths.push((values.len() - start) as i64);
         }
