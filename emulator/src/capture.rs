@@ -65,7 +65,10 @@
 //! - After an ALTER TABLE made directly on a backing database, until the next
 //!   scan (≤ 0.5 s, or `refresh_capture`), the old triggers still name the old
 //!   columns: DML on a table that lost a column fails, and streams of a table
-//!   that gained one fail. Re-creating capture drops images not yet streamed.
+//!   that gained one fail. Re-creating capture carries the images not yet
+//!   streamed into the new shape (see [`carry_images_sql`]): rows changed
+//!   before an ALTER come in the new shape (vttablet sends them in the old
+//!   one, then the new FIELD), a dropped column's values in them are gone.
 //! - TRUNCATE and foreign-key cascades fire no triggers. A TRUNCATE through
 //!   the MySQL front is recorded by the front ([`truncate_marker_sql`]); one
 //!   made straight on a backing database, and cascades, are not seen.
@@ -94,6 +97,9 @@ pub const GTIDS: &str = "_psdb_gtid";
 const COMMIT_WINDOW: u64 = 2_000;
 /// Prefix of every emulator-owned object, hidden from the MySQL front.
 pub const PREFIX: &str = "_psdb_";
+/// A re-created capture's old shadow table, set aside while its images are
+/// carried into the new one (see [`carry_images_sql`]).
+const CARRIED: &str = "_psdb_carried";
 
 const POLL_INTERVAL: Duration = Duration::from_millis(40);
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
@@ -683,8 +689,13 @@ async fn install_table(
         return Err(CaptureError::ReservedColumn(c.clone()));
     }
     let create = create_capture_sql(database, table);
+    let (keep, carry) = if existing.shadow {
+        carry_images_sql(conn, database, table).await
+    } else {
+        (String::new(), String::new())
+    };
     let first = format!(
-        "{}{create}",
+        "{keep}{}{create}{carry}",
         drop_capture_sql(database, &table.name, existing)
     );
     if conn.query_drop(first).await.is_ok() {
@@ -697,6 +708,49 @@ async fn install_table(
     let again = format!("{}{create}", drop_capture_sql(database, &table.name, all));
     conn.query_drop(again).await?;
     Ok(())
+}
+
+/// Where a table's capture is re-created (its columns changed), the images
+/// captured before and not yet streamed must not go with the old shadow:
+/// they are the changes made before the ALTER. The old shadow is set aside
+/// (`keep`, run before the drop) and its images carried into the new one
+/// (`carry`, after the create), column by column for the columns both
+/// shapes have: a column added since reads NULL in them, a dropped one is
+/// gone, a retyped one is converted by MariaDB. (vttablet sends such rows
+/// in the shape they were written in, then a FIELD of the new shape; the
+/// emulator sends them in the new shape, with their values.)
+async fn carry_images_sql(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    table: &TableDef,
+) -> (String, String) {
+    let own_name = own_database(database);
+    let shadow_name = shadow_name(&table.name);
+    let old: Vec<String> = conn
+        .exec(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            (&own_name, &shadow_name),
+        )
+        .await
+        .unwrap_or_default();
+    let common: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| old.iter().any(|o| o == *c))
+        .map(|c| quote_ident(c))
+        .collect();
+    let own = quote_ident(&own_name);
+    let shadow = quote_ident(&shadow_name);
+    let aside = quote_ident(CARRIED);
+    let cols = common.iter().map(|c| format!(", {c}")).collect::<String>();
+    let keep = format!(
+        "DROP TABLE IF EXISTS {own}.{aside}; RENAME TABLE {own}.{shadow} TO {own}.{aside};"
+    );
+    let carry = format!(
+        "INSERT IGNORE INTO {own}.{shadow} (_psdb_seq, _psdb_img{cols}) \
+         SELECT _psdb_seq, _psdb_img{cols} FROM {own}.{aside}; DROP TABLE {own}.{aside};"
+    );
+    (keep, carry)
 }
 
 /// The shadow table and the three triggers of a table's capture (after
