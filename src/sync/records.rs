@@ -445,7 +445,11 @@ fn key_positions(keys: &[String], qr: &QueryResult) -> Vec<usize> {
 /// equivalent): a row with one is a row the server could not fill (an
 /// image of another shape), and fails the stream rather than become a
 /// record of nulls.
-fn null_key(stream: &StreamSpec, positions: &[usize], row: &crate::pb::query::Row) -> Result<(), ConvertError> {
+fn null_key(
+    stream: &StreamSpec,
+    positions: &[usize],
+    row: &crate::pb::query::Row,
+) -> Result<(), ConvertError> {
     let Some(cells) = key_cells(row, positions) else {
         return Ok(());
     };
@@ -554,6 +558,90 @@ fn owned_cursor(c: &TableCursor) -> TableCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb::query::Row;
+
+    /// A stream of table `t` with columns id (its key) and name.
+    fn spec() -> StreamSpec {
+        let prop = |name: &str| PropertySpec {
+            name: name.into(),
+            target: crate::convert::Target::Text,
+            members: Vec::new(),
+            charset: None,
+        };
+        StreamSpec {
+            name: "t".into(),
+            name_json: "\"t\"".into(),
+            table: "t".into(),
+            props: vec![prop("id"), prop("name")],
+            columns: vec!["id".into(), "name".into()],
+            key_properties: vec!["id".into()],
+            method: ReplicationMethod::LogBased,
+            version: None,
+        }
+    }
+
+    fn result(names: &[&str], rows: &[&[Option<&str>]]) -> QueryResult {
+        QueryResult {
+            fields: names
+                .iter()
+                .map(|n| Field {
+                    name: n.to_string().into(),
+                    ..Field::default()
+                })
+                .collect(),
+            rows: rows
+                .iter()
+                .map(|r| Row::from_cells(r.iter().map(|c| c.map(str::as_bytes))))
+                .collect(),
+            ..QueryResult::default()
+        }
+    }
+
+    #[test]
+    fn rows_that_cannot_be_placed_fail_instead_of_becoming_nulls() {
+        let spec = spec();
+        // (fields, a row, whether it is refused)
+        type Case<'a> = (&'a [&'a str], &'a [Option<&'a str>], bool);
+        let cases: [Case; 6] = [
+            (&["id", "name"], &[Some("1"), Some("a")], false),
+            (&["id", "name"], &[Some("1"), None], false),
+            (&["id", "name", "new"], &[Some("1"), Some("a"), None], false),
+            (&["id", "name"], &[None, None], true),
+            (&["name"], &[Some("a")], true),
+            (&[], &[], true),
+        ];
+        for (names, cells, refused) in cases {
+            let qr = result(names, &[cells]);
+            let got = unmapped(&spec, &qr.fields).and_then(|()| {
+                let at = key_positions(&spec.key_properties, &qr);
+                null_key(&spec, &at, &qr.rows[0])
+            });
+            assert_eq!(got.is_err(), refused, "{names:?} {cells:?}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("table `t`"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_moves_its_row_when_a_key_cell_changes() {
+        let keys = vec!["id".to_string()];
+        let before = result(&["id", "name"], &[&[Some("1"), Some("a")]]);
+        let cases: [(&[Option<&str>], bool); 3] = [
+            (&[Some("1"), Some("b")], false),
+            (&[Some("2"), Some("a")], true),
+            (&[Some("10"), Some("a")], true),
+        ];
+        for (after, moved) in cases {
+            let after = result(&["id", "name"], &[after]);
+            assert_eq!(key_moved(&keys, &before, &after), moved, "{after:?}");
+        }
+        // no key, or a key column missing from an image: in place
+        let after = result(&["id", "name"], &[&[Some("2"), Some("a")]]);
+        assert!(!key_moved(&[], &before, &after));
+        let keyless_image = result(&["name"], &[&[Some("a")]]);
+        assert!(!key_moved(&keys, &keyless_image, &after));
+    }
 
     fn stamp<'a>() -> Stamp<'a> {
         Stamp {
