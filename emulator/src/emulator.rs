@@ -287,7 +287,12 @@ impl Emulator {
         });
 
         // gRPC front.
-        let listener = bind(cfg.grpc_listen).await?;
+        let listener = crate::listener::bind(cfg.grpc_listen)
+            .await
+            .map_err(|source| EmulatorError::Bind {
+                addr: cfg.grpc_listen,
+                source,
+            })?;
         let grpc_addr = listener.local_addr()?;
         let registry = state.conns.clone();
         let incoming = futures::stream::unfold(listener, move |l| {
@@ -546,24 +551,6 @@ pub async fn clean_up(url: &str, databases: &[String]) -> Result<(), EmulatorErr
     }
     let _ = conn.disconnect().await;
     Ok(())
-}
-
-/// Binds a listener; a fixed port that is still held by a just-stopped
-/// emulator is retried for a few seconds.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, EmulatorError> {
-    let mut tries = 0;
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => return Ok(l),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 && tries < 50 =>
-            {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(source) => return Err(EmulatorError::Bind { addr, source }),
-        }
-    }
 }
 
 impl Drop for Emulator {

@@ -39,6 +39,7 @@ pub mod capture;
 pub mod emulator;
 pub mod faults;
 pub mod grpc;
+mod listener;
 pub mod mariadb;
 pub mod mysql_front;
 pub mod ready;

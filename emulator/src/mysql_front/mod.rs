@@ -102,9 +102,7 @@ impl MysqlFront {
         if let Err(e) = views::create_views(&self.cfg).await {
             tracing::warn!(error = %e, "could not create information_schema views");
         }
-        let listener = crate::emulator::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e.to_string()))?;
+        let listener = crate::listener::bind(addr).await?;
         let local = listener.local_addr()?;
         let cfg = self.cfg.clone();
         let task = tokio::spawn(async move {

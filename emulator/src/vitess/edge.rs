@@ -94,7 +94,7 @@ impl Edge {
         let mysql_addr = SocketAddr::new(spec.ip, MYSQL_PORT);
         let grpc_addr = SocketAddr::new(spec.ip, GRPC_PORT);
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
+            crate::listener::bind(addr)
                 .await
                 .map_err(|source| EdgeError::Bind { addr, source })
         };
