@@ -279,8 +279,22 @@ impl Vitess {
     /// Defines [`CELLS_ALIAS`] over [`CELL`] in vtcombo's in-memory
     /// topology, through its vtctld gRPC service (`AddCellsAlias`), as
     /// `vtctldclient AddCellsAlias` would. vtcombo's topology flag has no
-    /// place for aliases.
+    /// place for aliases. vtcombo's log can say it serves a moment before
+    /// its gRPC port takes calls (after a restart most of all), so a failed
+    /// call is tried again for a while; an alias already there is fine.
     async fn add_cells_alias(&self) -> Result<(), VitessError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match self.add_cells_alias_once().await {
+                Ok(()) => return Ok(()),
+                Err(VitessError::CellsAlias(e)) if e.contains("already exists") => return Ok(()),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    async fn add_cells_alias_once(&self) -> Result<(), VitessError> {
         let fail = |e: &dyn std::fmt::Display| VitessError::CellsAlias(e.to_string());
         let scheme = if self.ca_file.is_some() {
             "https"
