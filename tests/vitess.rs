@@ -438,17 +438,27 @@ fn run_and_kill(args: &[String], stop_after: usize) -> (Vec<Value>, bool) {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn tap");
     let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     let mut lines = Vec::new();
     let mut states = 0;
     let mut killed = false;
     for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-            break;
+        // Only a kill may cut a line short; anything else unreadable on
+        // stdout is the tap's fault, not the end of its run.
+        let v = match line.map(|l| serde_json::from_str::<Value>(&l).map_err(|e| (e, l))) {
+            Ok(Ok(v)) => v,
+            _ if killed => break,
+            Ok(Err((e, l))) => panic!("stdout line is not JSON ({e}): {l}"),
+            Err(e) => panic!("stdout is not UTF-8 lines: {e}"),
         };
         if v["type"] == "STATE" {
             states += 1;
@@ -460,8 +470,16 @@ fn run_and_kill(args: &[String], stop_after: usize) -> (Vec<Value>, bool) {
         }
     }
     let status = child.wait().expect("wait");
+    let stderr = err.join().unwrap_or_default();
     use std::os::unix::process::ExitStatusExt;
-    (lines, killed && status.signal() == Some(9))
+    let was_killed = killed && status.signal() == Some(9);
+    // A run that was not killed must have finished, not failed: a failed
+    // run taken for a finished one would end the rounds early.
+    assert!(
+        was_killed || status.success(),
+        "the tap failed ({status}):\n{stderr}"
+    );
+    (lines, was_killed)
 }
 
 /// Kills the tap again and again, each run resuming from the last STATE the
