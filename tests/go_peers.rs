@@ -239,15 +239,6 @@ async fn singer_tap_copies_and_follows_two_shards() {
     copies_and_follows(&["-80", "80-"]).await;
 }
 
-/// Our tap's config for `emu`, with singer-tap's catalog.
-fn our_config(emu: &Emu) -> PathBuf {
-    emu.config.clone()
-}
-
-async fn our_sync(emu: &Emu, catalog: &Path, state: Option<&Value>) -> Singer {
-    emu.sync_using(&our_config(emu), catalog, state).await.ok()
-}
-
 #[tokio::test]
 async fn state_moves_between_singer_tap_and_ours_both_ways() {
     let shards = ["-80", "80-"];
@@ -261,7 +252,7 @@ async fn state_moves_between_singer_tap_and_ours_both_ways() {
     change_items(&emu, &shards).await;
 
     // WHEN our tap resumes it, with singer-tap's own catalog
-    let ours = our_sync(&emu, &catalog, Some(&go_full.last_state())).await;
+    let ours = emu.sync(&catalog, Some(&go_full.last_state())).await.ok();
     // THEN nothing is copied again and every change since arrives (ours
     // also carries the deletes)
     let recs = ours.records("peer_items");

@@ -726,19 +726,30 @@ async fn carry_images_sql(
 ) -> (String, String) {
     let own_name = own_database(database);
     let shadow_name = shadow_name(&table.name);
-    let old: Vec<String> = conn
+    let old: Vec<String> = match conn
         .exec(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
             (&own_name, &shadow_name),
         )
         .await
-        .unwrap_or_default();
+    {
+        Ok(old) => old,
+        Err(e) => {
+            tracing::warn!(table = %table.name, error = %e, "could not read the old shadow's columns: changes not yet streamed are dropped with it");
+            return (String::new(), String::new());
+        }
+    };
     let common: Vec<String> = table
         .columns
         .iter()
         .filter(|c| old.iter().any(|o| o == *c))
         .map(|c| quote_ident(c))
         .collect();
+    // Images with no column in common would carry nothing but their keys'
+    // absence: rows of NULLs. They go with the old shadow instead.
+    if common.is_empty() {
+        return (String::new(), String::new());
+    }
     let own = quote_ident(&own_name);
     let shadow = quote_ident(&shadow_name);
     let aside = quote_ident(CARRIED);

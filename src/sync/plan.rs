@@ -210,7 +210,7 @@ fn check_recopies(names: &[String], selected: &[SelectedStream]) -> Result<(), S
     for name in names {
         if !selected
             .iter()
-            .any(|s| &s.name == name || &s.tap_stream_id == name)
+            .any(|s| recopy_names(std::slice::from_ref(name), s))
         {
             let list: Vec<&str> = selected.iter().map(|s| s.name.as_str()).collect();
             return Err(SyncError::UnknownRecopy {

@@ -497,22 +497,22 @@ fn key_moved(keys: &[String], before: &QueryResult, after: &QueryResult) -> bool
         .any(|(b, a)| key_cells(b, &bp) != key_cells(a, &ap))
 }
 
-/// The cells at `positions` of a row (`None` for a malformed row, which
-/// the record's own conversion then reports).
+/// The cells at `positions` of a row, read in one pass over its cells
+/// (`None` for a malformed row, which the record's own conversion then
+/// reports; `Some` of nothing for no positions).
 fn key_cells<'a>(
     row: &'a crate::pb::query::Row,
     positions: &[usize],
 ) -> Option<Vec<Option<&'a [u8]>>> {
-    let mut cells = Vec::with_capacity(positions.len());
-    for &p in positions {
-        let mut it = row.cells();
-        let mut cell = None;
-        for _ in 0..=p {
-            cell = it.next_cell().ok()?;
-        }
-        cells.push(cell);
+    let Some(last) = positions.iter().copied().max() else {
+        return Some(Vec::new());
+    };
+    let mut cells = row.cells();
+    let mut seen = Vec::with_capacity(last + 1);
+    for _ in 0..=last {
+        seen.push(cells.next_cell().ok()?);
     }
-    Some(cells)
+    Some(positions.iter().map(|&p| seen[p]).collect())
 }
 
 /// The members the tap adds to a record (`"key":value`, comma-separated,

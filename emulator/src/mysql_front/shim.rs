@@ -299,6 +299,26 @@ impl Shim {
     }
 
     /// Backend error with the backing database name shown as the keyspace.
+    /// Writes a statement's result sets (text or binary rows), or its
+    /// error, to the client: one way for queries and prepared statements.
+    async fn reply<'a, W: AsyncWrite + Send + Unpin>(
+        &'a mut self,
+        sets: Result<Vec<ResultSet>, mysql_async::Error>,
+        results: QueryResultWriter<'a, W>,
+        binary: bool,
+    ) -> std::io::Result<()> {
+        match sets {
+            Ok(sets) => {
+                self.scratch = sets;
+                write_sets(&self.scratch, results, binary).await
+            }
+            Err(e) => {
+                let (kind, msg) = self.error_text(&e);
+                results.error(kind, msg.as_bytes()).await
+            }
+        }
+    }
+
     fn error_text(&self, e: &mysql_async::Error) -> (ErrorKind, String) {
         let (kind, msg) = server_error(e);
         let db = self.database();
@@ -428,17 +448,8 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         results: QueryResultWriter<'a, W>,
     ) -> std::io::Result<()> {
         if let Some(query) = self.local.get(&id).cloned() {
-            return match self.answer(&query).await {
-                Ok(sets) => {
-                    self.scratch = sets;
-                    let scratch: &'a Vec<ResultSet> = &self.scratch;
-                    write_sets(scratch, results, true).await
-                }
-                Err(e) => {
-                    let (kind, msg) = self.error_text(&e);
-                    results.error(kind, msg.as_bytes()).await
-                }
-            };
+            let sets = self.answer(&query).await;
+            return self.reply(sets, results, true).await;
         }
         if self.stmt_reads_columns.get(&id).copied().unwrap_or(false) {
             self.refresh_json_columns().await;
@@ -478,17 +489,8 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
             result.drop_result().await?;
             Ok::<_, mysql_async::Error>(ResultSet { columns, rows, ok })
         };
-        match run.await {
-            Ok(set) => {
-                self.scratch = vec![set];
-                let scratch: &'a Vec<ResultSet> = &self.scratch;
-                write_sets(scratch, results, true).await
-            }
-            Err(e) => {
-                let (kind, msg) = self.error_text(&e);
-                results.error(kind, msg.as_bytes()).await
-            }
-        }
+        let sets = run.await.map(|set| vec![set]);
+        self.reply(sets, results, true).await
     }
 
     async fn on_close<'a>(&'a mut self, stmt: u32)
@@ -509,17 +511,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for Shim {
         results: QueryResultWriter<'a, W>,
     ) -> std::io::Result<()> {
         let sets = self.answer(query).await;
-        match sets {
-            Ok(sets) => {
-                self.scratch = sets;
-                let scratch: &'a Vec<ResultSet> = &self.scratch;
-                write_sets(scratch, results, false).await
-            }
-            Err(e) => {
-                let (kind, msg) = self.error_text(&e);
-                results.error(kind, msg.as_bytes()).await
-            }
-        }
+        self.reply(sets, results, false).await
     }
 }
 
